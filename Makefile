@@ -1,0 +1,40 @@
+# mimoq — see README.md. Every target works from a clean clone.
+GO      ?= go
+BIN     ?= bin/mimoq
+PKGS    ?= ./...
+
+.PHONY: all build test test-short bench lint demo clean fuzz
+
+all: lint test
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/mimoq
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Run each fuzz target for FUZZTIME (seeds alone run in `make test`).
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,249 @@
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client calls POST {BaseURL}/chat/completions. It is safe for concurrent use.
+type Client struct {
+	endpoint       string
+	apiKey         string
+	authStyle      AuthStyle
+	models         Models
+	requestTimeout time.Duration
+	maxBody        int64
+	userAgent      string
+	http           *http.Client
+	now            func() time.Time
+}
+
+// New returns a client configured by opts, after filling in defaults and
+// checking them. The error never contains the API key.
+func New(opts Options) (*Client, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("apiclient: %w", err)
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{
+			Transport: &http.Transport{
+				Proxy: http.ProxyFromEnvironment,
+				DialContext: (&net.Dialer{
+					Timeout:   o.DialTimeout,
+					KeepAlive: 30 * time.Second,
+				}).DialContext,
+				ForceAttemptHTTP2:     true,
+				TLSHandshakeTimeout:   o.TLSHandshakeTimeout,
+				ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+				ExpectContinueTimeout: time.Second,
+				MaxIdleConns:          DefaultMaxIdleConnsPerHost,
+				MaxIdleConnsPerHost:   DefaultMaxIdleConnsPerHost,
+				IdleConnTimeout:       90 * time.Second,
+			},
+			// A redirect means a misconfigured BaseURL; following one would turn
+			// the POST into a GET or leak the key to another host.
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		}
+	}
+	return &Client{
+		endpoint:       strings.TrimRight(o.BaseURL, "/") + "/chat/completions",
+		apiKey:         o.APIKey,
+		authStyle:      o.AuthStyle,
+		models:         o.Models,
+		requestTimeout: o.RequestTimeout,
+		maxBody:        o.MaxResponseBytes,
+		userAgent:      o.UserAgent,
+		http:           hc,
+		now:            time.Now,
+	}, nil
+}
+
+// CallOption changes one call of [Client.Do].
+type CallOption func(*callConfig)
+
+type callConfig struct {
+	headers []header
+}
+
+type header struct{ key, value string }
+
+// WithHeader sends an extra header with this call, e.g. X-Mimoq-Job-Id. The
+// headers the client owns (Authorization or api-key, Content-Type, Accept,
+// User-Agent) cannot be overridden. A second WithHeader for the same key
+// replaces the first.
+func WithHeader(key, value string) CallOption {
+	return func(c *callConfig) { c.headers = append(c.headers, header{key, value}) }
+}
+
+// Validate checks req against the client's models without sending it; it
+// returns nil or a [*ValidationError]. Do calls it first.
+func (c *Client) Validate(req *Request) error { return c.models.Validate(req) }
+
+// CloseIdleConnections closes the idle keep-alive connections of the client's
+// transport, e.g. on shutdown.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// Do sends req once and returns the parsed response. It never retries.
+//
+// A request that fails validation is not sent: Do returns a [*ValidationError].
+// Otherwise the error is an [*APIError] (non-2xx), a [*MalformedResponseError] or
+// [*ResponseTooLargeError] (unusable 2xx) or a [*TransportError] (no response);
+// [Classify] says what to do with it. When ctx ends, the error wraps ctx.Err();
+// when the client's own RequestTimeout fires, it wraps [ErrAttemptTimeout] and
+// not context.DeadlineExceeded, so the two can be told apart.
+func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Response, error) {
+	if err := c.models.Validate(req); err != nil {
+		return nil, err
+	}
+	var cfg callConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	for _, h := range cfg.headers {
+		if err := checkHeader(h.key, h.value); err != nil {
+			return nil, err
+		}
+	}
+	body, err := req.body()
+	if err != nil {
+		return nil, err
+	}
+
+	actx, cancel := context.WithTimeoutCause(ctx, c.requestTimeout, ErrAttemptTimeout)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, &TransportError{Op: "build request", Err: unwrapURLError(err)}
+	}
+	for _, h := range cfg.headers {
+		hreq.Header.Set(h.key, h.value)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/json")
+	hreq.Header.Set("User-Agent", c.userAgent)
+	hreq.Header.Del("Authorization")
+	hreq.Header.Del("Api-Key")
+	if c.authStyle == AuthAPIKey {
+		hreq.Header.Set("Api-Key", c.apiKey)
+	} else {
+		hreq.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, c.transportError(ctx, actx, "send request", err)
+	}
+	defer closeBody(resp.Body)
+	data, tooLarge, readErr := readCapped(resp.Body, resp.ContentLength, c.maxBody)
+	requestID := cleanText(resp.Header.Get("X-Request-Id"), c.apiKey, maxShortLen)
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if readErr != nil && ctx.Err() != nil {
+			return nil, c.transportError(ctx, actx, "read error body", readErr)
+		}
+		// The status is the server's verdict even if its body could not be read
+		// whole: report it, with what was read.
+		return nil, newAPIError(resp.StatusCode, resp.Header, data, c.apiKey, c.now())
+	}
+	if readErr != nil {
+		return nil, c.transportError(ctx, actx, "read response body", readErr)
+	}
+	if tooLarge {
+		return nil, &ResponseTooLargeError{StatusCode: resp.StatusCode, RequestID: requestID, Limit: c.maxBody}
+	}
+	return parseResponse(resp.StatusCode, requestID, data)
+}
+
+// transportError wraps a failure that left no usable response, keeping the
+// invariant Classify relies on: the error matches context.Canceled or
+// context.DeadlineExceeded only when the caller's ctx ended.
+func (c *Client) transportError(ctx, actx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		cause := ctx.Err()
+		if cc := context.Cause(ctx); cc != nil && cc != cause {
+			cause = fmt.Errorf("%w: %w", cause, cc)
+		}
+		return &TransportError{Op: op, Err: cause}
+	}
+	if actx.Err() != nil {
+		return &TransportError{Op: op, Err: fmt.Errorf("%w after %s", ErrAttemptTimeout, c.requestTimeout)}
+	}
+	err = unwrapURLError(err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// A custom HTTPClient's Timeout: the attempt's limit, not the caller's.
+		return &TransportError{Op: op, Err: fmt.Errorf("%w: %s", ErrAttemptTimeout, err.Error())}
+	}
+	return &TransportError{Op: op, Err: err}
+}
+
+// unwrapURLError drops net/http's *url.Error wrapper: its message repeats the
+// method and URL, which TransportError.Op already says.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err
+	}
+	return err
+}
+
+// readCapped reads at most limit bytes; tooLarge reports that there was more.
+func readCapped(r io.Reader, contentLength, limit int64) (data []byte, tooLarge bool, err error) {
+	var buf bytes.Buffer
+	if contentLength > 0 {
+		buf.Grow(int(min(contentLength, limit)) + 1)
+	}
+	_, err = buf.ReadFrom(io.LimitReader(r, limit+1))
+	data = buf.Bytes()
+	if int64(len(data)) > limit {
+		return data[:limit], true, err
+	}
+	return data, false, err
+}
+
+// closeBody drains a little of what is left, so that the connection can be
+// reused, and closes the body. A body far over the cap is not worth draining.
+func closeBody(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 256<<10)
+	_ = body.Close()
+}
+
+// checkHeader rejects a header net/http would refuse to send, so that a bad
+// WithHeader is a terminal validation error rather than a retryable transport one.
+func checkHeader(key, value string) error {
+	if key == "" {
+		return &ValidationError{Field: "header", Reason: "name must not be empty"}
+	}
+	for i := 0; i < len(key); i++ {
+		if !isTokenChar(key[i]) {
+			return &ValidationError{Field: "header " + quoteShort(key), Reason: "has an invalid name"}
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return &ValidationError{Field: "header " + key, Reason: "value contains a control character"}
+		}
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}

@@ -1,0 +1,173 @@
+package apiclient
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"unicode/utf8"
+)
+
+// A small scanner over JSON already checked with json.Valid. It hands out
+// members and elements as sub-slices of the input, so that a request with a
+// large base64 image is not copied once per nesting level, and so that the
+// bytes of every value are exactly the bytes the user wrote.
+
+var errScan = errors.New("malformed JSON")
+
+// forEachMember calls fn with each member of the JSON object b, in order. Each
+// value is a sub-slice of b with its capacity clipped, so appending to it
+// cannot overwrite b.
+func forEachMember(b []byte, fn func(key string, val []byte) error) error {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return errScan
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return errScan
+		}
+		ke := skipString(b, i)
+		if ke < 0 {
+			return errScan
+		}
+		key, err := decodeKey(b[i:ke])
+		if err != nil {
+			return err
+		}
+		i = skipWS(b, ke)
+		if i >= len(b) || b[i] != ':' {
+			return errScan
+		}
+		i = skipWS(b, i+1)
+		ve := skipValue(b, i)
+		if ve < 0 {
+			return errScan
+		}
+		if err := fn(key, b[i:ve:ve]); err != nil {
+			return err
+		}
+		i = skipWS(b, ve)
+		if i >= len(b) {
+			return errScan
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case '}':
+			return nil
+		default:
+			return errScan
+		}
+	}
+}
+
+// forEachElement calls fn with each element of the JSON array b, in order.
+func forEachElement(b []byte, fn func(i int, val []byte) error) error {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return errScan
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return nil
+	}
+	for n := 0; ; n++ {
+		ve := skipValue(b, i)
+		if ve < 0 {
+			return errScan
+		}
+		if err := fn(n, b[i:ve:ve]); err != nil {
+			return err
+		}
+		i = skipWS(b, ve)
+		if i >= len(b) {
+			return errScan
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case ']':
+			return nil
+		default:
+			return errScan
+		}
+	}
+}
+
+// decodeKey unquotes a key as encoding/json would, invalid UTF-8 included.
+func decodeKey(q []byte) (string, error) {
+	if bytes.IndexByte(q, '\\') < 0 && utf8.Valid(q) {
+		return string(q[1 : len(q)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(q, &s); err != nil {
+		return "", errScan
+	}
+	return s, nil
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// skipString returns the index just past the string starting at b[i], or -1.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); {
+		switch b[j] {
+		case '\\':
+			j += 2
+		case '"':
+			return j + 1
+		default:
+			j++
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index just past the value starting at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				if i = skipString(b, i); i < 0 {
+					return -1
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && !isSpace(b[j]) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
+}

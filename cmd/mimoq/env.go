@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/mimoq/mimoq/apiclient"
+)
+
+// env is every environment variable of the SPEC. It is read only here, in cmd/.
+type env struct {
+	RedisURL        string        `envconfig:"MIMOQ_REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	APIKey          secret        `envconfig:"MIMO_API_KEY"`
+	BaseURL         string        `envconfig:"MIMO_BASE_URL" default:"https://api.xiaomimimo.com/v1"`
+	Concurrency     int           `envconfig:"MIMOQ_CONCURRENCY" default:"50"`
+	RPM             int           `envconfig:"MIMOQ_RPM" default:"100"`
+	TPM             int64         `envconfig:"MIMOQ_TPM" default:"10000000"`
+	ModelLimits     string        `envconfig:"MIMOQ_MODEL_LIMITS"`
+	MaxAttempts     int           `envconfig:"MIMOQ_MAX_ATTEMPTS" default:"5"`
+	BackoffBase     time.Duration `envconfig:"MIMOQ_BACKOFF_BASE" default:"1s"`
+	BackoffMax      time.Duration `envconfig:"MIMOQ_BACKOFF_MAX" default:"60s"`
+	RequestTimeout  time.Duration `envconfig:"MIMOQ_REQUEST_TIMEOUT" default:"5m"`
+	ShutdownTimeout time.Duration `envconfig:"MIMOQ_SHUTDOWN_TIMEOUT" default:"30s"`
+	ResultTTL       time.Duration `envconfig:"MIMOQ_RESULT_TTL" default:"168h"`
+	HTTPAddr        string        `envconfig:"MIMOQ_HTTP_ADDR"`
+	Models          string        `envconfig:"MIMOQ_MODELS"`
+	APITokens       []secret      `envconfig:"MIMOQ_API_TOKENS"`
+	LogLevel        string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
+	LogFormat       string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
+}
+
+// secret is a string that never prints itself: a stray %v or a JSON log field
+// shows a placeholder, never the value.
+type secret string
+
+func (s secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// MarshalText keeps a secret out of any structured log or JSON dump.
+func (s secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Decode lets envconfig fill a secret; it never echoes the value on error.
+func (s *secret) Decode(v string) error { *s = secret(v); return nil }
+
+// Value returns the secret itself, for the one place that must send it.
+func (s secret) Value() string { return string(s) }
+
+// loadEnv reads the environment. A bad value is a usage error that names the variable.
+func loadEnv() (*env, error) {
+	var e env
+	if err := envconfig.Process("", &e); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return nil, usagef("invalid %s=%q: %v", pe.KeyName, pe.Value, pe.Err)
+		}
+		return nil, usagef("read environment: %v", err)
+	}
+	if err := e.validate(); err != nil {
+		return nil, &usageError{err: err}
+	}
+	return &e, nil
+}
+
+func (e *env) validate() error {
+	switch {
+	case e.Concurrency < 1:
+		return fmt.Errorf("invalid MIMOQ_CONCURRENCY=%d: must be at least 1", e.Concurrency)
+	case e.RPM < 0:
+		return fmt.Errorf("invalid MIMOQ_RPM=%d: must not be negative", e.RPM)
+	case e.TPM < 0:
+		return fmt.Errorf("invalid MIMOQ_TPM=%d: must not be negative", e.TPM)
+	case e.MaxAttempts < 1:
+		return fmt.Errorf("invalid MIMOQ_MAX_ATTEMPTS=%d: must be at least 1", e.MaxAttempts)
+	case e.BackoffBase <= 0:
+		return fmt.Errorf("invalid MIMOQ_BACKOFF_BASE=%s: must be positive", e.BackoffBase)
+	case e.BackoffMax < e.BackoffBase:
+		return fmt.Errorf("invalid MIMOQ_BACKOFF_MAX=%s: must not be below MIMOQ_BACKOFF_BASE (%s)", e.BackoffMax, e.BackoffBase)
+	case e.RequestTimeout <= 0:
+		return fmt.Errorf("invalid MIMOQ_REQUEST_TIMEOUT=%s: must be positive", e.RequestTimeout)
+	case e.ShutdownTimeout < 0:
+		return fmt.Errorf("invalid MIMOQ_SHUTDOWN_TIMEOUT=%s: must not be negative", e.ShutdownTimeout)
+	case e.ResultTTL <= 0:
+		return fmt.Errorf("invalid MIMOQ_RESULT_TTL=%s: must be positive", e.ResultTTL)
+	}
+	if _, err := zerolog.ParseLevel(strings.ToLower(e.LogLevel)); err != nil || e.LogLevel == "" {
+		return fmt.Errorf("invalid MIMOQ_LOG_LEVEL=%q: want trace, debug, info, warn or error", e.LogLevel)
+	}
+	switch e.LogFormat {
+	case "auto", "json", "console":
+	default:
+		return fmt.Errorf("invalid MIMOQ_LOG_FORMAT=%q: want auto, json or console", e.LogFormat)
+	}
+	return nil
+}
+
+// models returns the configured model list (MIMOQ_MODELS) or the default one.
+func (e *env) models() (apiclient.Models, error) {
+	if e.Models == "" {
+		return apiclient.DefaultModels(), nil
+	}
+	m, err := apiclient.ParseModels(e.Models)
+	if err != nil {
+		return nil, usagef("invalid MIMOQ_MODELS: %v", err)
+	}
+	return m, nil
+}
+
+// httpAddr returns MIMOQ_HTTP_ADDR or the command's own default.
+func (e *env) httpAddr(def string) string {
+	if e.HTTPAddr != "" {
+		return e.HTTPAddr
+	}
+	return def
+}
+
+// logger builds the root logger: console on a terminal, JSON otherwise (auto).
+func (e *env) logger(w io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(strings.ToLower(e.LogLevel))
+	console := e.LogFormat == "console"
+	if e.LogFormat == "auto" {
+		if f, ok := w.(*os.File); ok {
+			console = isatty.IsTerminal(f.Fd())
+		}
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}

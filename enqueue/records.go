@@ -1,0 +1,372 @@
+package enqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFound is returned when a job (or batch) record does not exist: it was
+// never submitted, or its result has expired after MIMOQ_RESULT_TTL.
+var ErrNotFound = errors.New("not found")
+
+// Records reads and changes job and batch records in Redis. Every change of a
+// job's state is one Lua script, so that a final state, once written, is never
+// overwritten: a redelivered task finds it and does not call the API again.
+type Records struct {
+	rdb       redis.UniversalClient
+	keys      keys
+	resultTTL time.Duration
+}
+
+// NewRecords returns the record store. prefix defaults to DefaultPrefix and
+// resultTTL (how long final records are kept) to 168h.
+func NewRecords(rdb redis.UniversalClient, prefix string, resultTTL time.Duration) *Records {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if resultTTL <= 0 {
+		resultTTL = 168 * time.Hour
+	}
+	return &Records{rdb: rdb, keys: keys{prefix: prefix}, resultTTL: resultTTL}
+}
+
+// Prefix is the key prefix of this store.
+func (r *Records) Prefix() string { return r.keys.prefix }
+
+const timeLayout = time.RFC3339Nano
+
+// createScript creates a job record unless it exists; it returns the state of
+// the record that is there afterwards.
+var createScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if st then return st end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 'created'
+`)
+
+// Create writes the record of a new job in state queued. When a record with
+// that ID exists already it is left alone and its state returned; a new
+// record returns state "" and created=true.
+func (r *Records) Create(ctx context.Context, p *Payload) (state State, created bool, err error) {
+	res, err := createScript.Run(ctx, r.rdb, []string{r.keys.job(p.JobID)}, payloadFields(p, StateQueued)...).Text()
+	if err != nil {
+		return "", false, fmt.Errorf("create job %s: %w", p.JobID, err)
+	}
+	if res == "created" {
+		return StateQueued, true, nil
+	}
+	return State(res), false, nil
+}
+
+func payloadFields(p *Payload, st State) []any {
+	return []any{
+		"id", p.JobID, "batch_id", p.BatchID, "custom_id", p.CustomID,
+		"queue", p.Queue, "model", p.Model, "state", string(st), "attempts", 0,
+		"submitted_at", p.SubmittedAt.UTC().Format(timeLayout),
+	}
+}
+
+// beginScript marks a job running unless it is final. A record still marked
+// running from an earlier delivery means that delivery was interrupted (the
+// worker crashed or was stopped): it is noted in the history and counted in
+// "interrupts", but not as an attempt.
+// KEYS: job, history. ARGV: now, worker, then the payload fields used to
+// recreate a missing record.
+var beginScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  st = 'queued'
+end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+local interrupts = tonumber(redis.call('HGET', KEYS[1], 'interrupts') or '0')
+if st == 'succeeded' or st == 'dead' or st == 'canceled' then
+  return {st, attempts, 0, interrupts}
+end
+local interrupted = 0
+local since = redis.call('HGET', KEYS[1], 'running_since')
+if since then
+  interrupted = 1
+  interrupts = redis.call('HINCRBY', KEYS[1], 'interrupts', 1)
+  local w = redis.call('HGET', KEYS[1], 'running_worker') or ''
+  redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts + 1, start = since, reason = 'interrupted', worker = w}))
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'running_since', ARGV[1], 'running_worker', ARGV[2], 'updated_at', ARGV[1])
+return {'running', attempts, interrupted, interrupts}
+`)
+
+// Begin is what a worker learns when it takes a job.
+type Begin struct {
+	State       State // running, or the final state the job already has
+	Attempts    int   // attempts already made (counted ones)
+	Interrupted bool  // an earlier delivery of this job was interrupted mid-flight
+	Interrupts  int   // how many deliveries were interrupted so far
+}
+
+// Begin marks the job running for worker, unless it is final already.
+func (r *Records) Begin(ctx context.Context, p *Payload, worker string, now time.Time) (Begin, error) {
+	argv := append([]any{now.UTC().Format(timeLayout), worker}, payloadFields(p, StateQueued)...)
+	vals, err := beginScript.Run(ctx, r.rdb, []string{r.keys.job(p.JobID), r.keys.history(p.JobID)}, argv...).Slice()
+	if err != nil {
+		return Begin{}, fmt.Errorf("begin job %s: %w", p.JobID, err)
+	}
+	if len(vals) != 4 {
+		return Begin{}, fmt.Errorf("begin job %s: unexpected reply %v", p.JobID, vals)
+	}
+	st, _ := vals[0].(string)
+	return Begin{State: State(st), Attempts: toInt(vals[1]), Interrupted: toInt(vals[2]) == 1, Interrupts: toInt(vals[3])}, nil
+}
+
+// finishScript records the outcome of an attempt unless the job is final.
+// KEYS: job, history. ARGV: state, counted (0|1), history entry or "", ttl
+// seconds for final states, now, then field/value pairs.
+var finishScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'succeeded' or st == 'dead' or st == 'canceled' then
+  return {st, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), 0}
+end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[5])
+redis.call('HDEL', KEYS[1], 'running_since', 'running_worker')
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if ARGV[2] == '1' then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+if ARGV[1] == 'succeeded' or ARGV[1] == 'dead' or ARGV[1] == 'canceled' then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
+  local ttl = tonumber(ARGV[4])
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[2], ttl)
+  end
+end
+return {ARGV[1], attempts, 1}
+`)
+
+// Outcome is what Finish writes about one attempt.
+type Outcome struct {
+	State   State    // the job's new state
+	Counted bool     // the attempt counts against the attempt budget
+	Entry   *Attempt // history entry, nil for none
+	// Result fields, written when set.
+	Result     json.RawMessage
+	StatusCode int
+	RequestID  string
+	Usage      *Usage
+	Error      *JobError
+}
+
+// Finished reports what Finish found or did.
+type Finished struct {
+	State    State // the state the job has now
+	Attempts int
+	Changed  bool // false when the job was final already and nothing was written
+}
+
+// Finish records the outcome of an attempt. A job that is final already is
+// left as it is (Changed false): final states are absorbing.
+func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Time) (Finished, error) {
+	entry := ""
+	if o.Entry != nil {
+		b, err := json.Marshal(o.Entry)
+		if err != nil {
+			return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
+		}
+		entry = string(b)
+	}
+	ttl := int64(0)
+	if o.State.Final() {
+		ttl = int64(r.resultTTL / time.Second)
+	}
+	argv := []any{string(o.State), boolArg(o.Counted), entry, ttl, now.UTC().Format(timeLayout)}
+	if o.Result != nil {
+		argv = append(argv, "result", string(o.Result))
+	}
+	if o.StatusCode != 0 {
+		argv = append(argv, "status_code", o.StatusCode)
+	}
+	if o.RequestID != "" {
+		argv = append(argv, "request_id", o.RequestID)
+	}
+	if o.Usage != nil {
+		b, _ := json.Marshal(o.Usage)
+		argv = append(argv, "usage", string(b))
+	}
+	if o.Error != nil {
+		b, _ := json.Marshal(o.Error)
+		argv = append(argv, "error", string(b))
+	}
+	vals, err := finishScript.Run(ctx, r.rdb, []string{r.keys.job(id), r.keys.history(id)}, argv...).Slice()
+	if err != nil {
+		return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
+	}
+	if len(vals) != 3 {
+		return Finished{}, fmt.Errorf("finish job %s: unexpected reply %v", id, vals)
+	}
+	st, _ := vals[0].(string)
+	return Finished{State: State(st), Attempts: toInt(vals[1]), Changed: toInt(vals[2]) == 1}, nil
+}
+
+// resetScript gives a dead (or canceled) job a fresh attempt budget and puts
+// it back to queued, keeping its history. KEYS: job, history. ARGV: now, entry.
+var resetScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'dead' and st ~= 'canceled' then return st end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, 'updated_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'running_since', 'running_worker', 'status_code', 'request_id')
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 'queued'
+`)
+
+// Reset puts a dead or canceled job back to queued with a fresh attempt
+// budget (for a requeue). It returns the state the job had when it was not
+// dead or canceled (and then changes nothing), StateQueued when reset, and
+// ErrNotFound when the record has expired.
+func (r *Records) Reset(ctx context.Context, id string, now time.Time) (State, error) {
+	entry, _ := json.Marshal(Attempt{Start: now.UTC(), Reason: "requeued"})
+	res, err := resetScript.Run(ctx, r.rdb, []string{r.keys.job(id), r.keys.history(id)}, now.UTC().Format(timeLayout), string(entry)).Text()
+	if err != nil {
+		return "", fmt.Errorf("reset job %s: %w", id, err)
+	}
+	if res == "missing" {
+		return "", fmt.Errorf("reset job %s: %w", id, ErrNotFound)
+	}
+	return State(res), nil
+}
+
+// Get reads one job with its result and history.
+func (r *Records) Get(ctx context.Context, id string) (*Job, error) {
+	pipe := r.rdb.Pipeline()
+	h := pipe.HGetAll(ctx, r.keys.job(id))
+	hist := pipe.LRange(ctx, r.keys.history(id), 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	f := h.Val()
+	if len(f) == 0 {
+		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	j := &Job{
+		ID: f["id"], BatchID: f["batch_id"], CustomID: f["custom_id"], Queue: f["queue"], Model: f["model"],
+		State: State(f["state"]), Attempts: atoi(f["attempts"]), StatusCode: atoi(f["status_code"]),
+		RequestID: f["request_id"],
+	}
+	j.SubmittedAt, _ = time.Parse(timeLayout, f["submitted_at"])
+	j.UpdatedAt, _ = time.Parse(timeLayout, f["updated_at"])
+	j.FinishedAt, _ = time.Parse(timeLayout, f["finished_at"])
+	if v := f["result"]; v != "" {
+		j.Result = json.RawMessage(v)
+	}
+	if v := f["usage"]; v != "" {
+		j.Usage = new(Usage)
+		if err := json.Unmarshal([]byte(v), j.Usage); err != nil {
+			return nil, fmt.Errorf("job %s: bad usage field: %w", id, err)
+		}
+	}
+	if v := f["error"]; v != "" {
+		j.Error = new(JobError)
+		if err := json.Unmarshal([]byte(v), j.Error); err != nil {
+			return nil, fmt.Errorf("job %s: bad error field: %w", id, err)
+		}
+	}
+	for _, s := range hist.Val() {
+		var a Attempt
+		if err := json.Unmarshal([]byte(s), &a); err != nil {
+			return nil, fmt.Errorf("job %s: bad history entry: %w", id, err)
+		}
+		j.History = append(j.History, a)
+	}
+	return j, nil
+}
+
+// State reads only the state of a job.
+func (r *Records) State(ctx context.Context, id string) (State, error) {
+	s, err := r.rdb.HGet(ctx, r.keys.job(id), "state").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("get job %s: %w", id, err)
+	}
+	return State(s), nil
+}
+
+// batchFinishScript counts a job's final state in its batch exactly once,
+// however often it is called (a redelivered task calls it again).
+// KEYS: batch, batch final set. ARGV: job id, state, prompt, completion, total tokens.
+var batchFinishScript = redis.NewScript(`
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+if tonumber(ARGV[5]) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[5])
+end
+return 1
+`)
+
+// CountFinal adds job id's final state (and usage) to its batch's counters,
+// once per job.
+func (r *Records) CountFinal(ctx context.Context, batchID, jobID string, st State, u *Usage) error {
+	var p, c, t int64
+	if u != nil {
+		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
+	}
+	err := batchFinishScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)}, jobID, string(st), p, c, t).Err()
+	if err != nil {
+		return fmt.Errorf("count job %s in batch %s: %w", jobID, batchID, err)
+	}
+	return nil
+}
+
+// batchUncountScript undoes CountFinal for a requeued job.
+var batchUncountScript = redis.NewScript(`
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[2], -1)
+return 1
+`)
+
+// UncountFinal removes job id's final state st from its batch's counters (a
+// requeued dead job is pending again).
+func (r *Records) UncountFinal(ctx context.Context, batchID, jobID string, st State) error {
+	err := batchUncountScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)}, jobID, string(st)).Err()
+	if err != nil {
+		return fmt.Errorf("uncount job %s in batch %s: %w", jobID, batchID, err)
+	}
+	return nil
+}
+
+// PublishDone announces that job id reached final state st.
+func (r *Records) PublishDone(ctx context.Context, id string, st State) error {
+	if err := r.rdb.Publish(ctx, DoneChannel(r.keys.prefix, id), string(st)).Err(); err != nil {
+		return fmt.Errorf("publish done %s: %w", id, err)
+	}
+	return nil
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func toInt(v any) int {
+	switch x := v.(type) {
+	case int64:
+		return int(x)
+	case string:
+		return atoi(x)
+	}
+	return 0
+}

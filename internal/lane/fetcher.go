@@ -1,0 +1,430 @@
+package lane
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+)
+
+// lane is one model's permit fetcher in one process: a FIFO of waiters and
+// the goroutine (run) that serves them from the fleet-wide limiter.
+//
+// Request limit: GCRA at rate RPM/(1+headroom) per minute with burst
+// 1+Lookahead. A granted call's slot is max(old TAT, now), which is
+// ResetAfter - interval from now; the fetcher hands the permit out at that
+// time, never earlier, so permits leave evenly spaced however far ahead they
+// were reserved. It reserves a slot for the waiter at the head only.
+//
+// Token limit: GCRA at rate TPM/(1+headroom) per minute with burst TPM/60
+// (one second's worth). A reservation larger than the burst could never be
+// granted, so one call reserves at most the burst; the rest is debt, paid by
+// the following reservations. Tokens are reserved before the request slot,
+// so that a denial never wastes a slot; reserved tokens are kept while the
+// fetcher waits for the slot. Done folds (reserved - used) into a local
+// balance that the next reservation uses first: a credit can save a call,
+// a debt makes the next call larger.
+type lane struct {
+	g     *Gate
+	model string
+
+	rpmOn, tpmOn bool
+	rpm, tpm     redis_rate.Limit
+	rpmKey       string
+	tpmKey       string
+	interval     time.Duration // between two request slots
+	burst        int64         // most tokens one limiter call reserves
+	maxLate      time.Duration // a slot handed out later than this is dropped
+
+	arrive  chan struct{} // a waiter arrived
+	changed chan struct{} // the state changed (pause, resume, cooldown)
+
+	mu        sync.Mutex
+	queue     list.List // of *waiter
+	closed    bool
+	loaded    bool   // the state was read from Redis at least once
+	gen       uint64 // bumped by every event, to discard older reads
+	paused    bool
+	reason    string
+	coolUntil time.Time
+	bal       int64 // tokens reserved in Redis and not yet used (< 0: owed)
+
+	calls, denied, permits, refused, waitNanos atomic.Int64
+}
+
+type waiter struct {
+	est   int64
+	start time.Time
+	elem  *list.Element // nil once taken off the queue
+	ch    chan grant    // buffered: the fetcher never blocks on it
+}
+
+type grant struct {
+	p   *Permit
+	err error
+}
+
+func newLane(g *Gate, model string, l Limit) *lane {
+	ln := &lane{
+		g:       g,
+		model:   model,
+		rpmKey:  g.ks.rpm(model),
+		tpmKey:  g.ks.tpm(model),
+		arrive:  make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
+	}
+	period := time.Duration(float64(time.Minute) * (1 + g.cfg.Headroom))
+	if l.RPM > 0 {
+		ln.rpmOn = true
+		ln.rpm = redis_rate.Limit{Rate: l.RPM, Period: period, Burst: 1 + g.cfg.Lookahead}
+		// As the Lua computes it: period / rate, in float seconds.
+		ln.interval = time.Duration(period.Seconds() / float64(l.RPM) * float64(time.Second))
+		// Half of the jitter a 1-s window absorbs (Headroom seconds) is left
+		// for the way from here to the API.
+		ln.maxLate = min(max(time.Duration(g.cfg.Headroom*float64(time.Second))/2, time.Millisecond), ln.interval/2)
+	}
+	if l.TPM > 0 {
+		ln.tpmOn = true
+		ln.burst = max(l.TPM/60, 1)
+		ln.tpm = redis_rate.Limit{Rate: int(l.TPM), Period: period, Burst: int(ln.burst)}
+	}
+	return ln
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (ln *lane) wait(ctx context.Context, est int64) (*Permit, error) {
+	w := &waiter{est: est, start: time.Now(), ch: make(chan grant, 1)}
+	ln.mu.Lock()
+	switch {
+	case ln.closed:
+		ln.mu.Unlock()
+		return nil, ErrClosed
+	case ln.paused:
+		reason := ln.reason
+		ln.mu.Unlock()
+		ln.refused.Add(1)
+		return nil, &PausedError{Model: ln.model, Reason: reason}
+	}
+	w.elem = ln.queue.PushBack(w)
+	ln.mu.Unlock()
+	signal(ln.arrive)
+
+	select {
+	case gr := <-w.ch:
+		return gr.p, gr.err
+	case <-ctx.Done():
+		ln.mu.Lock()
+		if w.elem != nil {
+			ln.queue.Remove(w.elem)
+			w.elem = nil
+			ln.mu.Unlock()
+			return nil, ctx.Err()
+		}
+		ln.mu.Unlock()
+		// The fetcher took the waiter off the queue: its answer is on the way.
+		if gr := <-w.ch; gr.p != nil {
+			gr.p.Cancel()
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// settle folds the difference between reserved and used tokens into the
+// balance. A credit is capped at one burst: reservations are not banked
+// for later bursts.
+func (ln *lane) settle(diff int64) {
+	if !ln.tpmOn || diff == 0 {
+		return
+	}
+	ln.mu.Lock()
+	ln.bal = min(ln.bal+diff, ln.burst)
+	ln.mu.Unlock()
+}
+
+func (ln *lane) stats() LaneStats {
+	ln.mu.Lock()
+	waiting := ln.queue.Len()
+	ln.mu.Unlock()
+	return LaneStats{
+		LimiterCalls: ln.calls.Load(),
+		Denied:       ln.denied.Load(),
+		Permits:      ln.permits.Load(),
+		Refused:      ln.refused.Load(),
+		WaitSeconds:  time.Duration(ln.waitNanos.Load()).Seconds(),
+		Waiting:      waiting,
+	}
+}
+
+// run is the fetcher: it serves the waiters of this lane until ctx ends.
+func (ln *lane) run(ctx context.Context) {
+	defer ln.g.wg.Done()
+	defer ln.failAll(ErrClosed, true)
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	// sleep waits for d (forever if d < 0), a state change, ctx, and, when
+	// onArrive, a new waiter.
+	sleep := func(d time.Duration, onArrive bool) {
+		var tc <-chan time.Time
+		if d >= 0 {
+			timer.Reset(d)
+			tc = timer.C
+			defer timer.Stop()
+		}
+		var ac chan struct{}
+		if onArrive {
+			ac = ln.arrive
+		}
+		select {
+		case <-tc:
+		case <-ac:
+		case <-ln.changed:
+		case <-ctx.Done():
+		}
+	}
+
+	var (
+		slot    time.Time // the request slot reserved, when hasSlot
+		hasSlot bool
+		backoff time.Duration
+		// The limiter said "not before": a wake-up for another reason
+		// (a state change) must not spend a call that is sure to be denied.
+		tpmRetryAt, rpmRetryAt time.Time
+	)
+	failed := func(err error) {
+		backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+		if ctx.Err() == nil {
+			ln.g.log.Warn().Err(err).Str("model", ln.model).Dur("retry_in", backoff).Msg("lane limiter call failed")
+		}
+		sleep(backoff, false)
+	}
+
+	for ctx.Err() == nil {
+		ln.mu.Lock()
+		var head *waiter
+		if el := ln.queue.Front(); el != nil {
+			head = el.Value.(*waiter)
+		}
+		loaded, paused, coolUntil, bal := ln.loaded, ln.paused, ln.coolUntil, ln.bal
+		ln.mu.Unlock()
+
+		if head == nil {
+			if hasSlot {
+				if d := time.Until(slot) + ln.maxLate; d > 0 {
+					sleep(d, true)
+					continue
+				}
+				hasSlot = false
+			}
+			sleep(-1, true)
+			continue
+		}
+		if !loaded {
+			if err := ln.load(ctx); err != nil {
+				failed(err)
+			}
+			continue
+		}
+		if paused {
+			hasSlot = false
+			ln.dropCredit()
+			ln.failAll(nil, false)
+			continue
+		}
+		if d := time.Until(coolUntil); d > 0 {
+			hasSlot = false
+			ln.dropCredit()
+			sleep(d, false)
+			continue
+		}
+
+		// Tokens first: a denial there must not cost a request slot.
+		if ln.tpmOn && !hasSlot {
+			if need := min(head.est, ln.burst) - bal; need > 0 {
+				if d := time.Until(tpmRetryAt); d > 0 {
+					sleep(d, false)
+					continue
+				}
+				chunk := min(need, ln.burst)
+				res, err := ln.allow(ctx, ln.tpmKey, ln.tpm, chunk)
+				if err != nil {
+					failed(err)
+					continue
+				}
+				backoff = 0
+				if res.Allowed == 0 {
+					tpmRetryAt = time.Now().Add(res.RetryAfter)
+					sleep(res.RetryAfter, false)
+					continue
+				}
+				ln.mu.Lock()
+				ln.bal += chunk
+				ln.mu.Unlock()
+				continue
+			}
+		}
+
+		if ln.rpmOn && !hasSlot {
+			if d := time.Until(rpmRetryAt); d > 0 {
+				sleep(d, false)
+				continue
+			}
+			sent := time.Now()
+			res, err := ln.allow(ctx, ln.rpmKey, ln.rpm, 1)
+			if err != nil {
+				failed(err)
+				continue
+			}
+			backoff = 0
+			if res.Allowed == 0 {
+				rpmRetryAt = time.Now().Add(res.RetryAfter)
+				sleep(res.RetryAfter, false)
+				continue
+			}
+			// The script ran about halfway through the round trip; the slot
+			// is the old TAT, one interval before the new one.
+			rtt := time.Since(sent)
+			slot = sent.Add(rtt/2 + res.ResetAfter - ln.interval)
+			hasSlot = true
+		}
+
+		if hasSlot {
+			d := time.Until(slot)
+			if d > 0 {
+				sleep(d, false)
+				continue
+			}
+			if -d > ln.maxLate {
+				// Woken too late (a GC pause, an overloaded machine): handing
+				// the slot out now would crowd the next one.
+				hasSlot = false
+				continue
+			}
+		}
+
+		ln.mu.Lock()
+		el := ln.queue.Front()
+		if el == nil || ln.paused || time.Now().Before(ln.coolUntil) {
+			ln.mu.Unlock()
+			continue
+		}
+		w := ln.queue.Remove(el).(*waiter)
+		w.elem = nil
+		if ln.tpmOn {
+			ln.bal -= w.est
+		}
+		ln.mu.Unlock()
+		hasSlot = false
+		waited := time.Since(w.start)
+		ln.permits.Add(1)
+		ln.waitNanos.Add(int64(waited))
+		w.ch <- grant{p: &Permit{Model: ln.model, Tokens: w.est, Waited: waited, ln: ln}}
+	}
+}
+
+func (ln *lane) allow(ctx context.Context, key string, l redis_rate.Limit, n int64) (*redis_rate.Result, error) {
+	ln.calls.Add(1)
+	res, err := ln.g.limiter.AllowN(ctx, key, l, int(n))
+	if err == nil && res.Allowed == 0 {
+		ln.denied.Add(1)
+	}
+	return res, err
+}
+
+// dropCredit forgets unused reserved tokens when the lane stops (pause,
+// cooldown): they were reserved for a time that has passed.
+func (ln *lane) dropCredit() {
+	ln.mu.Lock()
+	ln.bal = min(ln.bal, 0)
+	ln.mu.Unlock()
+}
+
+// failAll answers every waiter with err, or with a *PausedError when err is
+// nil. With close, the lane takes no more waiters.
+func (ln *lane) failAll(err error, close bool) {
+	ln.mu.Lock()
+	if close {
+		ln.closed = true
+	}
+	if err == nil {
+		err = &PausedError{Model: ln.model, Reason: ln.reason}
+	}
+	var ws []*waiter
+	for el := ln.queue.Front(); el != nil; el = ln.queue.Front() {
+		w := ln.queue.Remove(el).(*waiter)
+		w.elem = nil
+		ws = append(ws, w)
+	}
+	ln.mu.Unlock()
+	if _, ok := err.(*PausedError); ok {
+		ln.refused.Add(int64(len(ws)))
+	}
+	for _, w := range ws {
+		w.ch <- grant{err: err}
+	}
+}
+
+// load reads the lane's state from Redis, unless an event arrives meanwhile
+// (then the caller loads again).
+func (ln *lane) load(ctx context.Context) error {
+	ln.mu.Lock()
+	gen := ln.gen
+	ln.mu.Unlock()
+	st, err := readStates(ctx, ln.g.cfg.Redis, ln.g.ks, []string{ln.model})
+	if err != nil {
+		return err
+	}
+	ln.applyRead(st[0], gen, time.Now())
+	return nil
+}
+
+// applyRead sets the state read from Redis, unless an event was applied
+// since the read began (gen changed): the event may be newer.
+func (ln *lane) applyRead(st rawState, gen uint64, now time.Time) {
+	ln.mu.Lock()
+	if ln.gen != gen {
+		ln.mu.Unlock()
+		return
+	}
+	wasCooling := ln.coolUntil.After(now)
+	changed := !ln.loaded || ln.paused != st.paused || (!wasCooling && st.coolTTL > 0)
+	ln.loaded = true
+	ln.paused, ln.reason = st.paused, st.reason
+	ln.coolUntil = time.Time{}
+	if st.coolTTL > 0 {
+		ln.coolUntil = now.Add(st.coolTTL)
+	}
+	ln.mu.Unlock()
+	// Only a real change wakes the fetcher: a periodic re-read must not
+	// turn its sleeps into polling.
+	if changed {
+		signal(ln.changed)
+	}
+}
+
+// applyEvent applies a pause, resume or cooldown event.
+func (ln *lane) applyEvent(ev event, now time.Time) {
+	ln.mu.Lock()
+	ln.gen++
+	switch ev.Kind {
+	case "pause":
+		ln.paused, ln.reason = true, ev.Reason
+	case "resume":
+		ln.paused, ln.reason = false, ""
+	case "cooldown":
+		if until := now.Add(time.Duration(ev.TTLMs) * time.Millisecond); until.After(ln.coolUntil) {
+			ln.coolUntil = until
+		}
+	}
+	ln.mu.Unlock()
+	signal(ln.changed)
+}

@@ -1,0 +1,200 @@
+package lane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mimoq/mimoq/enqueue"
+)
+
+// State is a lane as operators see it.
+type State struct {
+	Model string `json:"model"`
+	// Status is "running", "cooling_down" or "paused" (paused wins over a
+	// cooldown running at the same time).
+	Status        string    `json:"status"`
+	CooldownUntil time.Time `json:"cooldown_until,omitzero"`
+	PausedSince   time.Time `json:"paused_since,omitzero"`
+	Reason        string    `json:"reason,omitempty"`
+	// PausedBy says who paused the lane, e.g. "worker" or "operator".
+	PausedBy string `json:"paused_by,omitempty"`
+	Limit    Limit  `json:"limit"`
+}
+
+// Lanes pauses, resumes and reports the lanes of the fleet.
+type Lanes struct {
+	rdb      redis.UniversalClient
+	insp     *asynq.Inspector
+	queues   []string
+	ks       keyspace
+	actor    string
+	def      Limit
+	perModel map[string]Limit
+}
+
+// LanesOption configures Lanes.
+type LanesOption func(*Lanes)
+
+// WithPrefix sets the prefix of keys and channel. Default "mimoq:".
+func WithPrefix(prefix string) LanesOption {
+	return func(l *Lanes) {
+		if prefix != "" {
+			l.ks = keyspace{prefix: prefix}
+		}
+	}
+}
+
+// WithActor names who pauses through these Lanes, stored with the pause as
+// State.PausedBy, e.g. "worker host-3". Default "operator".
+func WithActor(actor string) LanesOption {
+	return func(l *Lanes) {
+		if actor != "" {
+			l.actor = actor
+		}
+	}
+}
+
+// WithLimits sets the limits State reports, as given to GateConfig.
+// Default DefaultLimit for every model.
+func WithLimits(def Limit, perModel map[string]Limit) LanesOption {
+	return func(l *Lanes) {
+		if def != (Limit{}) {
+			l.def = def
+		}
+		l.perModel = maps.Clone(perModel)
+	}
+}
+
+// NewLanes returns Lanes for the mimoq queues given (e.g. "interactive",
+// "batch"): pausing model M pauses the asynq queue enqueue.AsynqQueue(q, M)
+// of each. insp may be nil to leave the asynq queues alone.
+func NewLanes(rdb redis.UniversalClient, insp *asynq.Inspector, queues []string, opts ...LanesOption) *Lanes {
+	l := &Lanes{
+		rdb:    rdb,
+		insp:   insp,
+		queues: append([]string(nil), queues...),
+		ks:     keyspace{prefix: DefaultPrefix},
+		actor:  "operator",
+		def:    DefaultLimit,
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Pause stops calls for model across the fleet until Resume, and survives
+// restarts. Waiters of every Gate get ErrPaused at once, and the model's
+// asynq queues are paused so that their jobs stay queued, untouched. It
+// reports whether the lane was running before (false: already paused).
+func (l *Lanes) Pause(ctx context.Context, model, reason string) (changed bool, err error) {
+	if model == "" {
+		return false, errors.New("pause lane: empty model name")
+	}
+	// Queues first, so that workers take no new job of the model while the
+	// gates close. Pausing a queue that has never had a task works: asynq
+	// keeps the flag in its own key, and honours it when tasks arrive.
+	if err := l.eachQueue(model, l.pauseQueue); err != nil {
+		return false, fmt.Errorf("pause lane %s: %w", model, err)
+	}
+	n, err := pauseScript.Run(ctx, l.rdb, []string{l.ks.state(model)}, l.ks.events(), model, reason, l.actor).Int()
+	if err != nil {
+		return false, fmt.Errorf("pause lane %s: %w", model, err)
+	}
+	return n == 1, nil
+}
+
+// Resume restarts calls for model across the fleet. It reports whether the
+// lane was paused before.
+func (l *Lanes) Resume(ctx context.Context, model string) (changed bool, err error) {
+	if model == "" {
+		return false, errors.New("resume lane: empty model name")
+	}
+	// Gates first, so that a job taken from a resumed queue finds the lane open.
+	n, err := resumeScript.Run(ctx, l.rdb, []string{l.ks.state(model)}, l.ks.events(), model).Int()
+	if err != nil {
+		return false, fmt.Errorf("resume lane %s: %w", model, err)
+	}
+	if err := l.eachQueue(model, l.unpauseQueue); err != nil {
+		return false, fmt.Errorf("resume lane %s: %w", model, err)
+	}
+	return n == 1, nil
+}
+
+// State returns the state of one lane. A lane never paused nor cooled down
+// is running.
+func (l *Lanes) State(ctx context.Context, model string) (State, error) {
+	s, err := l.List(ctx, []string{model})
+	if err != nil {
+		return State{}, err
+	}
+	return s[0], nil
+}
+
+// List returns the state of the lanes of models, in order, read in one
+// pipeline.
+func (l *Lanes) List(ctx context.Context, models []string) ([]State, error) {
+	raws, err := readStates(ctx, l.rdb, l.ks, models)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]State, len(models))
+	for i, r := range raws {
+		s := State{Model: models[i], Status: StatusRunning, Limit: l.limit(models[i])}
+		if r.coolTTL > 0 {
+			s.Status = StatusCoolingDown
+			s.CooldownUntil = time.UnixMilli(r.coolUntilMs)
+		}
+		if r.paused {
+			s.Status = StatusPaused
+			s.PausedSince = time.UnixMilli(r.since)
+			s.Reason, s.PausedBy = r.reason, r.by
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func (l *Lanes) limit(model string) Limit {
+	if lim, ok := l.perModel[model]; ok {
+		return lim
+	}
+	return l.def
+}
+
+func (l *Lanes) eachQueue(model string, fn func(string) error) error {
+	if l.insp == nil {
+		return nil
+	}
+	var errs []error
+	for _, q := range l.queues {
+		if err := fn(enqueue.AsynqQueue(q, model)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// asynq's Inspector says "already paused" and "not paused" with plain
+// errors (fmt.Errorf in internal/rdb, v0.26), so their text is the only way
+// to tell them from a failure; both mean the queue is as we want it.
+func (l *Lanes) pauseQueue(q string) error {
+	if err := l.insp.PauseQueue(q); err != nil && !strings.Contains(err.Error(), "already paused") {
+		return fmt.Errorf("pause asynq queue %s: %w", q, err)
+	}
+	return nil
+}
+
+func (l *Lanes) unpauseQueue(q string) error {
+	if err := l.insp.UnpauseQueue(q); err != nil && !strings.Contains(err.Error(), "not paused") {
+		return fmt.Errorf("unpause asynq queue %s: %w", q, err)
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package worker
+
+import (
+	"errors"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// QueueCollector exports asynq's view of each queue (size by task state,
+// latency, paused) as Prometheus metrics, read at scrape time.
+type QueueCollector struct {
+	insp   *asynq.Inspector
+	queues []string
+	size   *prometheus.Desc
+	lat    *prometheus.Desc
+	paused *prometheus.Desc
+}
+
+// NewQueueCollector returns a collector for the given asynq queues.
+func NewQueueCollector(rdb redis.UniversalClient, queues map[string]int) *QueueCollector {
+	names := make([]string, 0, len(queues))
+	for q := range queues {
+		names = append(names, q)
+	}
+	return &QueueCollector{
+		insp:   asynq.NewInspectorFromRedisClient(rdb),
+		queues: names,
+		size:   prometheus.NewDesc("mimoq_queue_tasks", "Tasks in an asynq queue by state.", []string{"queue", "state"}, nil),
+		lat:    prometheus.NewDesc("mimoq_queue_latency_seconds", "Age of the oldest pending task of a queue.", []string{"queue"}, nil),
+		paused: prometheus.NewDesc("mimoq_queue_paused", "1 when the queue is paused (its model's lane is paused).", []string{"queue"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.size
+	ch <- c.lat
+	ch <- c.paused
+}
+
+// Collect implements prometheus.Collector.
+func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, q := range c.queues {
+		info, err := c.insp.GetQueueInfo(q)
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			continue // no task was ever enqueued there
+		}
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.size, err)
+			continue
+		}
+		for state, n := range map[string]int{
+			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), q, state)
+		}
+		ch <- prometheus.MustNewConstMetric(c.lat, prometheus.GaugeValue, info.Latency.Seconds(), q)
+		p := 0.0
+		if info.Paused {
+			p = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, p, q)
+	}
+}

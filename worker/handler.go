@@ -1,0 +1,332 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/lane"
+)
+
+// Headers the worker sends with every call, so that the API side (and
+// mockapi's duplicate counter) can tell jobs and attempts apart.
+const (
+	HeaderJobID   = "X-Mimoq-Job-Id"
+	HeaderAttempt = "X-Mimoq-Attempt"
+)
+
+// maxInterrupts is how many interrupted deliveries (a worker crashing or
+// being stopped mid-call) a job survives before it is dead-lettered as
+// exhausted: a job that kills its worker every time must not loop forever.
+const maxInterrupts = 10
+
+// retryError asks asynq to run the task again after Delay. Requeue marks a
+// put-back that is no failure (shutdown, paused lane): it burns no attempt.
+type retryError struct {
+	Delay   time.Duration
+	Requeue bool
+	Cause   error
+}
+
+func (e *retryError) Error() string {
+	if e.Requeue {
+		return fmt.Sprintf("requeued (%v)", e.Cause)
+	}
+	return fmt.Sprintf("retry in %s: %v", e.Delay, e.Cause)
+}
+func (e *retryError) Unwrap() error { return e.Cause }
+
+// retryDelay is asynq's RetryDelayFunc: the delay the handler chose, or none
+// for a lease that expired (a crashed worker's job goes back at once).
+func retryDelay(_ int, err error, _ *asynq.Task) time.Duration {
+	var re *retryError
+	if errors.As(err, &re) {
+		return re.Delay
+	}
+	return 0
+}
+
+// isFailure tells asynq's statistics which errors are failures.
+func isFailure(err error) bool {
+	var re *retryError
+	return !errors.As(err, &re) || !re.Requeue
+}
+
+// ProcessTask handles one chat-completions job: it brings the job one step
+// towards its final state and returns nil once the outcome is safely stored.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p enqueue.Payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" {
+		// Not a task mimoq wrote. Archive it; the sweeper dead-letters it.
+		return fmt.Errorf("decode payload: %v: %w", err, asynq.SkipRetry)
+	}
+	log := w.log.With().Str("job_id", p.JobID).Str("batch_id", p.BatchID).
+		Str("custom_id", p.CustomID).Str("model", p.Model).Logger()
+	ctx = log.WithContext(ctx)
+
+	b, err := w.records.Begin(ctx, &p, w.cfg.ID, time.Now())
+	if err != nil {
+		return err // Redis trouble: asynq retries the task later
+	}
+	if b.State.Final() {
+		// Redelivered after its outcome was stored: finish the side effects
+		// that may not have happened, never call the API again.
+		return w.settle(ctx, &p, b.State)
+	}
+	if b.Interrupted {
+		log.Warn().Int("interrupts", b.Interrupts).Msg("job was interrupted in an earlier delivery")
+		if b.Interrupts > maxInterrupts {
+			return w.deadLetter(ctx, &p, b.Attempts, &enqueue.JobError{
+				Code: "worker_interrupted", Class: "exhausted", Reason: "interrupted",
+				Message: fmt.Sprintf("the job interrupted its worker %d times", b.Interrupts),
+			}, nil)
+		}
+	}
+	if w.isCanceled(ctx, &p) {
+		return w.finish(ctx, &p, enqueue.Outcome{State: enqueue.StateCanceled})
+	}
+	return w.attempt(ctx, &p, b.Attempts+1, log)
+}
+
+// attempt makes call number n of the job.
+func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zerolog.Logger) error {
+	req, err := apiclient.ParseRequest(p.Body)
+	if err == nil {
+		err = w.cfg.API.Validate(req)
+	}
+	if err != nil {
+		// Validated at submit time; the model list may have changed since.
+		return w.deadLetter(ctx, p, n-1, jobError(err, apiclient.Classify(err), 0), nil)
+	}
+
+	// Wait for the fleet-wide rate limit. Neither this wait nor a put-back
+	// while waiting (shutdown, paused lane) counts as an attempt.
+	waitCtx, stop := w.drainable(ctx)
+	waitStart := time.Now()
+	permit, err := w.cfg.Gate.Wait(waitCtx, p.Model, int64(req.EstimatePromptTokens()+req.MaxOutputTokens()))
+	stop()
+	w.metrics.limiterWait.WithLabelValues(p.Model).Observe(time.Since(waitStart).Seconds())
+	if err != nil {
+		delay := time.Duration(0)
+		if errors.Is(err, lane.ErrPaused) {
+			delay = time.Second
+		}
+		return w.putBack(ctx, p, nil, &retryError{Delay: delay, Requeue: true, Cause: err})
+	}
+
+	w.metrics.inflight.Inc()
+	start := time.Now()
+	resp, callErr := w.cfg.API.Do(ctx, req,
+		apiclient.WithHeader(HeaderJobID, p.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
+	elapsed := time.Since(start)
+	w.metrics.inflight.Dec()
+
+	cl := apiclient.Classify(callErr)
+	entry := &enqueue.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(),
+		Class: string(cl.Class), Reason: string(cl.Reason), Worker: w.cfg.ID}
+	ev := func(e *zerolog.Event) *zerolog.Event {
+		return e.Int("attempt", n).Int("status", entry.StatusCode).Str("error_code", entry.ErrorCode).
+			Str("class", entry.Class).Str("request_id", entry.RequestID).Int64("latency_ms", entry.DurationMs)
+	}
+
+	if callErr == nil {
+		u := usageOf(resp)
+		permit.Done(u.TotalTokens)
+		entry.StatusCode, entry.RequestID, entry.Class = resp.StatusCode, resp.RequestID, "success"
+		w.metrics.latency.WithLabelValues(p.Model, strconv.Itoa(resp.StatusCode)).Observe(elapsed.Seconds())
+		err := w.finish(ctx, p, enqueue.Outcome{State: enqueue.StateSucceeded, Counted: true, Entry: entry,
+			Result: resp.Raw, StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: u})
+		if err == nil {
+			w.metrics.jobs.WithLabelValues("succeeded", "success", p.Model).Inc()
+			ev(log.Info()).Msg("attempt succeeded")
+		}
+		return err
+	}
+
+	permit.Done(-1) // the reservation stands: the API may have counted the call
+	jerr := jobError(callErr, cl, 0)
+	entry.StatusCode, entry.ErrorCode, entry.Message, entry.RequestID = jerr.StatusCode, jerr.Code, jerr.Message, jerr.RequestID
+	w.metrics.latency.WithLabelValues(p.Model, strconv.Itoa(jerr.StatusCode)).Observe(elapsed.Seconds())
+
+	switch cl.Class {
+	case apiclient.ClassNone:
+		// Our own context ended (shutdown past its grace, task deadline):
+		// not the API's failure, so no attempt is burnt.
+		entry.Class, entry.Reason = "", "interrupted"
+		w.metrics.jobs.WithLabelValues("requeued", "", p.Model).Inc()
+		ev(log.Warn()).Msg("attempt interrupted")
+		return w.putBack(ctx, p, entry, &retryError{Requeue: true, Cause: callErr})
+
+	case apiclient.ClassRetryable:
+		if cl.StatusCode == 429 {
+			cool := cl.RetryAfter
+			if cool <= 0 {
+				cool = w.cfg.Backoff.Delay(n, 0)
+			}
+			if err := w.cfg.Gate.Cooldown(ctx, p.Model, cool); err != nil {
+				log.Error().Err(err).Msg("start lane cooldown")
+			}
+		}
+		if n >= w.cfg.MaxAttempts {
+			jerr.Class = "exhausted"
+			ev(log.Warn()).Msg("attempts exhausted")
+			return w.deadLetter(ctx, p, n, jerr, entry)
+		}
+		delay := w.cfg.Backoff.Delay(n, cl.RetryAfter)
+		entry.NextDelay = delay.Milliseconds()
+		if _, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateRetrying, Counted: true,
+			Entry: entry, Error: jerr, StatusCode: jerr.StatusCode, RequestID: jerr.RequestID}, time.Now()); err != nil {
+			return err
+		}
+		w.metrics.jobs.WithLabelValues("retried", string(cl.Class), p.Model).Inc()
+		ev(log.Warn()).Int64("next_delay_ms", entry.NextDelay).Msg("attempt failed, will retry")
+		return &retryError{Delay: delay, Cause: callErr}
+
+	default: // terminal
+		if cl.PauseLane {
+			reason := fmt.Sprintf("%d %s on job %s", jerr.StatusCode, jerr.Code, p.JobID)
+			if _, err := w.cfg.Lanes.Pause(ctx, p.Model, reason); err != nil {
+				log.Error().Err(err).Msg("pause lane")
+			} else {
+				log.Warn().Str("reason", reason).Msg("lane paused")
+			}
+		}
+		ev(log.Warn()).Msg("attempt failed, dead-lettered")
+		return w.deadLetter(ctx, p, n, jerr, entry)
+	}
+}
+
+// drainable returns a context that also ends when the worker starts to shut
+// down, so that jobs still waiting for a permit are put back at once.
+func (w *Worker) drainable(ctx context.Context) (context.Context, func()) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(w.drain, cancel)
+	return c, func() { stop(); cancel() }
+}
+
+// putBack returns the job to queued without counting an attempt and hands
+// asynq the error that reschedules the task.
+func (w *Worker) putBack(ctx context.Context, p *enqueue.Payload, entry *enqueue.Attempt, re *retryError) error {
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	if _, err := w.records.Finish(wctx, p.JobID, enqueue.Outcome{State: enqueue.StateQueued, Entry: entry}, time.Now()); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("put job back")
+	}
+	return re
+}
+
+// deadLetter stores the job as dead (record, then dead-letter store, then
+// batch counters) before the task leaves asynq.
+func (w *Worker) deadLetter(ctx context.Context, p *enqueue.Payload, attempts int, jerr *enqueue.JobError, entry *enqueue.Attempt) error {
+	o := enqueue.Outcome{State: enqueue.StateDead, Counted: entry != nil, Entry: entry, Error: jerr,
+		StatusCode: jerr.StatusCode, RequestID: jerr.RequestID}
+	if err := w.finish(ctx, p, o); err != nil {
+		return err
+	}
+	w.metrics.jobs.WithLabelValues("dead", jerr.Class, p.Model).Inc()
+	return nil
+}
+
+// finish writes a final outcome and then settles its side effects.
+func (w *Worker) finish(ctx context.Context, p *enqueue.Payload, o enqueue.Outcome) error {
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	f, err := w.records.Finish(wctx, p.JobID, o, time.Now())
+	if err != nil {
+		return err
+	}
+	return w.settle(wctx, p, f.State)
+}
+
+// settle makes the side effects of a final state true: the dead-letter
+// record, the batch counters and the completion notice. Each is idempotent,
+// so a redelivered task may run it again.
+func (w *Worker) settle(ctx context.Context, p *enqueue.Payload, st enqueue.State) error {
+	var job *enqueue.Job
+	if st == enqueue.StateDead || p.BatchID != "" {
+		j, err := w.records.Get(ctx, p.JobID)
+		if err != nil {
+			return err
+		}
+		job = j
+	}
+	if st == enqueue.StateDead {
+		if err := w.cfg.DLQ.Put(ctx, deadLetterRecord(p, job)); err != nil {
+			return err
+		}
+	}
+	if p.BatchID != "" {
+		if err := w.records.CountFinal(ctx, p.BatchID, p.JobID, st, job.Usage); err != nil {
+			return err
+		}
+	}
+	if err := w.records.PublishDone(ctx, p.JobID, st); err != nil {
+		// Waiters poll as a fallback: a lost notice only delays them.
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("publish completion")
+	}
+	return nil
+}
+
+// isCanceled reports whether the job's batch was canceled.
+func (w *Worker) isCanceled(ctx context.Context, p *enqueue.Payload) bool {
+	if p.BatchID == "" || w.cfg.Canceled == nil {
+		return false
+	}
+	return w.cfg.Canceled(ctx, p.BatchID)
+}
+
+// deadLetterRecord builds the dead-letter record of a dead job from its
+// record, so that a redelivered task writes the very same record again.
+func deadLetterRecord(p *enqueue.Payload, j *enqueue.Job) *dlq.Record {
+	e := j.Error
+	if e == nil {
+		e = &enqueue.JobError{Code: "unknown", Class: dlq.ClassTerminal, Message: "no error recorded"}
+	}
+	deadAt := j.FinishedAt
+	if deadAt.IsZero() {
+		deadAt = j.UpdatedAt
+	}
+	r := dlq.NewRecord(p, e, j.Attempts, j.History, deadAt)
+	if r.Class != dlq.ClassExhausted {
+		r.Class = dlq.ClassTerminal
+	}
+	return r
+}
+
+// jobError turns an attempt's error into the record's last error.
+func jobError(err error, cl apiclient.Classification, status int) *enqueue.JobError {
+	je := &enqueue.JobError{Class: string(cl.Class), Reason: string(cl.Reason), StatusCode: status, Code: string(cl.Reason), Message: err.Error()}
+	var ae *apiclient.APIError
+	if errors.As(err, &ae) {
+		je.StatusCode, je.Code, je.Message, je.Type, je.RequestID = ae.StatusCode, ae.Code, ae.Message, ae.Type, ae.RequestID
+	}
+	if len(je.Message) > 1000 {
+		je.Message = je.Message[:1000]
+	}
+	return je
+}
+
+func usageOf(r *apiclient.Response) *enqueue.Usage {
+	u := &enqueue.Usage{PromptTokens: int64(r.Usage.PromptTokens), CompletionTokens: int64(r.Usage.CompletionTokens),
+		TotalTokens: int64(r.Usage.TotalTokens)}
+	if d := r.Usage.CompletionTokensDetails; d != nil {
+		u.ReasoningTokens = int64(d.ReasoningTokens)
+	}
+	return u
+}
+
+// detached returns a context that keeps ctx's values but not its
+// cancellation, with a short deadline: outcomes must be written even when the
+// task's context has just ended.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}

@@ -1,0 +1,48 @@
+package worker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the worker's Prometheus series.
+type metrics struct {
+	jobs        *prometheus.CounterVec   // final and intermediate outcomes
+	latency     *prometheus.HistogramVec // one API attempt
+	limiterWait *prometheus.HistogramVec // time spent waiting for a permit
+	inflight    prometheus.Gauge
+	laneState   *prometheus.GaugeVec
+	dlqSize     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "attempts_total",
+			Help: "API attempts by outcome (succeeded, retried, dead, requeued), failure class and model.",
+		}, []string{"outcome", "class", "model"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "mimoq", Name: "api_latency_seconds",
+			Help:    "Duration of one API attempt, body included.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}, []string{"model", "status"}),
+		limiterWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "mimoq", Name: "limiter_wait_seconds",
+			Help:    "Time a job waited for the fleet-wide rate limit before its call.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}, []string{"model"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "inflight_calls",
+			Help: "API calls in flight in this worker process.",
+		}),
+		laneState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_state",
+			Help: "1 for the current state of each model's lane (running, cooling_down, paused).",
+		}, []string{"model", "state"}),
+		dlqSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "dlq_size",
+			Help: "Dead letters in mimoq's dead-letter store.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize)
+	}
+	return m
+}
