@@ -41,6 +41,9 @@ type ClientConfig struct {
 	ResultTTL time.Duration
 	// MaxRetry is the asynq retry budget of each task. Default DefaultMaxRetry.
 	MaxRetry int
+	// MaxLineBytes is the longest batch file line accepted. Default
+	// DefaultMaxLineBytes.
+	MaxLineBytes int
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
@@ -58,6 +61,9 @@ func (c ClientConfig) withDefaults() ClientConfig {
 	}
 	if c.MaxRetry <= 0 {
 		c.MaxRetry = DefaultMaxRetry
+	}
+	if c.MaxLineBytes <= 0 {
+		c.MaxLineBytes = DefaultMaxLineBytes
 	}
 	return c
 }
@@ -169,16 +175,33 @@ func (c *Client) enqueue(ctx context.Context, p *Payload) error {
 	if !created && st.Final() {
 		return nil
 	}
+	if err := c.enqueueTask(ctx, p); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("submit: %w", err)
+	}
+	return nil
+}
+
+// enqueueTask writes job p's asynq task; asynq.ErrTaskIDConflict (wrapped)
+// means asynq holds a task with the job's ID already.
+func (c *Client) enqueueTask(ctx context.Context, p *Payload) error {
 	data, err := json.Marshal(p)
 	if err != nil {
-		return fmt.Errorf("submit: %w", err)
+		return fmt.Errorf("enqueue job %s: %w", p.JobID, err)
 	}
 	_, err = c.asynq.EnqueueContext(ctx, asynq.NewTask(TaskType, data),
 		asynq.TaskID(p.JobID), asynq.Queue(AsynqQueue(p.Queue, p.Model)), asynq.MaxRetry(c.cfg.MaxRetry))
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("submit: enqueue job %s: %w", p.JobID, err)
+	if err != nil {
+		return fmt.Errorf("enqueue job %s: %w", p.JobID, err)
 	}
 	return nil
+}
+
+// Requeue enqueues the task of an existing job again: a dead letter being
+// requeued, whose record the caller has reset to queued. Unlike Submit it
+// reports asynq.ErrTaskIDConflict (wrapped), so that the caller can tell a
+// task still in asynq (e.g. one finishing its dying delivery) from a new one.
+func (c *Client) Requeue(ctx context.Context, p *Payload) error {
+	return c.enqueueTask(ctx, p)
 }
 
 // Get returns the job with its state, result and history.

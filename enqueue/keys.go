@@ -17,3 +17,7 @@ func (k keys) idem(hash string) string     { return k.prefix + "idem:" + hash }
 // DoneChannel is the pub/sub channel on which the completion of job id is
 // announced (the message is the final state), for waiters that must not poll.
 func DoneChannel(prefix, id string) string { return prefix + "done:" + id }
+
+// BatchDoneChannel is the pub/sub channel on which the end of batch id (every
+// job final) is announced.
+func BatchDoneChannel(prefix, id string) string { return prefix + "batchdone:" + id }

@@ -159,6 +159,8 @@ type Outcome struct {
 	RequestID  string
 	Usage      *Usage
 	Error      *JobError
+	// ErrorBody is the API's error response body (JSON), kept for results.
+	ErrorBody json.RawMessage
 }
 
 // Finished reports what Finish found or did.
@@ -201,6 +203,9 @@ func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Tim
 		b, _ := json.Marshal(o.Error)
 		argv = append(argv, "error", string(b))
 	}
+	if len(o.ErrorBody) > 0 {
+		argv = append(argv, "error_body", string(o.ErrorBody))
+	}
 	vals, err := finishScript.Run(ctx, r.rdb, []string{r.keys.job(id), r.keys.history(id)}, argv...).Slice()
 	if err != nil {
 		return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
@@ -219,7 +224,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'dead' and st ~= 'canceled' then return st end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, 'updated_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'running_since', 'running_worker', 'status_code', 'request_id')
+redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'running_since', 'running_worker', 'status_code', 'request_id')
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -300,31 +305,59 @@ func (r *Records) State(ctx context.Context, id string) (State, error) {
 }
 
 // batchFinishScript counts a job's final state in its batch exactly once,
-// however often it is called (a redelivered task calls it again).
-// KEYS: batch, batch final set. ARGV: job id, state, prompt, completion, total tokens.
+// however often it is called (a redelivered task calls it again), and ends
+// the batch when it was the last job. KEYS: batch, batch final set. ARGV:
+// now, ttl, job id, state, prompt, completion, total tokens. Returns 1 when
+// the batch ended just now.
 var batchFinishScript = redis.NewScript(`
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-if tonumber(ARGV[5]) > 0 then
-  redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[3])
-  redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[4])
-  redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
+if tonumber(ARGV[7]) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[6])
+  redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[7])
 end
-return 1
+` + batchDoneLua + `
+return done
 `)
 
 // CountFinal adds job id's final state (and usage) to its batch's counters,
-// once per job.
-func (r *Records) CountFinal(ctx context.Context, batchID, jobID string, st State, u *Usage) error {
+// once per job. It reports whether that ended the batch (every job final);
+// the caller then announces it with PublishBatchDone.
+func (r *Records) CountFinal(ctx context.Context, batchID, jobID string, st State, u *Usage) (bool, error) {
 	var p, c, t int64
 	if u != nil {
 		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
 	}
-	err := batchFinishScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)}, jobID, string(st), p, c, t).Err()
+	done, err := batchFinishScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
+		time.Now().UTC().Format(timeLayout), int64(r.resultTTL/time.Second), jobID, string(st), p, c, t).Int()
 	if err != nil {
-		return fmt.Errorf("count job %s in batch %s: %w", jobID, batchID, err)
+		return false, fmt.Errorf("count job %s in batch %s: %w", jobID, batchID, err)
+	}
+	return done == 1, nil
+}
+
+// PublishBatchDone announces that every job of batch id is final.
+func (r *Records) PublishBatchDone(ctx context.Context, id string) error {
+	if err := r.rdb.Publish(ctx, BatchDoneChannel(r.keys.prefix, id), "done").Err(); err != nil {
+		return fmt.Errorf("publish batch done %s: %w", id, err)
 	}
 	return nil
+}
+
+func (r *Records) publishBatchDone(ctx context.Context, id string) { _ = r.PublishBatchDone(ctx, id) }
+
+// BatchState reads only the state of a batch ("" when it does not exist).
+func (r *Records) BatchState(ctx context.Context, id string) (BatchState, error) {
+	s, err := r.rdb.HGet(ctx, r.keys.batch(id), "state").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get batch %s: %w", id, err)
+	}
+	return BatchState(s), nil
 }
 
 // batchUncountScript undoes CountFinal for a requeued job.

@@ -85,10 +85,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if b.Interrupted {
 		log.Warn().Int("interrupts", b.Interrupts).Msg("job was interrupted in an earlier delivery")
 		if b.Interrupts > maxInterrupts {
-			return w.deadLetter(ctx, &p, b.Attempts, &enqueue.JobError{
+			return w.deadLetter(ctx, &p, &enqueue.JobError{
 				Code: "worker_interrupted", Class: "exhausted", Reason: "interrupted",
 				Message: fmt.Sprintf("the job interrupted its worker %d times", b.Interrupts),
-			}, nil)
+			}, nil, nil)
 		}
 	}
 	if w.isCanceled(ctx, &p) {
@@ -105,7 +105,7 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 	}
 	if err != nil {
 		// Validated at submit time; the model list may have changed since.
-		return w.deadLetter(ctx, p, n-1, jobError(err, apiclient.Classify(err), 0), nil)
+		return w.deadLetter(ctx, p, jobError(err, apiclient.Classify(err), 0), nil, nil)
 	}
 
 	// Wait for the fleet-wide rate limit. Neither this wait nor a put-back
@@ -179,7 +179,7 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 		if n >= w.cfg.MaxAttempts {
 			jerr.Class = "exhausted"
 			ev(log.Warn()).Msg("attempts exhausted")
-			return w.deadLetter(ctx, p, n, jerr, entry)
+			return w.deadLetter(ctx, p, jerr, entry, errorBodyOf(callErr))
 		}
 		delay := w.cfg.Backoff.Delay(n, cl.RetryAfter)
 		entry.NextDelay = delay.Milliseconds()
@@ -201,7 +201,7 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 			}
 		}
 		ev(log.Warn()).Msg("attempt failed, dead-lettered")
-		return w.deadLetter(ctx, p, n, jerr, entry)
+		return w.deadLetter(ctx, p, jerr, entry, errorBodyOf(callErr))
 	}
 }
 
@@ -226,9 +226,9 @@ func (w *Worker) putBack(ctx context.Context, p *enqueue.Payload, entry *enqueue
 
 // deadLetter stores the job as dead (record, then dead-letter store, then
 // batch counters) before the task leaves asynq.
-func (w *Worker) deadLetter(ctx context.Context, p *enqueue.Payload, attempts int, jerr *enqueue.JobError, entry *enqueue.Attempt) error {
+func (w *Worker) deadLetter(ctx context.Context, p *enqueue.Payload, jerr *enqueue.JobError, entry *enqueue.Attempt, errorBody json.RawMessage) error {
 	o := enqueue.Outcome{State: enqueue.StateDead, Counted: entry != nil, Entry: entry, Error: jerr,
-		StatusCode: jerr.StatusCode, RequestID: jerr.RequestID}
+		StatusCode: jerr.StatusCode, RequestID: jerr.RequestID, ErrorBody: errorBody}
 	if err := w.finish(ctx, p, o); err != nil {
 		return err
 	}
@@ -265,8 +265,14 @@ func (w *Worker) settle(ctx context.Context, p *enqueue.Payload, st enqueue.Stat
 		}
 	}
 	if p.BatchID != "" {
-		if err := w.records.CountFinal(ctx, p.BatchID, p.JobID, st, job.Usage); err != nil {
+		done, err := w.records.CountFinal(ctx, p.BatchID, p.JobID, st, job.Usage)
+		if err != nil {
 			return err
+		}
+		if done {
+			if err := w.records.PublishBatchDone(ctx, p.BatchID); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("publish batch completion")
+			}
 		}
 	}
 	if err := w.records.PublishDone(ctx, p.JobID, st); err != nil {
@@ -276,12 +282,31 @@ func (w *Worker) settle(ctx context.Context, p *enqueue.Payload, st enqueue.Stat
 	return nil
 }
 
-// isCanceled reports whether the job's batch was canceled.
+// isCanceled reports whether the job's batch was canceled. The answer is
+// cached for a second per batch: a canceled batch's remaining tasks are
+// drained quickly without a Redis round trip each.
 func (w *Worker) isCanceled(ctx context.Context, p *enqueue.Payload) bool {
-	if p.BatchID == "" || w.cfg.Canceled == nil {
+	if p.BatchID == "" {
 		return false
 	}
-	return w.cfg.Canceled(ctx, p.BatchID)
+	now := time.Now()
+	if v, ok := w.canceled.Load(p.BatchID); ok {
+		if c := v.(canceledEntry); now.Sub(c.at) < time.Second {
+			return c.canceled
+		}
+	}
+	st, err := w.records.BatchState(ctx, p.BatchID)
+	if err != nil {
+		return false // run the job; cancel is best effort for what already started
+	}
+	c := canceledEntry{canceled: st == enqueue.BatchCanceled, at: now}
+	w.canceled.Store(p.BatchID, c)
+	return c.canceled
+}
+
+type canceledEntry struct {
+	canceled bool
+	at       time.Time
 }
 
 // deadLetterRecord builds the dead-letter record of a dead job from its
@@ -313,6 +338,15 @@ func jobError(err error, cl apiclient.Classification, status int) *enqueue.JobEr
 		je.Message = je.Message[:1000]
 	}
 	return je
+}
+
+// errorBodyOf is the API's JSON error body, for the results file.
+func errorBodyOf(err error) json.RawMessage {
+	var ae *apiclient.APIError
+	if errors.As(err, &ae) {
+		return ae.Body
+	}
+	return nil
 }
 
 func usageOf(r *apiclient.Response) *enqueue.Usage {

@@ -76,10 +76,10 @@ func (w *Worker) sweepOne(ctx context.Context, queue string, ti *asynq.TaskInfo)
 		if err := w.settle(ctx, &p, b.State); err != nil {
 			return err
 		}
-	} else if err := w.deadLetter(ctx, &p, b.Attempts, &enqueue.JobError{
+	} else if err := w.deadLetter(ctx, &p, &enqueue.JobError{
 		Code: "archived_by_asynq", Class: "exhausted", Reason: "archived",
 		Message: "asynq archived the task: " + ti.LastErr,
-	}, nil); err != nil {
+	}, nil, nil); err != nil {
 		return err
 	}
 	if err := w.insp.DeleteTask(queue, ti.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {

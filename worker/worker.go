@@ -61,8 +61,6 @@ type Config struct {
 	// SweepInterval is how often tasks asynq archived by itself are moved
 	// into the dead-letter store. Default 30s.
 	SweepInterval time.Duration
-	// Canceled reports whether a batch was canceled. Optional.
-	Canceled func(ctx context.Context, batchID string) bool
 	// ID names this worker process in job histories. Default host:pid.
 	ID string
 	// Logger is the root logger.
@@ -140,6 +138,9 @@ type Worker struct {
 
 	ready   chan struct{}
 	readyMu sync.Once
+
+	// canceled caches batch ID → canceledEntry.
+	canceled sync.Map
 }
 
 // New returns a worker. Run starts it.

@@ -71,6 +71,7 @@ API at a fleet-wide rate, retry what is retryable and dead-letter what is not.`,
 		a.workerCmd(),
 		a.submitCmd(),
 		a.jobCmd(),
+		a.batchCmd(),
 		a.laneCmd(),
 		a.mockapiCmd(),
 	)

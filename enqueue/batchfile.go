@@ -1,0 +1,208 @@
+package enqueue
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/mimoq/mimoq/apiclient"
+)
+
+// Limits of a batch input file.
+const (
+	// DefaultMaxLineBytes is the longest line accepted: room for requests
+	// that carry images or audio as base64.
+	DefaultMaxLineBytes = 16 << 20
+	// MaxCustomIDLength is the longest custom_id accepted.
+	MaxCustomIDLength = 512
+)
+
+// lineEnvelope is one line of the OpenAI Batch input format. Unknown fields
+// are refused: a typo such as "custom-id" must not pass silently.
+type lineEnvelope struct {
+	CustomID json.RawMessage `json:"custom_id"`
+	Method   string          `json:"method"`
+	URL      string          `json:"url"`
+	Body     json.RawMessage `json:"body"`
+}
+
+// batchScanner reads a batch file line by line without loading it whole.
+type batchScanner struct {
+	r       *bufio.Reader
+	models  apiclient.Models
+	maxLine int
+	sum     hash.Hash
+	lineNo  int
+	buf     []byte
+}
+
+func newBatchScanner(r io.Reader, models apiclient.Models, maxLine int) *batchScanner {
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineBytes
+	}
+	s := &batchScanner{models: models, maxLine: maxLine, sum: sha256.New()}
+	s.r = bufio.NewReaderSize(io.TeeReader(r, s.sum), 256<<10)
+	return s
+}
+
+// next returns the next non-blank line: a parsed line, or the reason it is
+// invalid. It returns io.EOF at the end.
+func (s *batchScanner) next() (*BatchLine, string, error) {
+	for {
+		line, tooLong, err := s.readLine()
+		if err != nil {
+			return nil, "", err
+		}
+		s.lineNo++
+		if tooLong {
+			return &BatchLine{Line: s.lineNo}, fmt.Sprintf("line is longer than %d bytes", s.maxLine), nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		bl, reason := parseBatchLine(line, s.models)
+		if bl == nil {
+			bl = &BatchLine{}
+		}
+		bl.Line = s.lineNo
+		return bl, reason, nil
+	}
+}
+
+// readLine reads one line without its newline. A line over maxLine is
+// skipped to its end and reported as too long.
+func (s *batchScanner) readLine() ([]byte, bool, error) {
+	s.buf = s.buf[:0]
+	tooLong := false
+	for {
+		chunk, err := s.r.ReadSlice('\n')
+		if !tooLong {
+			if len(s.buf)+len(chunk) > s.maxLine+1 {
+				tooLong = true
+				s.buf = s.buf[:0]
+			} else {
+				s.buf = append(s.buf, chunk...)
+			}
+		}
+		switch {
+		case err == nil:
+			return bytes.TrimRight(s.buf, "\r\n"), tooLong, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(s.buf) == 0 && !tooLong {
+				return nil, false, io.EOF
+			}
+			return bytes.TrimRight(s.buf, "\r\n"), tooLong, nil
+		default:
+			return nil, false, err
+		}
+	}
+}
+
+// parseBatchLine checks one line; on failure it returns the reason, one
+// sentence naming the field.
+func parseBatchLine(line []byte, models apiclient.Models) (*BatchLine, string) {
+	if !utf8.Valid(line) {
+		return nil, "line is not valid UTF-8"
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var env lineEnvelope
+	if err := dec.Decode(&env); err != nil {
+		return nil, jsonReason(err)
+	}
+	if dec.More() {
+		return nil, "invalid JSON: more than one value on the line"
+	}
+	if len(env.CustomID) == 0 || string(env.CustomID) == "null" {
+		return nil, "custom_id is missing"
+	}
+	var customID string
+	if err := json.Unmarshal(env.CustomID, &customID); err != nil {
+		return nil, "custom_id must be a string"
+	}
+	switch {
+	case customID == "":
+		return nil, "custom_id is empty"
+	case len(customID) > MaxCustomIDLength:
+		return nil, fmt.Sprintf("custom_id is %d bytes long; at most %d are allowed", len(customID), MaxCustomIDLength)
+	}
+	if env.Method != "" && env.Method != "POST" {
+		return nil, fmt.Sprintf("method %q is not supported; want POST", env.Method)
+	}
+	if env.URL != "" && env.URL != "/v1/chat/completions" && env.URL != "/chat/completions" {
+		return nil, fmt.Sprintf("url %q is not supported; want /v1/chat/completions", env.URL)
+	}
+	if len(env.Body) == 0 || string(env.Body) == "null" {
+		return nil, "body is missing"
+	}
+	req, err := apiclient.ParseRequest(env.Body)
+	if err != nil {
+		return nil, "body: " + err.Error()
+	}
+	if err := models.Validate(req); err != nil {
+		return nil, "body: " + err.Error()
+	}
+	return &BatchLine{CustomID: customID, Body: env.Body, Model: req.Model}, ""
+}
+
+// jsonReason turns an encoding/json error into a short reason.
+func jsonReason(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if strings.HasPrefix(msg, "unknown field ") {
+		return msg + " in the batch line (allowed: custom_id, method, url, body)"
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON: %s (at byte %d)", msg, se.Offset)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "invalid JSON: the line ends in the middle of a value"
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return "the line is not a JSON object"
+		}
+		return fmt.Sprintf("%s must be a %s", te.Field, te.Type.Kind())
+	}
+	return msg
+}
+
+// Error lists the invalid lines as FILE:LINE: reason, the first
+// MaxLineErrors of them and then how many more.
+func (e *BatchFileError) Error() string {
+	var b strings.Builder
+	for i, le := range e.Errors {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if le.Line > 0 {
+			fmt.Fprintf(&b, "%s:%d: %s", e.Name, le.Line, le.Reason)
+		} else {
+			fmt.Fprintf(&b, "%s: %s", e.Name, le.Reason)
+		}
+	}
+	if more := e.Count - len(e.Errors); more > 0 {
+		fmt.Fprintf(&b, "\n%s: %d more invalid lines", e.Name, more)
+	}
+	if e.Count > 0 {
+		fmt.Fprintf(&b, "\n%s: %d invalid lines; nothing was enqueued", e.Name, e.Count)
+	}
+	return b.String()
+}
+
+func (e *BatchFileError) add(line int, reason string) {
+	e.Count++
+	if len(e.Errors) < MaxLineErrors {
+		e.Errors = append(e.Errors, LineError{Line: line, Reason: reason})
+	}
+}
