@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 )
+
+// maxErrorBodyBytes caps the read of a non-2xx body: an error worth reading is
+// small, and a proxy's page is not worth megabytes of memory.
+const maxErrorBodyBytes = 1 << 20
 
 // Client calls POST {BaseURL}/chat/completions. It is safe for concurrent use.
 type Client struct {
@@ -148,10 +153,15 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 		return nil, c.transportError(ctx, actx, "send request", err)
 	}
 	defer closeBody(resp.Body)
-	data, tooLarge, readErr := readCapped(resp.Body, resp.ContentLength, c.maxBody)
+	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
+	limit := c.maxBody
+	if !ok {
+		limit = min(limit, maxErrorBodyBytes)
+	}
+	data, tooLarge, readErr := readCapped(resp.Body, resp.ContentLength, limit)
 	requestID := cleanText(resp.Header.Get("X-Request-Id"), c.apiKey, maxShortLen)
 
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if !ok {
 		if readErr != nil && ctx.Err() != nil {
 			return nil, c.transportError(ctx, actx, "read error body", readErr)
 		}
@@ -165,7 +175,7 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 	if tooLarge {
 		return nil, &ResponseTooLargeError{StatusCode: resp.StatusCode, RequestID: requestID, Limit: c.maxBody}
 	}
-	return parseResponse(resp.StatusCode, requestID, data)
+	return parseResponse(resp.StatusCode, requestID, data, c.apiKey)
 }
 
 // transportError wraps a failure that left no usable response, keeping the
@@ -201,12 +211,19 @@ func unwrapURLError(err error) error {
 }
 
 // readCapped reads at most limit bytes; tooLarge reports that there was more.
+// contentLength only sizes the first allocation, and only up to a point: it is
+// the server's claim, not a fact.
 func readCapped(r io.Reader, contentLength, limit int64) (data []byte, tooLarge bool, err error) {
+	const maxHint = 16 << 20
 	var buf bytes.Buffer
 	if contentLength > 0 {
-		buf.Grow(int(min(contentLength, limit)) + 1)
+		buf.Grow(int(min(contentLength, limit, maxHint)) + 1)
 	}
-	_, err = buf.ReadFrom(io.LimitReader(r, limit+1))
+	n := limit
+	if n < math.MaxInt64 {
+		n++ // one byte more tells "exactly limit" from "over limit"
+	}
+	_, err = buf.ReadFrom(io.LimitReader(r, n))
 	data = buf.Bytes()
 	if int64(len(data)) > limit {
 		return data[:limit], true, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -310,6 +311,7 @@ func TestDoMalformedSuccessBodies(t *testing.T) {
 		"array":            {`[1,2]`, "not a JSON object"},
 		"null":             {`null`, "not a JSON object"},
 		"no choices":       {`{"id":"x"}`, "missing choices"},
+		"error object":     {`{"error":{"code":"overloaded","message":"try later"}}`, "missing choices (error: overloaded: try later)"},
 		"null choices":     {`{"id":"x","choices":null}`, "missing choices"},
 		"string choices":   {`{"id":"x","choices":"nope"}`, "missing choices"},
 		"wrong-type field": {`{"id":"x","created":"yesterday","choices":[]}`, ""},
@@ -422,7 +424,7 @@ func TestDoSendsHeaders(t *testing.T) {
 				"X-Mimoq-Attempt": "3",
 				"Content-Type":    "application/json",
 				"Accept":          "application/json",
-				"User-Agent":      "mimoq/dev",
+				"User-Agent":      "mimoq/" + moduleVersion(),
 			}
 			for k, v := range want {
 				if got := h.Get(k); got != v {
@@ -805,10 +807,33 @@ func TestOptionsDefaults(t *testing.T) {
 	if o.BaseURL != DefaultBaseURL || o.AuthStyle != AuthBearer || o.DialTimeout != 10*time.Second ||
 		o.TLSHandshakeTimeout != 10*time.Second || o.RequestTimeout != 5*time.Minute ||
 		o.ResponseHeaderTimeout != 5*time.Minute || o.MaxResponseBytes != 64<<20 ||
-		o.UserAgent != "mimoq/dev" || o.Models.String() != DefaultModels().String() {
+		o.UserAgent != "mimoq/"+moduleVersion() || o.Models.String() != DefaultModels().String() {
 		t.Errorf("defaults = %+v", o)
 	}
 	if o := (Options{APIKey: testKey, RequestTimeout: time.Minute}).withDefaults(); o.ResponseHeaderTimeout != time.Minute {
 		t.Errorf("ResponseHeaderTimeout = %s, want RequestTimeout", o.ResponseHeaderTimeout)
+	}
+}
+
+func TestReadCapped(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		body          string
+		contentLength int64
+		limit         int64
+		want          string
+		tooLarge      bool
+	}{
+		{"abc", 3, 3, "abc", false},
+		{"abcd", 4, 3, "abc", true},
+		{"abc", -1, 10, "abc", false},
+		// A lying Content-Length must not size the buffer.
+		{"abc", 1 << 50, math.MaxInt64, "abc", false},
+	}
+	for _, tc := range cases {
+		data, tooLarge, err := readCapped(strings.NewReader(tc.body), tc.contentLength, tc.limit)
+		if err != nil || string(data) != tc.want || tooLarge != tc.tooLarge {
+			t.Errorf("readCapped(%q, %d, %d) = %q, %v, %v", tc.body, tc.contentLength, tc.limit, data, tooLarge, err)
+		}
 	}
 }

@@ -120,16 +120,23 @@ func skipWS(b []byte, i int) int {
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // skipString returns the index just past the string starting at b[i], or -1.
+// It jumps between quotes and backslashes with IndexByte: base64 payloads make
+// strings of megabytes.
 func skipString(b []byte, i int) int {
-	for j := i + 1; j < len(b); {
-		switch b[j] {
-		case '\\':
-			j += 2
-		case '"':
-			return j + 1
-		default:
-			j++
+	j, quote := i+1, -1
+	for j < len(b) {
+		if quote < j {
+			q := bytes.IndexByte(b[j:], '"')
+			if q < 0 {
+				return -1
+			}
+			quote = j + q
 		}
+		bs := bytes.IndexByte(b[j:quote], '\\')
+		if bs < 0 {
+			return quote + 1
+		}
+		j += bs + 2 // skip the escaped character, which may be a quote
 	}
 	return -1
 }

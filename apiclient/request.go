@@ -148,8 +148,12 @@ func ParseRequest(raw []byte) (*Request, error) {
 }
 
 // UnmarshalJSON reads a request like [ParseRequest], so that a Request can be
-// embedded in a larger JSON document (a batch line, a task payload).
+// embedded in a larger JSON document (a batch line, a task payload). null
+// leaves r as it is.
 func (r *Request) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil
+	}
 	p, err := ParseRequest(b)
 	if err != nil {
 		return err
@@ -242,8 +246,12 @@ func trimDot(prefix string) string {
 	return prefix[:len(prefix)-1]
 }
 
-// UnmarshalJSON reads a message, keeping unknown fields in Extra.
+// UnmarshalJSON reads a message, keeping unknown fields in Extra. null leaves
+// m as it is.
 func (m *Message) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil
+	}
 	if !json.Valid(b) {
 		return &ValidationError{Field: "message", Reason: "is not valid JSON"}
 	}
@@ -290,7 +298,8 @@ func (m Message) Text() string {
 }
 
 // messageText returns the text of a content value and the number of parts
-// that are not text.
+// that are not text. It walks the parts with the scanner rather than decoding
+// them, so that a megabyte image is skipped, not copied.
 func messageText(content json.RawMessage) (string, int) {
 	content = bytes.TrimSpace(content)
 	if len(content) == 0 {
@@ -302,25 +311,31 @@ func messageText(content json.RawMessage) (string, int) {
 		_ = json.Unmarshal(content, &s)
 		return s, 0
 	case '[':
-		var parts []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		}
-		if json.Unmarshal(content, &parts) != nil {
-			return "", 0
-		}
 		var buf bytes.Buffer
 		other := 0
-		for _, p := range parts {
-			if p.Type != "text" {
+		_ = forEachElement(content, func(_ int, part []byte) error {
+			var typ, text []byte
+			_ = forEachMember(part, func(k string, v []byte) error {
+				switch k {
+				case "type":
+					typ = v
+				case "text":
+					text = v
+				}
+				return nil
+			})
+			if string(typ) != `"text"` {
 				other++
-				continue
+				return nil
 			}
+			var s string
+			_ = json.Unmarshal(text, &s)
 			if buf.Len() > 0 {
 				buf.WriteByte('\n')
 			}
-			buf.WriteString(p.Text)
-		}
+			buf.WriteString(s)
+			return nil
+		})
 		return buf.String(), other
 	}
 	return "", 0
@@ -580,6 +595,9 @@ func decodeStringField(field string, val []byte) (string, error) {
 	if val[0] != '"' {
 		return "", &ValidationError{Field: field, Reason: "must be a string"}
 	}
+	if inner := val[1 : len(val)-1]; plainString(inner) {
+		return string(inner), nil
+	}
 	var s string
 	if err := json.Unmarshal(val, &s); err != nil {
 		return "", &ValidationError{Field: field, Reason: "must be a string"}
@@ -631,9 +649,27 @@ func shorten(s string) string {
 	return s
 }
 
+// plainString reports whether s is printable ASCII that JSON writes as is
+// (no quote or backslash), the common case worth a
+// fast path.
+func plainString(s []byte) bool {
+	for _, c := range s {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
 // Encoding.
 
 func encodeString(s string) json.RawMessage {
+	if plainString([]byte(s)) {
+		b := make([]byte, 0, len(s)+2)
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -354,6 +354,31 @@ func TestParseRequestCopiesInput(t *testing.T) {
 	}
 }
 
+func TestRequestEmbedded(t *testing.T) {
+	t.Parallel()
+	var payload struct {
+		CustomID string   `json:"custom_id"`
+		Body     Request  `json:"body"`
+		Other    *Request `json:"other"`
+	}
+	line := `{"custom_id":"req-1","body":{"model":"mimo-v2-flash", "messages":[{"role":"user","content":"Hi"}], "thinking":{"type":"enabled"}},"other":null}`
+	if err := json.Unmarshal([]byte(line), &payload); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := payload.Body.body()
+	if want := `{"model":"mimo-v2-flash", "messages":[{"role":"user","content":"Hi"}], "thinking":{"type":"enabled"}}`; string(b) != want {
+		t.Errorf("embedded body = %s, want it as written", b)
+	}
+	if payload.Other != nil {
+		t.Errorf("null request = %+v", payload.Other)
+	}
+	err := json.Unmarshal([]byte(`{"body":{"model":1}}`), &payload)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || ve.Field != "model" {
+		t.Errorf("err = %v, want a validation error on model", err)
+	}
+}
+
 func TestNewRequestMarshal(t *testing.T) {
 	t.Parallel()
 	temp := 0.7

@@ -87,7 +87,9 @@ type PromptTokensDetails struct {
 
 // parseResponse reads a 2xx body. It is lenient about field types (the body is
 // kept whole in Raw) but insists on a JSON object with a choices array.
-func parseResponse(status int, requestID string, data []byte) (*Response, error) {
+// A 2xx that carries an error object instead of choices (some proxies answer
+// so) says what the error was in the malformed-response reason.
+func parseResponse(status int, requestID string, data []byte, key string) (*Response, error) {
 	trimmed := bytes.TrimSpace(data)
 	malformed := func(reason string) error {
 		return &MalformedResponseError{StatusCode: status, RequestID: requestID, Reason: reason, Size: len(data)}
@@ -115,7 +117,17 @@ func parseResponse(status int, requestID string, data []byte) (*Response, error)
 		}
 	}
 	if wire.Choices == nil || *wire.Choices == nil {
-		return nil, malformed("missing choices")
+		reason := "missing choices"
+		f := parseErrorFields(trimmed)
+		if f.code != "" && f.message != "" {
+			f.message = f.code + ": " + f.message
+		} else if f.message == "" {
+			f.message = f.code
+		}
+		if f.message != "" {
+			reason += " (error: " + cleanText(f.message, key, maxMessageLen) + ")"
+		}
+		return nil, malformed(reason)
 	}
 	resp := wire.Response
 	resp.Choices = *wire.Choices

@@ -83,7 +83,6 @@ redis.call("LPUSH", KEYS[2], ARGV[2])
 return 1
 `)
 
-
 // Result counts what EnqueueMany did.
 type Result struct {
 	Enqueued int // new tasks

@@ -17,7 +17,9 @@ import (
 // 1+Lookahead. A granted call's slot is max(old TAT, now), which is
 // ResetAfter - interval from now; the fetcher hands the permit out at that
 // time, never earlier, so permits leave evenly spaced however far ahead they
-// were reserved. It reserves a slot for the waiter at the head only.
+// were reserved. It reserves a slot for the waiter at the head only. A slot
+// it wakes up for too late (maxLate) is dropped rather than handed out on
+// top of the next one.
 //
 // Token limit: GCRA at rate TPM/(1+headroom) per minute with burst TPM/60
 // (one second's worth). A reservation larger than the burst could never be
@@ -26,7 +28,11 @@ import (
 // so that a denial never wastes a slot; reserved tokens are kept while the
 // fetcher waits for the slot. Done folds (reserved - used) into a local
 // balance that the next reservation uses first: a credit can save a call,
-// a debt makes the next call larger.
+// a debt makes the next call larger. While the bucket is far from empty, one
+// call also reserves for the next waiters; when it is not, the fetcher
+// sleeps until its last view of the bucket says the tokens are there, so a
+// binding token limit costs about one call per permit, not a denial and a
+// retry.
 type lane struct {
 	g     *Gate
 	model string
@@ -37,6 +43,7 @@ type lane struct {
 	tpmKey       string
 	interval     time.Duration // between two request slots
 	burst        int64         // most tokens one limiter call reserves
+	tokenRate    float64       // tokens per second
 	maxLate      time.Duration // a slot handed out later than this is dropped
 
 	arrive  chan struct{} // a waiter arrived
@@ -52,7 +59,7 @@ type lane struct {
 	coolUntil time.Time
 	bal       int64 // tokens reserved in Redis and not yet used (< 0: owed)
 
-	calls, denied, permits, refused, waitNanos atomic.Int64
+	calls, denied, permits, refused, dropped, waitNanos atomic.Int64
 }
 
 type waiter struct {
@@ -90,6 +97,7 @@ func newLane(g *Gate, model string, l Limit) *lane {
 		ln.tpmOn = true
 		ln.burst = max(l.TPM/60, 1)
 		ln.tpm = redis_rate.Limit{Rate: int(l.TPM), Period: period, Burst: int(ln.burst)}
+		ln.tokenRate = float64(l.TPM) / period.Seconds()
 	}
 	return ln
 }
@@ -159,6 +167,7 @@ func (ln *lane) stats() LaneStats {
 		Denied:       ln.denied.Load(),
 		Permits:      ln.permits.Load(),
 		Refused:      ln.refused.Load(),
+		Dropped:      ln.dropped.Load(),
 		WaitSeconds:  time.Duration(ln.waitNanos.Load()).Seconds(),
 		Waiting:      waiting,
 	}
@@ -198,8 +207,15 @@ func (ln *lane) run(ctx context.Context) {
 		backoff time.Duration
 		// The limiter said "not before": a wake-up for another reason
 		// (a state change) must not spend a call that is sure to be denied.
-		tpmRetryAt, rpmRetryAt time.Time
+		rpmRetryAt time.Time
+		tokens     tokenView
 	)
+	dropSlot := func() {
+		if hasSlot {
+			ln.dropped.Add(1)
+			hasSlot = false
+		}
+	}
 	failed := func(err error) {
 		backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 		if ctx.Err() == nil {
@@ -223,7 +239,7 @@ func (ln *lane) run(ctx context.Context) {
 					sleep(d, true)
 					continue
 				}
-				hasSlot = false
+				dropSlot()
 			}
 			sleep(-1, true)
 			continue
@@ -235,13 +251,13 @@ func (ln *lane) run(ctx context.Context) {
 			continue
 		}
 		if paused {
-			hasSlot = false
+			dropSlot()
 			ln.dropCredit()
 			ln.failAll(nil, false)
 			continue
 		}
 		if d := time.Until(coolUntil); d > 0 {
-			hasSlot = false
+			dropSlot()
 			ln.dropCredit()
 			sleep(d, false)
 			continue
@@ -250,22 +266,32 @@ func (ln *lane) run(ctx context.Context) {
 		// Tokens first: a denial there must not cost a request slot.
 		if ln.tpmOn && !hasSlot {
 			if need := min(head.est, ln.burst) - bal; need > 0 {
-				if d := time.Until(tpmRetryAt); d > 0 {
-					sleep(d, false)
-					continue
-				}
 				chunk := min(need, ln.burst)
+				now := time.Now()
+				if tokens.known {
+					if short := float64(chunk) - tokens.at(now, ln.tokenRate, ln.burst); short > 0 {
+						sleep(time.Duration(short/ln.tokenRate*float64(time.Second))+time.Millisecond, false)
+						continue
+					}
+					// Reserve for the next waiters too while the bucket has
+					// plenty: it saves their calls.
+					chunk += ln.prefetch(chunk, min(tokens.at(now, ln.tokenRate, ln.burst), float64(ln.burst/2)))
+				}
+				sent := time.Now()
 				res, err := ln.allow(ctx, ln.tpmKey, ln.tpm, chunk)
 				if err != nil {
 					failed(err)
 					continue
 				}
 				backoff = 0
+				mid := sent.Add(time.Since(sent) / 2)
 				if res.Allowed == 0 {
-					tpmRetryAt = time.Now().Add(res.RetryAfter)
-					sleep(res.RetryAfter, false)
+					// What the bucket held, from how long until chunk fits;
+					// the next turn sleeps until what is needed fits.
+					tokens = tokenView{known: true, avail: float64(chunk) - res.RetryAfter.Seconds()*ln.tokenRate, when: mid}
 					continue
 				}
+				tokens = tokenView{known: true, avail: float64(res.Remaining), when: mid}
 				ln.mu.Lock()
 				ln.bal += chunk
 				ln.mu.Unlock()
@@ -278,7 +304,6 @@ func (ln *lane) run(ctx context.Context) {
 				sleep(d, false)
 				continue
 			}
-			sent := time.Now()
 			res, err := ln.allow(ctx, ln.rpmKey, ln.rpm, 1)
 			if err != nil {
 				failed(err)
@@ -290,10 +315,10 @@ func (ln *lane) run(ctx context.Context) {
 				sleep(res.RetryAfter, false)
 				continue
 			}
-			// The script ran about halfway through the round trip; the slot
-			// is the old TAT, one interval before the new one.
-			rtt := time.Since(sent)
-			slot = sent.Add(rtt/2 + res.ResetAfter - ln.interval)
+			// The slot is the old TAT, one interval before the new one.
+			// Counted from the reply, not from halfway through the round
+			// trip: a slot may then start a little late, never early.
+			slot = time.Now().Add(res.ResetAfter - ln.interval)
 			hasSlot = true
 		}
 
@@ -306,7 +331,7 @@ func (ln *lane) run(ctx context.Context) {
 			if -d > ln.maxLate {
 				// Woken too late (a GC pause, an overloaded machine): handing
 				// the slot out now would crowd the next one.
-				hasSlot = false
+				dropSlot()
 				continue
 			}
 		}
@@ -329,6 +354,42 @@ func (ln *lane) run(ctx context.Context) {
 		ln.waitNanos.Add(int64(waited))
 		w.ch <- grant{p: &Permit{Model: ln.model, Tokens: w.est, Waited: waited, ln: ln}}
 	}
+}
+
+// tokenView is what this process last learned of the token bucket: how many
+// tokens it held at a time. The bucket refills at tokenRate and other
+// processes only take from it, so the view is an upper bound: sleeping until
+// it shows enough never sleeps too long, and saves a call sure to be denied.
+type tokenView struct {
+	known bool
+	avail float64
+	when  time.Time
+}
+
+func (v tokenView) at(now time.Time, rate float64, burst int64) float64 {
+	return min(v.avail+now.Sub(v.when).Seconds()*rate, float64(burst))
+}
+
+// prefetch returns the tokens to reserve, besides base for the head, for
+// the waiters after it (as many as the request lookahead), as long as the
+// total stays within limit.
+func (ln *lane) prefetch(base int64, limit float64) int64 {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	var extra int64
+	el := ln.queue.Front()
+	if el != nil {
+		el = el.Next()
+	}
+	for i := 0; el != nil && i < ln.g.cfg.Lookahead; i++ {
+		est := el.Value.(*waiter).est
+		if float64(base+extra+est) > limit {
+			break
+		}
+		extra += est
+		el = el.Next()
+	}
+	return extra
 }
 
 func (ln *lane) allow(ctx context.Context, key string, l redis_rate.Limit, n int64) (*redis_rate.Result, error) {

@@ -124,7 +124,8 @@ type Gate struct {
 	closed bool
 }
 
-// NewGate subscribes to the lane events and returns a Gate. Close it.
+// NewGate subscribes to the lane events and returns a Gate; it fails when
+// Redis does not confirm the subscription within 10 s. Close the Gate.
 func NewGate(cfg GateConfig) (*Gate, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -237,6 +238,10 @@ type LaneStats struct {
 	Permits int64
 	// Refused is the number of waits that ended with ErrPaused.
 	Refused int64
+	// Dropped is the number of request slots reserved and not used: no
+	// waiter was left, the lane paused or cooled down, or the fetcher woke
+	// too late to hand the slot out without crowding the next one.
+	Dropped int64
 	// WaitSeconds is the total time granted waiters spent waiting; with
 	// Permits it gives the mean. Permit.Waited gives each one, for a
 	// histogram.

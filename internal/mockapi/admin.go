@@ -24,7 +24,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) apiFailure(w http.ResponseWriter, e *apiError) {
 	set, st := s.set.Load(), s.st.Load()
 	rng := newStream(set.seed, "", st.seq.Add(1))
-	writeError(w, e, shapeFor(set.shape, e.status, &rng), s.clock(), &rng)
+	writeError(w, e, shapeFor(set.shape, e.status, &rng), set.shape == ShapeMixed, s.clock(), &rng)
 	st.countStatus(e.status)
 }
 

@@ -159,7 +159,7 @@ func (c *chatCall) fail(e *apiError, fault faultKind) {
 		shape = bodyHTML // a proxy's own page, whatever the API's shape
 	}
 	now := c.s.clock()
-	writeError(c.w, e, shape, now, &c.rng)
+	writeError(c.w, e, shape, c.set.shape == ShapeMixed, now, &c.rng)
 	c.finish(outcome{status: e.status, outcome: "answered", fault: fault,
 		retryAfter: e.retryAfter, retryAt: c.st.since(now) + int64(e.retryAfter)})
 }

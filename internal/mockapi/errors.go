@@ -93,17 +93,20 @@ type unwrappedError struct {
 }
 
 // writeError writes e in the given shape. A 429 carries Retry-After (whole
-// seconds, at least 1, or in the mixed shape sometimes an HTTP date) and
+// seconds, at least 1, or with dates, one time in four, an HTTP date) and
 // retry-after-ms.
-func writeError(w http.ResponseWriter, e *apiError, shape bodyShape, now time.Time, r *splitmix) {
+func writeError(w http.ResponseWriter, e *apiError, shape bodyShape, dates bool, now time.Time, r *splitmix) {
 	h := w.Header()
 	if e.status == http.StatusTooManyRequests {
 		ms := max(int64(math.Ceil(float64(e.retryAfter)/float64(time.Millisecond))), 1)
 		secs := (ms + 999) / 1000
 		h.Set(HeaderRetryAfterMS, strconv.FormatInt(ms, 10))
-		if shape != bodySeed && r.next()%4 == 0 {
+		if dates && r.next()%4 == 0 {
 			// An HTTP date has whole seconds: round up so it is never early.
-			at := now.Add(time.Duration(ms) * time.Millisecond).Truncate(time.Second).Add(time.Second)
+			at := now.Add(time.Duration(ms) * time.Millisecond)
+			if t := at.Truncate(time.Second); !t.Equal(at) {
+				at = t.Add(time.Second)
+			}
 			h.Set("Retry-After", at.UTC().Format(http.TimeFormat))
 		} else {
 			h.Set("Retry-After", strconv.FormatInt(secs, 10))

@@ -82,7 +82,7 @@ const (
 	ShapeMiMo ErrorShape = "mimo"
 	// ShapeMixed picks, per request, among the seed shape, the MiMo shape, the
 	// unwrapped {"type":"server_error","message":"…"} and, for 5xx, a proxy's
-	// HTML page or an empty body.
+	// HTML page or an empty body; a 429's Retry-After is sometimes an HTTP date.
 	ShapeMixed ErrorShape = "mixed"
 )
 

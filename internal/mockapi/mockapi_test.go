@@ -447,3 +447,39 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestMixedRetryAfter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, mockapi.Config{ErrorShape: mockapi.ShapeMixed, RPM: 1, Seed: 9})
+	b.clock.Advance(250 * time.Millisecond)
+	if r := b.chat(simple("mimo-v2-pro", "hi")); r.status != 200 {
+		t.Fatalf("first: %d", r.status)
+	}
+	seconds, dates := 0, 0
+	for i := 0; i < 100; i++ {
+		r := b.chat(simple("mimo-v2-pro", "hi"))
+		if r.status != 429 || r.header.Get("Retry-After-Ms") != "60000" {
+			t.Fatalf("status %d, retry-after-ms %q", r.status, r.header.Get("Retry-After-Ms"))
+		}
+		ra := r.header.Get("Retry-After")
+		if n, err := strconv.Atoi(ra); err == nil {
+			if n != 60 {
+				t.Errorf("Retry-After = %d", n)
+			}
+			seconds++
+			continue
+		}
+		at, err := http.ParseTime(ra)
+		if err != nil {
+			t.Fatalf("Retry-After %q is neither seconds nor a date", ra)
+		}
+		// The date is never earlier than the exact time, and at most a second later.
+		if exact := b.clock.Now().Add(time.Minute); at.Before(exact) || at.Sub(exact) >= time.Second {
+			t.Errorf("Retry-After date %s for %s", at, exact)
+		}
+		dates++
+	}
+	if seconds == 0 || dates == 0 {
+		t.Errorf("seconds %d, dates %d: want both forms", seconds, dates)
+	}
+}

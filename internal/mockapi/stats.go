@@ -202,7 +202,8 @@ type Stats struct {
 	Since time.Time `json:"since"`
 	// TotalRequests counts every API request (not /mock/ ones), whatever its outcome.
 	TotalRequests int64 `json:"total_requests"`
-	// ByStatus counts responses by HTTP status ("200", "429", …).
+	// ByStatus counts status lines sent, by HTTP status ("200", "429", …); a
+	// truncated 200 is a 200, a reset or hung request has none.
 	ByStatus map[string]int64 `json:"by_status"`
 	// Canceled counts requests whose client gave up during Latency.
 	Canceled int64 `json:"canceled"`
@@ -247,8 +248,9 @@ type ModelStats struct {
 type WindowMax struct {
 	// Received counts every request that named the model.
 	Received int `json:"received"`
-	// OK counts requests answered 2xx: admitted by the rate limit and given no
-	// fault. It never exceeds the model's limit.
+	// OK counts requests admitted by the rate limit and given no fault: the
+	// ones answered 2xx in full (or whose client gave up during Latency). It
+	// never exceeds the model's RPM.
 	OK int `json:"ok"`
 }
 
