@@ -44,9 +44,9 @@ export MIMO_BASE_URL="$mock/v1"
 # mimo-v2-legacy is a model this mimoq accepts but the API no longer serves:
 # its jobs fail with 404 (terminal) and are dead-lettered.
 export MIMOQ_MODELS="mimo-v2-pro=131072,mimo-v2-omni=131072,mimo-v2-tts,mimo-v2-flash=65536,mimo-v2-legacy"
-export MIMOQ_RPM=600 MIMOQ_BACKOFF_BASE=200ms MIMOQ_BACKOFF_MAX=2s MIMOQ_LOG_FORMAT=json
+export MIMOQ_RPM=3000 MIMOQ_BACKOFF_BASE=200ms MIMOQ_BACKOFF_MAX=2s MIMOQ_LOG_FORMAT=json
 
-say "starting a worker (600 requests/min per model, fleet-wide)"
+say "starting a worker (3000 requests/min per model, fleet-wide)"
 MIMOQ_HTTP_ADDR=127.0.0.1:0 "$MIMOQ" worker 2>"$work/worker.log" &
 pids+=($!)
 wait_for "$work/worker.log" '"message":"worker started"' >/dev/null
@@ -57,39 +57,49 @@ set +e
 echo "exit status $?"
 set -e
 
-say "submitting 30 requests"
-ids=()
-for i in $(seq 1 24); do
-	ids+=("$("$MIMOQ" submit --model mimo-v2-flash --prompt "Give me fact number $i about queues")")
-done
-for i in 1 2 3; do ids+=("$("$MIMOQ" submit --model mimo-v2-pro --prompt "Think about $i")"); done
-ids+=("$("$MIMOQ" submit --model mimo-v2-tts --prompt "Read this aloud")")
-for i in 1 2; do ids+=("$("$MIMOQ" submit --model mimo-v2-legacy --prompt "Old model $i")"); done
-echo "${#ids[@]} jobs queued"
-
-say "results"
-ok=0 dead=0
-for id in "${ids[@]}"; do
-	if out=$("$MIMOQ" job get "$id" --wait 60s --json 2>/dev/null); then :; fi
-	state=$(printf '%s' "$out" | grep -oE '"state":"[a-z]+"' | head -n1 | cut -d'"' -f4)
-	attempts=$(printf '%s' "$out" | grep -oE '"attempts":[0-9]+' | head -n1 | cut -d: -f2)
-	model=$(printf '%s' "$out" | grep -oE '"model":"[^"]+"' | head -n1 | cut -d'"' -f4)
-	printf '%s  %-15s %-10s attempts=%s\n' "$id" "$model" "$state" "$attempts"
-	case $state in succeeded) ok=$((ok+1));; dead) dead=$((dead+1)); last_dead=$id;; esac
-done
-echo "succeeded: $ok, dead: $dead"
-
-say "one answer"
+say "one request, waiting for its answer"
 "$MIMOQ" submit --model mimo-v2-flash --prompt "What is a dead-letter queue?" --wait
 
-if [ -n "${last_dead:-}" ]; then
-	say "a dead letter, with its attempt history"
-	"$MIMOQ" job get "$last_dead" || true
+say "a batch file with a bad line is refused whole, nothing enqueued (exit status 2)"
+printf '%s\n' '{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}}' \
+	'{"custom_id":"b","body":{"model":"mimo-v2-flash","messages":[]}}' >"$work/bad.jsonl"
+set +e
+"$MIMOQ" batch submit "$work/bad.jsonl"
+echo "exit status $?"
+set -e
+
+say "a batch of 500 requests (OpenAI Batch format), 8 of them for a model the API has retired"
+for i in $(seq 1 500); do
+	model=mimo-v2-flash
+	case $((i % 5)) in 0) model=mimo-v2-pro;; esac
+	[ $((i % 60)) -eq 0 ] && model=mimo-v2-legacy
+	printf '{"custom_id":"req-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"%s","messages":[{"role":"user","content":"Give me fact number %d about queues"}],"max_tokens":64}}\n' "$i" "$model" "$i"
+done >"$work/batch.jsonl"
+id=$("$MIMOQ" batch submit "$work/batch.jsonl" --id demo-batch)
+echo "batch $id submitted; watching it"
+"$MIMOQ" batch status "$id" --watch || true
+
+say "results: $work/results.jsonl (first 2 lines)"
+"$MIMOQ" batch results "$id" -o "$work/results.jsonl" --errors "$work/errors.jsonl"
+head -n 2 "$work/results.jsonl" | cut -c 1-240
+say "errors file (the failed lines)"
+cut -c 1-240 "$work/errors.jsonl"
+
+if "$MIMOQ" dlq list --help >/dev/null 2>&1; then
+	say "the dead letters, and why they died"
+	"$MIMOQ" dlq list --batch "$id"
+	first=$("$MIMOQ" dlq list --batch "$id" --json --limit 1 | grep -oE '"id":"[^"]+"' | head -n1 | cut -d'"' -f4)
+	[ -n "$first" ] && "$MIMOQ" dlq show "$first"
 fi
 
 say "lanes"
 "$MIMOQ" lane list
 
-say "the mock's view: requests, statuses, duplicates"
-curl -fsS "$mock/mock/stats" 2>/dev/null | head -c 600 || true
+say "the mock's view: duplicates (must be 0) and rate-limit peaks"
+"$MIMOQ" mockapi --help >/dev/null
+if command -v curl >/dev/null; then
+	curl -fsS "$mock/mock/stats" | grep -oE '"(total_requests|duplicates|max_calls_per_job)":[0-9]+' | tr '\n' ' '
+	echo
+fi
 echo
+echo "demo finished; everything it started is being stopped"

@@ -152,7 +152,7 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 		return err
 	}
 
-	permit.Done(-1) // the reservation stands: the API may have counted the call
+	permit.Done(permit.Tokens) // the reservation stands: the API may have counted the call
 	jerr := jobError(callErr, cl, 0)
 	entry.StatusCode, entry.ErrorCode, entry.Message, entry.RequestID = jerr.StatusCode, jerr.Code, jerr.Message, jerr.RequestID
 	w.metrics.latency.WithLabelValues(p.Model, strconv.Itoa(jerr.StatusCode)).Observe(elapsed.Seconds())

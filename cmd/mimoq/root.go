@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 )
 
@@ -32,6 +34,10 @@ type app struct {
 // 0 success, 1 runtime failure, 2 bad usage or invalid input.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	// go-redis logs reconnect attempts on its own; mimoq reports what
+	// matters itself. Commands that log (worker, serve) route these lines
+	// into their logger at debug level.
+	redis.SetLogger(redisLog{l: zerolog.Nop()})
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -74,6 +80,9 @@ API at a fleet-wide rate, retry what is retryable and dead-letter what is not.`,
 		a.batchCmd(),
 		a.laneCmd(),
 		a.mockapiCmd(),
+		a.serveCmd(),
+		a.dlqCmd(),
+		a.statsCmd(),
 	)
 	return root
 }

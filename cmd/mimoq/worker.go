@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/mimoq/mimoq/apiclient"
@@ -61,6 +62,7 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 		return usagef("invalid MIMOQ_MODEL_LIMITS: %v", err)
 	}
 	log := e.logger(a.stderr)
+	redis.SetLogger(redisLog{l: log})
 	api, err := apiclient.New(apiclient.Options{
 		BaseURL: e.BaseURL, APIKey: e.APIKey.Value(), RequestTimeout: e.RequestTimeout, Models: models,
 	})
@@ -75,7 +77,8 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 	defer rdb.Close()
 
 	gate, err := lane.NewGate(lane.GateConfig{
-		Redis: rdb, Default: lane.Limit{RPM: e.RPM, TPM: e.TPM}, PerModel: limits, Logger: &log,
+		Redis: rdb, Default: lane.Limit{RPM: unlimitedIfZero(e.RPM), TPM: int64(unlimitedIfZero(int(e.TPM)))},
+		PerModel: limits, Logger: &log,
 	})
 	if err != nil {
 		return err
@@ -85,7 +88,7 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 	for q := range weights {
 		queueNames = append(queueNames, q)
 	}
-	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), queueNames)
+	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), queueNames, lane.WithActor("worker"))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -118,6 +121,15 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return err
+}
+
+// unlimitedIfZero maps the SPEC's 0 (unlimited) to lane's -1; lane reads 0
+// as "use the default".
+func unlimitedIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // parseWeights reads "interactive=4,batch=1".
