@@ -404,11 +404,7 @@ func (c *Client) enqueueMany(ctx context.Context, ps []*Payload) error {
 	}
 	tasks := make([]asynqwire.Task, len(ps))
 	for i, p := range ps {
-		data, err := json.Marshal(p)
-		if err != nil {
-			return err
-		}
-		tasks[i] = asynqwire.Task{Type: TaskType, Payload: data, ID: p.JobID,
+		tasks[i] = asynqwire.Task{Type: TaskType, Payload: p.appendJSON(nil), ID: p.JobID,
 			Queue: AsynqQueue(p.Queue, p.Model), MaxRetry: c.cfg.MaxRetry}
 	}
 	_, err := asynqwire.EnqueueMany(ctx, c.cfg.Redis, tasks)
@@ -581,10 +577,9 @@ func (c *Client) CancelBatch(ctx context.Context, id string) (int, error) {
 		}
 		for i, cmd := range cmds {
 			if v, _ := cmd.Int(); v == 1 {
-				if _, err := c.records.CountFinal(ctx, id, ids[i], StateCanceled, nil); err != nil {
+				if _, err := c.records.Announce(ctx, id, ids[i], StateCanceled, nil); err != nil {
 					return canceled, err
 				}
-				_ = c.records.PublishDone(ctx, ids[i], StateCanceled)
 				canceled++
 			}
 		}
@@ -717,4 +712,34 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// appendJSON appends the payload's JSON encoding. It is what json.Marshal
+// writes, without re-validating the body, which was validated when the line
+// was read: on a 50,000-line batch, json.Marshal's check of every body was
+// the largest single cost of enqueueing.
+func (p *Payload) appendJSON(b []byte) []byte {
+	str := func(b []byte, s string) []byte {
+		q, _ := json.Marshal(s)
+		return append(b, q...)
+	}
+	b = append(b, `{"job_id":`...)
+	b = str(b, p.JobID)
+	if p.BatchID != "" {
+		b = append(b, `,"batch_id":`...)
+		b = str(b, p.BatchID)
+	}
+	if p.CustomID != "" {
+		b = append(b, `,"custom_id":`...)
+		b = str(b, p.CustomID)
+	}
+	b = append(b, `,"queue":`...)
+	b = str(b, p.Queue)
+	b = append(b, `,"model":`...)
+	b = str(b, p.Model)
+	b = append(b, `,"body":`...)
+	b = append(b, p.Body...)
+	b = append(b, `,"submitted_at":"`...)
+	b = p.SubmittedAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, `"}`...)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -322,20 +323,39 @@ end
 return done
 `)
 
-// CountFinal adds job id's final state (and usage) to its batch's counters,
-// once per job. It reports whether that ended the batch (every job final);
-// the caller then announces it with PublishBatchDone.
-func (r *Records) CountFinal(ctx context.Context, batchID, jobID string, st State, u *Usage) (bool, error) {
+// Announce counts job jobID's final state st in its batch (when it has one)
+// and publishes the job's completion, in one pipelined round trip. It
+// reports whether that ended the batch; the caller then calls
+// PublishBatchDone.
+func (r *Records) Announce(ctx context.Context, batchID, jobID string, st State, u *Usage) (bool, error) {
 	var p, c, t int64
 	if u != nil {
 		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
 	}
-	done, err := batchFinishScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
-		time.Now().UTC().Format(timeLayout), int64(r.resultTTL/time.Second), jobID, string(st), p, c, t).Int()
-	if err != nil {
-		return false, fmt.Errorf("count job %s in batch %s: %w", jobID, batchID, err)
+	for try := 0; ; try++ {
+		pipe := r.rdb.Pipeline()
+		var count *redis.Cmd
+		if batchID != "" {
+			count = batchFinishScript.EvalSha(ctx, pipe, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
+				time.Now().UTC().Format(timeLayout), int64(r.resultTTL/time.Second), jobID, string(st), p, c, t)
+		}
+		pipe.Publish(ctx, DoneChannel(r.keys.prefix, jobID), string(st))
+		_, err := pipe.Exec(ctx)
+		if err != nil && try == 0 && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			if err := batchFinishScript.Load(ctx, r.rdb).Err(); err != nil {
+				return false, fmt.Errorf("announce job %s: %w", jobID, err)
+			}
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("announce job %s: %w", jobID, err)
+		}
+		if count == nil {
+			return false, nil
+		}
+		done, _ := count.Int()
+		return done == 1, nil
 	}
-	return done == 1, nil
 }
 
 // PublishBatchDone announces that every job of batch id is final.
@@ -360,10 +380,18 @@ func (r *Records) BatchState(ctx context.Context, id string) (BatchState, error)
 	return BatchState(s), nil
 }
 
-// batchUncountScript undoes CountFinal for a requeued job.
+// batchUncountScript undoes CountFinal for a requeued job. The job is
+// pending again, so a batch that had ended is open again: running (a
+// canceled one stays canceled), without finished_at or expiry, until its
+// last job is counted anew.
 var batchUncountScript = redis.NewScript(`
 if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[2], -1)
+if redis.call('HDEL', KEYS[1], 'finished_at') == 1 then
+  if redis.call('HGET', KEYS[1], 'state') == 'done' then redis.call('HSET', KEYS[1], 'state', 'running') end
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
 return 1
 `)
 
@@ -373,14 +401,6 @@ func (r *Records) UncountFinal(ctx context.Context, batchID, jobID string, st St
 	err := batchUncountScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)}, jobID, string(st)).Err()
 	if err != nil {
 		return fmt.Errorf("uncount job %s in batch %s: %w", jobID, batchID, err)
-	}
-	return nil
-}
-
-// PublishDone announces that job id reached final state st.
-func (r *Records) PublishDone(ctx context.Context, id string, st State) error {
-	if err := r.rdb.Publish(ctx, DoneChannel(r.keys.prefix, id), string(st)).Err(); err != nil {
-		return fmt.Errorf("publish done %s: %w", id, err)
 	}
 	return nil
 }
@@ -402,4 +422,16 @@ func toInt(v any) int {
 		return atoi(x)
 	}
 	return 0
+}
+
+// CountFinal counts job jobID's final state in its batch and publishes its
+// completion: Announce, under the name the tests of other packages use.
+func (r *Records) CountFinal(ctx context.Context, batchID, jobID string, st State, u *Usage) (bool, error) {
+	return r.Announce(ctx, batchID, jobID, st, u)
+}
+
+// PublishDone announces that job id reached final state st.
+func (r *Records) PublishDone(ctx context.Context, id string, st State) error {
+	_, err := r.Announce(ctx, "", id, st, nil)
+	return err
 }

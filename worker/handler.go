@@ -244,40 +244,42 @@ func (w *Worker) finish(ctx context.Context, p *enqueue.Payload, o enqueue.Outco
 	if err != nil {
 		return err
 	}
-	return w.settle(wctx, p, f.State)
+	if !f.Changed || f.State == enqueue.StateDead {
+		// Final before (a redelivery), or dead: the slow path reads the
+		// record, which the dead letter is built from.
+		return w.settle(wctx, p, f.State)
+	}
+	return w.announce(wctx, p, f.State, o.Usage)
 }
 
 // settle makes the side effects of a final state true: the dead-letter
 // record, the batch counters and the completion notice. Each is idempotent,
 // so a redelivered task may run it again.
 func (w *Worker) settle(ctx context.Context, p *enqueue.Payload, st enqueue.State) error {
-	var job *enqueue.Job
-	if st == enqueue.StateDead || p.BatchID != "" {
-		j, err := w.records.Get(ctx, p.JobID)
-		if err != nil {
-			return err
-		}
-		job = j
+	j, err := w.records.Get(ctx, p.JobID)
+	if err != nil {
+		return err
 	}
 	if st == enqueue.StateDead {
-		if err := w.cfg.DLQ.Put(ctx, deadLetterRecord(p, job)); err != nil {
+		if err := w.cfg.DLQ.Put(ctx, deadLetterRecord(p, j)); err != nil {
 			return err
 		}
 	}
-	if p.BatchID != "" {
-		done, err := w.records.CountFinal(ctx, p.BatchID, p.JobID, st, job.Usage)
-		if err != nil {
-			return err
-		}
-		if done {
-			if err := w.records.PublishBatchDone(ctx, p.BatchID); err != nil {
-				zerolog.Ctx(ctx).Warn().Err(err).Msg("publish batch completion")
-			}
-		}
+	return w.announce(ctx, p, st, j.Usage)
+}
+
+// announce counts a final job in its batch and publishes its completion (and
+// the batch's, when it was the last), in one round trip.
+func (w *Worker) announce(ctx context.Context, p *enqueue.Payload, st enqueue.State, u *enqueue.Usage) error {
+	done, err := w.records.Announce(ctx, p.BatchID, p.JobID, st, u)
+	if err != nil {
+		return err
 	}
-	if err := w.records.PublishDone(ctx, p.JobID, st); err != nil {
-		// Waiters poll as a fallback: a lost notice only delays them.
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("publish completion")
+	if done {
+		if err := w.records.PublishBatchDone(ctx, p.BatchID); err != nil {
+			// Waiters poll as a fallback: a lost notice only delays them.
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("publish batch completion")
+		}
 	}
 	return nil
 }

@@ -1,0 +1,270 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/asynqwire"
+	"github.com/mimoq/mimoq/internal/mockapi"
+	"github.com/mimoq/mimoq/worker"
+)
+
+const payloadSample = `{"job_id":"01JD0000000000000000000000","batch_id":"b","custom_id":"req-1","queue":"batch","model":"mimo-v2-flash","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Summarise item 1 of the benchmark in one sentence."}],"max_tokens":64},"submitted_at":"2026-01-01T00:00:00Z"}`
+
+// asynqEnqueueRate enqueues n tasks with asynq's own Client from g
+// goroutines and returns tasks/s.
+func asynqEnqueueRate(b *testing.B, w *world, n, g int) float64 {
+	b.Helper()
+	c := asynq.NewClientFromRedisClient(w.rdb)
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range g {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if _, err := c.Enqueue(asynq.NewTask(enqueue.TaskType, []byte(payloadSample)),
+					asynq.Queue("baseline"), asynq.TaskID(fmt.Sprintf("base-%d-%d", g, i))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkSubmit: a 50,000-line batch file validated and enqueued by
+// SubmitBatch, against asynq's own Client enqueueing as many tasks from 16
+// goroutines (and from one).
+func BenchmarkSubmit(b *testing.B) {
+	const n = 50000
+	w := newWorld(b, mockapi.Config{})
+	f := batchFile(b, n, "mimo-v2-flash")
+	b.ResetTimer()
+	for range b.N {
+		one := asynqEnqueueRate(b, w, n/4, 1)
+		sixteen := asynqEnqueueRate(b, w, n, 16)
+		start := time.Now()
+		batch, err := w.client.SubmitBatch(context.Background(), f, enqueue.BatchOptions{Source: "bench.jsonl"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		el := time.Since(start)
+		if batch.Total != n {
+			b.Fatalf("batch holds %d lines, want %d", batch.Total, n)
+		}
+		rate := float64(n) / el.Seconds()
+		b.ReportMetric(rate, "lines/s")
+		b.ReportMetric(sixteen, "asynq16_tasks/s")
+		b.ReportMetric(rate/sixteen, "ratio")
+		record(figure{"submit 50,000-line file", "lines/s (validate + enqueue)", fmt.Sprintf("%.0f", rate),
+			fmt.Sprintf("%.0f (asynq Client, 16 goroutines); %.0f (1 goroutine)", sixteen, one),
+			fmt.Sprintf("%.2f×", rate/sixteen), "target ≥ 1.0×"})
+	}
+}
+
+// BenchmarkEndToEnd: N jobs through a mimoq worker against the mock (zero
+// latency, no rate limit), against asynq draining as many no-op tasks with
+// the same concurrency.
+func BenchmarkEndToEnd(b *testing.B) {
+	const n = 20000
+	const concurrency = 50
+	w := newWorld(b, mockapi.Config{})
+	ctx := context.Background()
+	for range b.N {
+		// Baseline: asynq, no-op handler.
+		tasks := make([]asynqwire.Task, n)
+		for i := range tasks {
+			tasks[i] = asynqwire.Task{Type: "noop", Payload: []byte(payloadSample), ID: fmt.Sprintf("noop-%d", i), Queue: "noop"}
+		}
+		for i := 0; i < n; i += 1000 {
+			if _, err := asynqwire.EnqueueMany(ctx, w.rdb, tasks[i:min(i+1000, n)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var done atomic.Int64
+		finished := make(chan struct{})
+		srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{Concurrency: concurrency,
+			Queues: map[string]int{"noop": 1}, TaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.FatalLevel})
+		mux := asynq.NewServeMux()
+		mux.HandleFunc("noop", func(context.Context, *asynq.Task) error {
+			if done.Add(1) == n {
+				close(finished)
+			}
+			return nil
+		})
+		start := time.Now()
+		if err := srv.Start(mux); err != nil {
+			b.Fatal(err)
+		}
+		<-finished
+		base := float64(n) / time.Since(start).Seconds()
+		srv.Shutdown()
+
+		// mimoq: the batch is enqueued first, then one worker drains it.
+		f := batchFile(b, n, "mimo-v2-flash")
+		batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		w.startWorker(0, concurrency, worker.Backoff{})
+		final, err := w.client.WaitBatch(ctx, batch.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rate := float64(n) / time.Since(start).Seconds()
+		if final.Succeeded != n {
+			b.Fatalf("%d of %d jobs succeeded", final.Succeeded, n)
+		}
+		b.ReportMetric(rate, "jobs/s")
+		b.ReportMetric(base, "asynq_noop/s")
+		b.ReportMetric(rate/base, "ratio")
+		record(figure{"end to end, 20,000 jobs, concurrency 50", "jobs/s (mock API, zero latency)", fmt.Sprintf("%.0f", rate),
+			fmt.Sprintf("%.0f (asynq no-op drain)", base), fmt.Sprintf("%.2f×", rate/base), "target ≥ 0.6×"})
+	}
+}
+
+// BenchmarkPickupLatency: single jobs submitted at 200/s to an idle worker;
+// pickup = first API call start − submit time.
+func BenchmarkPickupLatency(b *testing.B) {
+	const rate, seconds = 200, 10
+	w := newWorld(b, mockapi.Config{})
+	w.startWorker(0, 50, worker.Backoff{})
+	ctx := context.Background()
+	body := []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"ping"}],"max_tokens":16}`)
+	for range b.N {
+		var ids []string
+		tick := time.NewTicker(time.Second / rate)
+		for range rate * seconds {
+			<-tick.C
+			id, err := w.client.Submit(ctx, body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		tick.Stop()
+		var lat []time.Duration
+		for _, id := range ids {
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			j, err := w.client.Wait(wctx, id)
+			cancel()
+			if err != nil || len(j.History) == 0 {
+				b.Fatalf("job %s: %v", id, err)
+			}
+			lat = append(lat, j.History[0].Start.Sub(j.SubmittedAt))
+		}
+		p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+		b.ReportMetric(float64(p50)/1e6, "p50_ms")
+		b.ReportMetric(float64(p99)/1e6, "p99_ms")
+		record(figure{"pickup latency at 200 jobs/s", "p50 / p99", ms(p50) + " / " + ms(p99),
+			"asynq defaults: p50 0.5 s, p99 1.4 s (issue #3)", "", "target p50 ≤ 20 ms, p99 ≤ 100 ms"})
+	}
+}
+
+// BenchmarkRetryLateness: half the calls fail with 503; lateness = next
+// attempt start − (previous attempt end + its backoff delay).
+func BenchmarkRetryLateness(b *testing.B) {
+	w := newWorld(b, mockapi.Config{Rate503: 0.5, Seed: 11})
+	w.startWorker(0, 50, worker.Backoff{Base: 200 * time.Millisecond, Max: time.Second})
+	ctx := context.Background()
+	for range b.N {
+		f := batchFile(b, 500, "mimo-v2-flash")
+		batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.client.WaitBatch(ctx, batch.ID); err != nil {
+			b.Fatal(err)
+		}
+		var late []time.Duration
+		err = w.client.Results(ctx, batch.ID, false, func(l *enqueue.ResultLine) error {
+			j, err := w.client.Get(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			for i := 1; i < len(j.History); i++ {
+				prev := j.History[i-1]
+				due := prev.Start.Add(time.Duration(prev.DurationMs)*time.Millisecond + time.Duration(prev.NextDelay)*time.Millisecond)
+				late = append(late, j.History[i].Start.Sub(due))
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p50, p99, pmax := percentile(late, 0.5), percentile(late, 0.99), percentile(late, 1)
+		b.ReportMetric(float64(p99)/1e6, "p99_ms")
+		record(figure{"retry lateness (503 on half the calls)", fmt.Sprintf("p50 / p99 / max over %d retries", len(late)),
+			ms(p50) + " / " + ms(p99) + " / " + ms(pmax), "asynq defaults: 5.35 s late (issue #3)", "", "target ≤ 1 s"})
+	}
+}
+
+// BenchmarkFleetRateLimit: three workers (three gates: three processes as
+// far as Redis is concerned) share a 10 requests/s limit (600 RPM) against
+// a mock enforcing the same limit.
+func BenchmarkFleetRateLimit(b *testing.B) {
+	const n, rps = 200, 10
+	w := newWorld(b, mockapi.Config{RPM: rps * 60})
+	ctx := context.Background()
+	var fleet []*fleetMember
+	for range 3 {
+		fleet = append(fleet, w.startWorker(rps*60, 50, worker.Backoff{}))
+	}
+	for range b.N {
+		f := batchFile(b, n, "mimo-v2-flash")
+		batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		final, err := w.client.WaitBatch(ctx, batch.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var calls, permits int64
+		for _, fm := range fleet {
+			s := fm.gate.Stats()
+			calls += s.LimiterCalls
+			permits += s.Permits
+		}
+		var first, last time.Time
+		_ = w.client.Results(ctx, batch.ID, false, func(l *enqueue.ResultLine) error {
+			j, err := w.client.Get(ctx, l.ID)
+			if err == nil && len(j.History) > 0 {
+				t := j.History[0].Start
+				if first.IsZero() || t.Before(first) {
+					first = t
+				}
+				if t.After(last) {
+					last = t
+				}
+			}
+			return nil
+		})
+		use := float64(n-1) / (last.Sub(first).Seconds() * rps)
+		st := w.mock.Stats()
+		m := st.Models["mimo-v2-flash"]
+		statsJSON, _ := json.Marshal(m.MaxPerSecond)
+		b.ReportMetric(float64(calls)/float64(n), "limiter_calls/job")
+		b.ReportMetric(use*100, "use_%")
+		record(figure{"fleet rate limit: 3 workers, 10 requests/s", "limiter round trips per job", fmt.Sprintf("%.2f", float64(calls)/float64(n)),
+			"~48 when every goroutine polls (issue #3)", "", "target ≤ 3"})
+		record(figure{"fleet rate limit: 3 workers, 10 requests/s", "use of the limit; most in any 1-s window at the mock",
+			fmt.Sprintf("%.1f %%; %s; mock's limit exceeded %d times; %d succeeded", use*100, statsJSON, m.LimitExceeded, final.Succeeded),
+			"", "", "target ≥ 98 %, never above 10 in a 1-s window"})
+	}
+}

@@ -1,0 +1,209 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/mockapi"
+	"github.com/mimoq/mimoq/internal/redistest"
+	"github.com/mimoq/mimoq/worker"
+)
+
+var reportPath = flag.String("report", "", "write the figures of this run as Markdown to this file")
+
+// figure is one measured number of a benchmark.
+type figure struct {
+	bench, name, value, baseline, ratio, note string
+}
+
+var (
+	figMu   sync.Mutex
+	figures []figure
+)
+
+func record(f figure) {
+	figMu.Lock()
+	defer figMu.Unlock()
+	figures = append(figures, f)
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if *reportPath != "" && len(figures) > 0 {
+		if err := writeReport(*reportPath); err != nil {
+			fmt.Fprintln(os.Stderr, "bench report:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func writeReport(path string) error {
+	var b strings.Builder
+	b.WriteString("# mimoq benchmarks\n\n")
+	b.WriteString("Written by `make bench` (internal/bench). Every figure is from one run; mimoq and its asynq\n")
+	b.WriteString("baseline ran on the same private redis-server, one after the other, in the same process.\n\n")
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s, %s. Run at %s.\n\n", cpuModel(), runtime.NumCPU(),
+		runtime.Version(), strings.TrimSpace(cmdOut("redis-server", "--version")), runtime.GOOS+"/"+runtime.GOARCH,
+		time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	b.WriteString("| benchmark | figure | mimoq | asynq baseline | ratio | note |\n|---|---|---|---|---|---|\n")
+	for _, f := range figures {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", f.bench, f.name, f.value, f.baseline, f.ratio, f.note)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			if _, v, ok := strings.Cut(l, ":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return runtime.GOARCH
+}
+
+func cmdOut(name string, args ...string) string {
+	out, _ := exec.Command(name, args...).Output()
+	return string(out)
+}
+
+// world is one benchmark's private Redis, in-process mock API and producer.
+type world struct {
+	b      *testing.B
+	redis  *redistest.Server
+	rdb    *redis.Client
+	mock   *mockapi.Server
+	mockTS *httptest.Server
+	client *enqueue.Client
+	key    string
+}
+
+func newWorld(b *testing.B, mockCfg mockapi.Config) *world {
+	b.Helper()
+	w := &world{b: b, redis: redistest.NewWithOptions(b, redistest.Options{}), key: "sk-bench-" + enqueue.NewID()}
+	w.rdb = w.redis.Client()
+	mockCfg.Key = w.key
+	if mockCfg.RPM == 0 {
+		mockCfg.RPM = mockapi.Unlimited
+	}
+	if mockCfg.TPM == 0 {
+		mockCfg.TPM = mockapi.Unlimited
+	}
+	m, err := mockapi.New(mockCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.mock = m
+	w.mockTS = httptest.NewServer(m)
+	b.Cleanup(func() { w.mockTS.Close(); m.Close() })
+	w.client, err = enqueue.NewClient(enqueue.ClientConfig{Redis: w.rdb})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = w.client.Close() })
+	return w
+}
+
+// fleetMember is one in-process worker with its own gate: what one worker
+// process is, as far as Redis is concerned.
+type fleetMember struct {
+	gate   *lane.Gate
+	w      *worker.Worker
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startWorker starts one worker against the world's mock. rpm 0 = unlimited.
+func (w *world) startWorker(rpm, concurrency int, backoff worker.Backoff) *fleetMember {
+	w.b.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr(), PoolSize: concurrency + 20})
+	w.b.Cleanup(func() { _ = rdb.Close() })
+	api, err := apiclient.New(apiclient.Options{BaseURL: w.mockTS.URL + "/v1", APIKey: w.key})
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	limit := lane.Limit{RPM: -1, TPM: -1}
+	if rpm > 0 {
+		limit.RPM = rpm
+	}
+	gate, err := lane.NewGate(lane.GateConfig{Redis: rdb, Default: limit})
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	models := apiclient.DefaultModels()
+	wk, err := worker.New(worker.Config{
+		Redis: rdb, API: api, Gate: gate, Lanes: lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), []string{"interactive", "batch"}),
+		DLQ: dlq.New(rdb), Records: enqueue.NewRecords(rdb, "", time.Hour), Models: models.Names(),
+		Concurrency: concurrency, Backoff: backoff, Logger: zerolog.Nop(),
+	})
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fm := &fleetMember{gate: gate, w: wk, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(fm.done); _ = wk.Run(ctx) }()
+	<-wk.Ready()
+	w.b.Cleanup(fm.stop)
+	return fm
+}
+
+func (fm *fleetMember) stop() {
+	fm.cancel()
+	<-fm.done
+	fm.gate.Close()
+}
+
+// batchFile writes n request lines to a temp file.
+func batchFile(b *testing.B, n int, model string) *os.File {
+	b.Helper()
+	f, err := os.CreateTemp(b.TempDir(), "batch-*.jsonl")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sb strings.Builder
+	for i := range n {
+		fmt.Fprintf(&sb, `{"custom_id":"req-%d","method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":"Summarise item %d of the benchmark in one sentence."}],"max_tokens":64}}`+"\n", i, model, i)
+		if sb.Len() > 1<<20 {
+			_, _ = f.WriteString(sb.String())
+			sb.Reset()
+		}
+	}
+	if _, err := f.WriteString(sb.String()); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(p * float64(len(s)-1))
+	return s[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
