@@ -11,7 +11,7 @@ func TestPayloadAppendJSONMatchesMarshal(t *testing.T) {
 	t.Parallel()
 	tests := []Payload{
 		{JobID: "01J", BatchID: "b-1", CustomID: `odd "id" <&> é`, Queue: "batch", Model: "mimo-v2-flash",
-			Body: json.RawMessage(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled"}}`),
+			Body:        json.RawMessage(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled"}}`),
 			SubmittedAt: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)},
 		{JobID: "01K", Queue: "interactive", Model: "m", Body: json.RawMessage(`{}`), SubmittedAt: time.Unix(0, 0)},
 	}
