@@ -204,8 +204,18 @@ func TestSIGTERMBurnsNoAttempt(t *testing.T) {
 			}
 		}
 	}
-	if interrupted < 20 {
-		t.Errorf("%d interrupted attempts in the histories; want the 20 in flight at SIGTERM", interrupted)
+	// How many calls were in flight at SIGTERM depends on scheduling; at
+	// least one must have been, or the test proved nothing.
+	if interrupted == 0 {
+		t.Error("no interrupted attempt in any history: SIGTERM hit no call in flight")
+	}
+	t.Logf("%d calls interrupted by SIGTERM, every job succeeded on its one counted attempt", interrupted)
+	// The calls cut short by the shutdown were never answered: running them
+	// again is no duplicate, and nothing may be answered twice.
+	var st mockStats
+	f.mock.Stats(t, &st)
+	if st.Duplicates != 0 || st.JobsSeen != int64(len(ids)) {
+		t.Errorf("mock: %d duplicate answers, %d jobs seen; want 0 and %d", st.Duplicates, st.JobsSeen, len(ids))
 	}
 }
 
