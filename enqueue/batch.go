@@ -128,6 +128,9 @@ type ResultError struct {
 // content.
 var ErrBatchConflict = errors.New("batch ID already used for a different file")
 
+// ErrBadCursor is returned for a listing cursor this package did not write.
+var ErrBadCursor = errors.New("bad cursor")
+
 // validBatchID limits user-given batch IDs to what is safe in keys and URLs.
 func validBatchID(id string) error {
 	if id == "" || len(id) > 128 {
@@ -464,7 +467,7 @@ func (c *Client) ListBatches(ctx context.Context, cursor string, limit int) ([]*
 	if cursor != "" {
 		ms, id, ok := strings.Cut(cursor, "/")
 		if _, err := strconv.ParseInt(ms, 10, 64); !ok || err != nil {
-			return nil, "", fmt.Errorf("list batches: bad cursor %q", cursor)
+			return nil, "", fmt.Errorf("list batches: cursor %q: %w", cursor, ErrBadCursor)
 		}
 		maxScore, afterID = ms, id
 	}

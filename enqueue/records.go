@@ -76,7 +76,8 @@ func payloadFields(p *Payload, st State) []any {
 // beginScript marks a job running unless it is final. A record still marked
 // running from an earlier delivery means that delivery was interrupted (the
 // worker crashed or was stopped): it is noted in the history and counted in
-// "interrupts", but not as an attempt.
+// "interrupts", but not as an attempt. The same call run twice (a reply lost
+// on the network, the command sent again by the client) is no interruption.
 // KEYS: job, history. ARGV: now, worker, then the payload fields used to
 // recreate a missing record.
 var beginScript = redis.NewScript(`
@@ -92,6 +93,10 @@ if st == 'succeeded' or st == 'dead' or st == 'canceled' then
 end
 local interrupted = 0
 local since = redis.call('HGET', KEYS[1], 'running_since')
+if since == ARGV[1] and redis.call('HGET', KEYS[1], 'running_worker') == ARGV[2] then
+  -- This very call again: its reply was lost and the client sent it anew.
+  return {'running', attempts, 0, interrupts}
+end
 if since then
   interrupted = 1
   interrupts = redis.call('HINCRBY', KEYS[1], 'interrupts', 1)
@@ -125,18 +130,26 @@ func (r *Records) Begin(ctx context.Context, p *Payload, worker string, now time
 }
 
 // finishScript records the outcome of an attempt unless the job is final.
-// KEYS: job, history. ARGV: state, counted (0|1), history entry or "", ttl
+// A non-final outcome of attempt n when n attempts are counted already is
+// the same write run twice (its reply was lost on the network and the
+// client sent it again): it changes nothing, so that no attempt is counted
+// twice. KEYS: job, history. ARGV: state, counted (0, or the attempt's
+// number n, or + for a count without a number), history entry or "", ttl
 // seconds for final states, now, then field/value pairs.
 var finishScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'succeeded' or st == 'dead' or st == 'canceled' then
   return {st, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'), 0}
 end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+local n = tonumber(ARGV[2])
+if n and n > 0 and attempts >= n and ARGV[1] ~= 'succeeded' and ARGV[1] ~= 'dead' and ARGV[1] ~= 'canceled' then
+  return {st, attempts, 0}
+end
 if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[5])
 redis.call('HDEL', KEYS[1], 'running_since', 'running_worker')
-local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-if ARGV[2] == '1' then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if ARGV[2] ~= '0' then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
 if ARGV[1] == 'succeeded' or ARGV[1] == 'dead' or ARGV[1] == 'canceled' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
@@ -168,7 +181,7 @@ type Outcome struct {
 type Finished struct {
 	State    State // the state the job has now
 	Attempts int
-	Changed  bool // false when the job was final already and nothing was written
+	Changed  bool // false when nothing was written: the job was final already, or the write was made before
 }
 
 // Finish records the outcome of an attempt. A job that is final already is
@@ -186,7 +199,14 @@ func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Tim
 	if o.State.Final() {
 		ttl = int64(r.resultTTL / time.Second)
 	}
-	argv := []any{string(o.State), boolArg(o.Counted), entry, ttl, now.UTC().Format(timeLayout)}
+	counted := "0"
+	switch {
+	case o.Counted && o.Entry != nil && o.Entry.Attempt > 0:
+		counted = strconv.Itoa(o.Entry.Attempt)
+	case o.Counted:
+		counted = "+"
+	}
+	argv := []any{string(o.State), counted, entry, ttl, now.UTC().Format(timeLayout)}
 	if o.Result != nil {
 		argv = append(argv, "result", string(o.Result))
 	}
@@ -403,13 +423,6 @@ func (r *Records) UncountFinal(ctx context.Context, batchID, jobID string, st St
 		return fmt.Errorf("uncount job %s in batch %s: %w", jobID, batchID, err)
 	}
 	return nil
-}
-
-func boolArg(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }

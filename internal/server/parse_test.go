@@ -1,0 +1,141 @@
+package server
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mimoq/mimoq/enqueue"
+)
+
+func TestParseWait(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, true},
+		{"30s", 30 * time.Second, true},
+		{"1m30s", 90 * time.Second, true},
+		{"30", 30 * time.Second, true},
+		{"1.5", 1500 * time.Millisecond, true},
+		{"0", 0, true},
+		{"1e300", 1e6 * time.Second, true}, // capped later at MaxWait; no overflow
+		{"-1s", 0, false},
+		{"-3", 0, false},
+		{"NaN", 0, false},
+		{"soon", 0, false},
+	} {
+		got, err := parseWait(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseWait(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"", time.Time{}, true},
+		{"24h", now.Add(-24 * time.Hour), true},
+		{"2025-05-01", time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC), true},
+		{"2025-05-01T10:00:00+02:00", time.Date(2025, 5, 1, 8, 0, 0, 0, time.UTC), true},
+		{"-1h", time.Time{}, false},
+		{"yesterday", time.Time{}, false},
+	} {
+		got, err := parseTime(tc.in, now)
+		if (err == nil) != tc.ok || !got.Equal(tc.want) {
+			t.Errorf("parseTime(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestBatchFileMessage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  enqueue.BatchFileError
+		want string
+	}{
+		{enqueue.BatchFileError{Count: 1, Errors: []enqueue.LineError{{Line: 3, Reason: "custom_id is required"}}},
+			"The batch file has 1 invalid line; nothing was enqueued: 3: custom_id is required."},
+		{enqueue.BatchFileError{Count: 2, Errors: []enqueue.LineError{{Line: 3, Reason: "a"}, {Line: 9, Reason: "b"}}},
+			"The batch file has 2 invalid lines; nothing was enqueued: 3: a; 9: b."},
+		{enqueue.BatchFileError{Count: 30, Errors: []enqueue.LineError{{Line: 1, Reason: "a"}, {Line: 2, Reason: "b"}}},
+			"The batch file has 30 invalid lines; nothing was enqueued; the first 2: 1: a; 2: b."},
+		{enqueue.BatchFileError{Errors: []enqueue.LineError{{Reason: "the file holds no requests"}}},
+			"The batch file is invalid; nothing was enqueued: the file holds no requests."},
+	} {
+		if got := batchFileMessage(&tc.err); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
+	}
+}
+
+func TestFormatBytes(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int64]string{
+		1 << 10: "1 KiB", 8 << 20: "8 MiB", 256 << 20: "256 MiB", 1 << 30: "1 GiB", 1500: "1500 bytes",
+	} {
+		if got := formatBytes(n); got != want {
+			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// FuzzParseEnvelope: any input is either refused with a message or gives
+// a body that is a JSON object taken byte-for-byte from the input.
+func FuzzParseEnvelope(f *testing.F) {
+	for _, s := range []string{
+		`{"body":{"model":"m","messages":[]}}`, `{"body":{},"queue":"batch","idempotency_key":"k"}`,
+		`{"body":null}`, `{"body":"x"}`, `{"queue":1}`, `{"model":"m"}`, `[]`, `null`, ``, `{"body":{}`,
+		`{"body":{} , "body": {"a":1}}`, "{\"body\":\t{ }}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		env, ferr := parseEnvelope(raw)
+		if ferr != nil {
+			if ferr.message == "" {
+				t.Fatalf("refusal without a message for %q", raw)
+			}
+			return
+		}
+		if len(env.Body) == 0 || env.Body[0] != '{' || !bytes.Contains(raw, env.Body) {
+			t.Fatalf("body %q from %q", env.Body, raw)
+		}
+	})
+}
+
+// FuzzParseRequeue: any input is refused with a message or selects by IDs
+// or by All, never both and never neither.
+func FuzzParseRequeue(f *testing.F) {
+	for _, s := range []string{
+		`{"ids":["a","b"]}`, `{"all":true,"filter":{"model":"m","status":429,"since":"24h"}}`,
+		`{"all":true,"dry_run":true}`, `{}`, `{"ids":[]}`, `{"all":true,"filter":{"x":1}}`, `{"ids":[1]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		req, ferr := parseRequeue(raw, now)
+		if ferr != nil {
+			if ferr.message == "" {
+				t.Fatalf("refusal without a message for %q", raw)
+			}
+			return
+		}
+		if req.sel.All == (len(req.sel.IDs) > 0) {
+			t.Fatalf("selection %+v from %q", req.sel, raw)
+		}
+		if slices.Contains(req.sel.IDs, "") {
+			t.Fatalf("empty id from %q", raw)
+		}
+	})
+}
