@@ -17,8 +17,11 @@ test:
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
+# System benchmarks (mimoq vs its asynq baseline, one run each) write
+# docs/benchmarks.md; the package micro-benchmarks print ns/op.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./internal/bench/ -args -report $(CURDIR)/docs/benchmarks.md
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 -timeout 30m ./apiclient/ ./internal/dlq/ ./internal/lane/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
