@@ -131,6 +131,9 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 	w.metrics.inflight.Dec()
 
 	cl := apiclient.Classify(callErr)
+	if cl.Class != apiclient.ClassNone || callErr == nil {
+		w.counts.add(p.Model, callErr == nil)
+	}
 	entry := &enqueue.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(),
 		Class: string(cl.Class), Reason: string(cl.Reason), Worker: w.cfg.ID}
 	ev := func(e *zerolog.Event) *zerolog.Event {
@@ -183,8 +186,11 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 		}
 		delay := w.cfg.Backoff.Delay(n, cl.RetryAfter)
 		entry.NextDelay = delay.Milliseconds()
-		if _, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateRetrying, Counted: true,
-			Entry: entry, Error: jerr, StatusCode: jerr.StatusCode, RequestID: jerr.RequestID}, time.Now()); err != nil {
+		if err := durably(ctx, func(ctx context.Context) error {
+			_, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateRetrying, Counted: true,
+				Entry: entry, Error: jerr, StatusCode: jerr.StatusCode, RequestID: jerr.RequestID}, time.Now())
+			return err
+		}); err != nil {
 			return err
 		}
 		w.metrics.jobs.WithLabelValues("retried", string(cl.Class), p.Model).Inc()
@@ -216,9 +222,10 @@ func (w *Worker) drainable(ctx context.Context) (context.Context, func()) {
 // putBack returns the job to queued without counting an attempt and hands
 // asynq the error that reschedules the task.
 func (w *Worker) putBack(ctx context.Context, p *enqueue.Payload, entry *enqueue.Attempt, re *retryError) error {
-	wctx, cancel := detached(ctx)
-	defer cancel()
-	if _, err := w.records.Finish(wctx, p.JobID, enqueue.Outcome{State: enqueue.StateQueued, Entry: entry}, time.Now()); err != nil {
+	if err := durably(ctx, func(ctx context.Context) error {
+		_, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateQueued, Entry: entry}, time.Now())
+		return err
+	}); err != nil {
 		zerolog.Ctx(ctx).Error().Err(err).Msg("put job back")
 	}
 	return re
@@ -238,18 +245,19 @@ func (w *Worker) deadLetter(ctx context.Context, p *enqueue.Payload, jerr *enque
 
 // finish writes a final outcome and then settles its side effects.
 func (w *Worker) finish(ctx context.Context, p *enqueue.Payload, o enqueue.Outcome) error {
-	wctx, cancel := detached(ctx)
-	defer cancel()
-	f, err := w.records.Finish(wctx, p.JobID, o, time.Now())
-	if err != nil {
-		return err
-	}
-	if !f.Changed || f.State == enqueue.StateDead {
-		// Final before (a redelivery), or dead: the slow path reads the
-		// record, which the dead letter is built from.
-		return w.settle(wctx, p, f.State)
-	}
-	return w.announce(wctx, p, f.State, o.Usage)
+	return durably(ctx, func(wctx context.Context) error {
+		f, err := w.records.Finish(wctx, p.JobID, o, time.Now())
+		if err != nil {
+			return err
+		}
+		if !f.Changed || f.State == enqueue.StateDead {
+			// Final before (a redelivery, or a write that reached Redis
+			// but whose reply was lost), or dead: the slow path reads the
+			// record, which the dead letter is built from.
+			return w.settle(wctx, p, f.State)
+		}
+		return w.announce(wctx, p, f.State, o.Usage)
+	})
 }
 
 // settle makes the side effects of a final state true: the dead-letter
@@ -360,9 +368,33 @@ func usageOf(r *apiclient.Response) *enqueue.Usage {
 	return u
 }
 
-// detached returns a context that keeps ctx's values but not its
-// cancellation, with a short deadline: outcomes must be written even when the
-// task's context has just ended.
-func detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// storeTimeout bounds how long a worker keeps trying to write an outcome
+// while Redis does not answer (a restart, a failover, a network fault). An
+// API answer already received is not given up after one failed write: it
+// would be lost and the API called again. asynq's lease of the task (30 s,
+// extended while Redis answers) bounds it from above: past the lease,
+// another worker may take the task.
+const storeTimeout = 25 * time.Second
+
+// durably runs write until it succeeds or storeTimeout passes, with a
+// context that keeps ctx's values but not its cancellation: outcomes must be
+// written even when the task's context has just ended. Every write given to
+// it is idempotent, so running it again after a lost reply is safe.
+func durably(ctx context.Context, write func(context.Context) error) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	delay := 50 * time.Millisecond
+	for {
+		err := write(wctx)
+		if err == nil || wctx.Err() != nil {
+			return err
+		}
+		zerolog.Ctx(ctx).Warn().Err(err).Dur("retry_in", delay).Msg("store outcome failed, will retry")
+		select {
+		case <-wctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }

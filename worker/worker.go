@@ -141,6 +141,7 @@ type Worker struct {
 
 	// canceled caches batch ID → canceledEntry.
 	canceled sync.Map
+	counts   attemptCounts
 }
 
 // New returns a worker. Run starts it.
@@ -211,6 +212,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	bg.Go(func() { w.sweepLoop(bgCtx) })
 	bg.Go(func() { w.gaugeLoop(bgCtx) })
+	bg.Go(func() { w.countLoop(bgCtx) })
 
 	<-ctx.Done()
 	w.log.Info().Dur("grace", w.cfg.ShutdownTimeout).Msg("worker stopping")

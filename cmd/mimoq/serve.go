@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/server"
+	"github.com/mimoq/mimoq/internal/webui"
 )
 
 type serveFlags struct {
@@ -90,12 +90,12 @@ func (a *app) runServe(ctx context.Context, f *serveFlags) error {
 		[]string{enqueue.QueueInteractive, enqueue.QueueBatch},
 		lane.WithLimits(lane.Limit{RPM: e.RPM, TPM: e.TPM}, limits))
 	operator := ops.New(rdb, client, store, ops.WithLanes(lanes))
-	// WIRING (webui, pending internal/webui): replace this line with
-	//	ui, err := webui.New(webui.Config{Tokens: tok, Client: client, Ops: operator, DLQ: store,
-	//		Lanes: lanes, Models: models.Names(), Redis: rdb,
-	//		Logger: log.With().Str("component", "webui").Logger()})
-	//	if err != nil { return err }
-	var ui http.Handler
+	ui, err := webui.New(webui.Config{Tokens: tok, Client: client, Ops: operator, DLQ: store,
+		Lanes: lanes, Models: models.Names(), Redis: rdb,
+		Logger: log.With().Str("component", "webui").Logger()})
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

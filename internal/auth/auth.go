@@ -3,6 +3,7 @@
 package auth
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
@@ -42,6 +43,30 @@ func (t Tokens) Valid(tok string) bool {
 		ok |= subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
 	}
 	return ok == 1
+}
+
+// Keys returns one signing key per accepted token, derived from the token
+// and label, so that what one process signs with the key of a token (e.g. a
+// browser session) every process with the same tokens can verify, while
+// neither the tokens nor their digests are used as keys directly. Removing a
+// token from the set invalidates what was signed with it.
+func (t Tokens) Keys(label string) [][]byte {
+	out := make([][]byte, len(t.sums))
+	for i := range t.sums {
+		out[i] = deriveKey(t.sums[i], label)
+	}
+	return out
+}
+
+// Key is the key Keys derives from tok and label.
+func Key(tok, label string) []byte {
+	return deriveKey(sha256.Sum256([]byte(strings.TrimSpace(tok))), label)
+}
+
+func deriveKey(sum [sha256.Size]byte, label string) []byte {
+	m := hmac.New(sha256.New, sum[:])
+	m.Write([]byte(label))
+	return m.Sum(nil)
 }
 
 // Bearer returns the token of an "Authorization: Bearer <token>" header, or "".

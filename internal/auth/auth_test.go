@@ -51,3 +51,15 @@ func TestBearer(t *testing.T) {
 		}
 	}
 }
+
+func TestKeysMatchKey(t *testing.T) {
+	t.Parallel()
+	toks := NewTokens("alpha", "beta")
+	keys := toks.Keys("session")
+	if len(keys) != 2 || string(keys[1]) != string(Key(" beta ", "session")) {
+		t.Fatalf("Keys does not hold Key of each token")
+	}
+	if string(Key("alpha", "session")) == string(Key("alpha", "csrf")) || string(keys[0]) == string(keys[1]) {
+		t.Error("keys of different labels or tokens are equal")
+	}
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/ops"
+)
+
+// statsInterval is how often `mimoq stats --watch` refreshes.
+const statsInterval = 2 * time.Second
+
+func (a *app) statsCmd() *cobra.Command {
+	var asJSON, watch bool
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Jobs per queue and model, dead letters, lanes and API use at a glance",
+		Long: `Per queue and model: jobs queued, running, retrying and dead; per model: successes in
+the last hour, API calls in the last minute against the configured limit, and the
+lane's state (running, cooling down after a 429, or paused, since when and why);
+dead letters by error code and HTTP status.
+
+--watch refreshes every 2 seconds until interrupted; with --json it prints one JSON
+object per refresh.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := a.openOps(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer d.close()
+			ctx := cmd.Context()
+			clear := watch && !asJSON && isTerminal(a.stdout)
+			for {
+				st, err := d.ops.Stats(ctx, d.models)
+				if err != nil {
+					if watch && ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				var buf bytes.Buffer
+				if asJSON {
+					if err := json.NewEncoder(&buf).Encode(st); err != nil {
+						return err
+					}
+				} else {
+					if clear {
+						buf.WriteString("\x1b[H\x1b[2J") // home, clear screen
+					}
+					printStats(&buf, st)
+					if watch {
+						fmt.Fprintf(&buf, "\nrefreshing every %s; Ctrl-C to stop\n", statsInterval)
+					}
+				}
+				if _, err := a.stdout.Write(buf.Bytes()); err != nil {
+					return err
+				}
+				if !watch {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil // interrupted: that is how --watch ends
+				case <-time.After(statsInterval):
+				}
+				if !asJSON && !clear {
+					fmt.Fprintln(a.stdout)
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().BoolVar(&watch, "watch", false, "refresh every 2s until interrupted")
+	return cmd
+}
+
+func printStats(w io.Writer, st *ops.Stats) {
+	fmt.Fprintf(w, "mimoq stats at %s\n\n", st.At.Local().Format("2006-01-02 15:04:05"))
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tLANE\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOK/1H\tCALLS/MIN\tLIMIT RPM")
+	for _, m := range st.Models {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.Model, laneStatus(m.Lane), m.Queued, m.Running,
+			m.Retrying, m.Dead, m.SucceededLastHour, m.CallsLastMinute, limitText(m.Lane.Limit))
+	}
+	t := st.Totals
+	fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%d\n", t.Queued, t.Running, t.Retrying, t.Dead)
+	_ = tw.Flush()
+
+	var lanes []string
+	for _, m := range st.Models {
+		switch m.Lane.Status {
+		case lane.StatusPaused:
+			by := ""
+			if m.Lane.PausedBy != "" {
+				by = " by " + m.Lane.PausedBy
+			}
+			lanes = append(lanes, fmt.Sprintf("  %s: paused since %s%s: %s (resume: mimoq lane resume %s)",
+				m.Model, fmtTime(m.Lane.PausedSince), by, dash(m.Lane.Reason), m.Model))
+		case lane.StatusCoolingDown:
+			lanes = append(lanes, fmt.Sprintf("  %s: cooling down after a 429 until %s", m.Model, fmtTime(m.Lane.CooldownUntil)))
+		}
+	}
+	if len(lanes) > 0 {
+		fmt.Fprintf(w, "\nlanes not running:\n%s\n", strings.Join(lanes, "\n"))
+	}
+
+	fmt.Fprintln(w, "\nqueues:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  QUEUE\tMODEL\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOLDEST")
+	rows := 0
+	for _, q := range st.Queues {
+		if q.Counts == (ops.Counts{}) {
+			continue
+		}
+		rows++
+		paused := ""
+		if q.Paused {
+			paused = " (paused)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s%s\t%d\t%d\t%d\t%d\t%s\n", q.Queue, q.Model, paused, q.Queued, q.Running, q.Retrying,
+			q.Dead, age(q.Latency))
+	}
+	if rows == 0 {
+		fmt.Fprintln(tw, "  (no jobs queued, running, retrying or dead)")
+	}
+	_ = tw.Flush()
+
+	if st.DLQ.Total > 0 {
+		fmt.Fprintf(w, "\ndead letters: %d", st.DLQ.Total)
+		if n := st.DLQ.ByClass["terminal"]; n > 0 {
+			fmt.Fprintf(w, ", %d terminal", n)
+		}
+		if n := st.DLQ.ByClass["exhausted"]; n > 0 {
+			fmt.Fprintf(w, ", %d exhausted", n)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "  by error code: %s\n", topCounts(st.DLQ.ByCode, 8))
+		byStatus := make(map[string]int64, len(st.DLQ.ByStatus))
+		for k, v := range st.DLQ.ByStatus {
+			byStatus[strconv.Itoa(k)] = v
+		}
+		fmt.Fprintf(w, "  by HTTP status: %s\n", topCounts(byStatus, 8))
+		fmt.Fprintln(w, "  see: mimoq dlq list --status N | --code C | --batch ID")
+	} else {
+		fmt.Fprintln(w, "\nno dead letters")
+	}
+}
+
+func laneStatus(s lane.State) string {
+	switch s.Status {
+	case lane.StatusCoolingDown:
+		return "cooling down"
+	case "":
+		return "-"
+	}
+	return s.Status
+}
+
+func limitText(l lane.Limit) string {
+	if l.RPM <= 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(l.RPM)
+}
+
+func age(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return d.Round(time.Second).String()
+}
+
+// topCounts renders the n largest counts as "k=v, k=v", largest first.
+func topCounts(m map[string]int64, n int) string {
+	type kv struct {
+		k string
+		v int64
+	}
+	var all []kv
+	for k, v := range m {
+		all = append(all, kv{k, v})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v || all[i].v == all[j].v && all[i].k < all[j].k })
+	var parts []string
+	for i, e := range all {
+		if i == n {
+			parts = append(parts, fmt.Sprintf("… %d more", len(all)-n))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", e.k, e.v))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}

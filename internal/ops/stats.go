@@ -1,0 +1,290 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/lane"
+)
+
+// Export writes every dead letter that matches f as one JSON object per
+// line (the full record: request and history included), newest first, and
+// returns how many it wrote.
+func (o *Ops) Export(ctx context.Context, f dlq.Filter, w io.Writer) (int, error) {
+	enc := json.NewEncoder(w)
+	n := 0
+	err := o.store.Iterate(ctx, f, pageSize, func(r dlq.Record) error {
+		if err := enc.Encode(&r); err != nil {
+			return fmt.Errorf("export dead letters: %w", err)
+		}
+		n++
+		return nil
+	}, dlq.WithDetail(true))
+	return n, err
+}
+
+// Call counters: one small hash per model and minute, with the number of
+// API calls ("calls") and of those that succeeded ("ok"), kept two hours.
+// The {stats:M} hash tag keeps one model's keys in one cluster slot, so
+// that one MGET-like pipeline reads an hour of them.
+const (
+	counterTTL = 2 * time.Hour
+	fieldCalls = "calls"
+	fieldOK    = "ok"
+)
+
+func counterKey(prefix, model string, minute int64) string {
+	return prefix + "{stats:" + model + "}:" + strconv.FormatInt(minute, 10)
+}
+
+// CountAttempt counts one API call of model at now, and whether it
+// succeeded, in the fleet-wide counters that Stats reads (requests in the
+// last minute, successes in the last hour). rdb may be a pipeline: the
+// counters are then written with it, and the error comes from Exec. The
+// worker calls it once per attempt; it costs one round trip, or none in a
+// pipeline. Keys use enqueue.DefaultPrefix.
+func CountAttempt(ctx context.Context, rdb redis.Cmdable, model string, success bool, now time.Time) error {
+	ok := int64(0)
+	if success {
+		ok = 1
+	}
+	return countAttempts(ctx, rdb, enqueue.DefaultPrefix, model, 1, ok, now)
+}
+
+// CountAttempts is CountAttempt for many attempts at once: calls attempts of
+// model, ok of them successful. A worker adds up its attempts and writes
+// them once a second instead of once per attempt.
+func CountAttempts(ctx context.Context, rdb redis.Cmdable, model string, calls, ok int64, now time.Time) error {
+	return countAttempts(ctx, rdb, enqueue.DefaultPrefix, model, calls, ok, now)
+}
+
+func countAttempt(ctx context.Context, rdb redis.Cmdable, prefix, model string, success bool, now time.Time) error {
+	ok := int64(0)
+	if success {
+		ok = 1
+	}
+	return countAttempts(ctx, rdb, prefix, model, 1, ok, now)
+}
+
+func countAttempts(ctx context.Context, rdb redis.Cmdable, prefix, model string, calls, ok int64, now time.Time) error {
+	key := counterKey(prefix, model, now.Unix()/60)
+	queue := func(p redis.Cmdable) {
+		p.HIncrBy(ctx, key, fieldCalls, calls)
+		if ok > 0 {
+			p.HIncrBy(ctx, key, fieldOK, ok)
+		}
+		p.Expire(ctx, key, counterTTL)
+	}
+	if p, ok := rdb.(redis.Pipeliner); ok {
+		queue(p) // the caller's Exec sends them
+		return nil
+	}
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { queue(p); return nil }); err != nil {
+		return fmt.Errorf("count attempt of %s: %w", model, err)
+	}
+	return nil
+}
+
+// Stats is the state of the queue at a glance, as `mimoq stats` shows it.
+type Stats struct {
+	At time.Time `json:"at"`
+	// Queues has one entry per mimoq queue and model that holds or held
+	// jobs, sorted by queue then model.
+	Queues []QueueStats `json:"queues"`
+	// Models has one entry per model, with its lane.
+	Models []ModelStats `json:"models"`
+	// DLQ is the dead-letter totals.
+	DLQ dlq.Summary `json:"dlq"`
+	// Totals adds up Models.
+	Totals Counts `json:"totals"`
+}
+
+// Counts are the jobs of a queue or model by state.
+type Counts struct {
+	// Queued jobs wait for a worker (asynq pending).
+	Queued int64 `json:"queued"`
+	// Running jobs are being worked on (asynq active).
+	Running int64 `json:"running"`
+	// Retrying jobs wait for their next attempt (asynq retry and scheduled).
+	Retrying int64 `json:"retrying"`
+	// Dead jobs are in the dead-letter store.
+	Dead int64 `json:"dead"`
+}
+
+func (c *Counts) add(d Counts) {
+	c.Queued += d.Queued
+	c.Running += d.Running
+	c.Retrying += d.Retrying
+	c.Dead += d.Dead
+}
+
+// QueueStats is one mimoq queue of one model (one asynq queue).
+type QueueStats struct {
+	Queue string `json:"queue"`
+	Model string `json:"model"`
+	Counts
+	// Paused is asynq's flag for the queue (set while the lane is paused).
+	Paused bool `json:"paused"`
+	// Latency is the age of the oldest queued job.
+	Latency time.Duration `json:"latency_ns"`
+}
+
+// ModelStats is one model: its jobs, its lane and its use of the limit.
+type ModelStats struct {
+	Model string `json:"model"`
+	Counts
+	// SucceededLastHour counts jobs that succeeded in the last 60 minutes.
+	SucceededLastHour int64 `json:"succeeded_last_hour"`
+	// CallsLastMinute estimates the API calls of the last 60 seconds, all
+	// workers together (a sliding window over per-minute counters).
+	CallsLastMinute int64 `json:"calls_last_minute"`
+	// Lane is the lane's state and configured limit.
+	Lane lane.State `json:"lane"`
+}
+
+// Stats reads the numbers of models (and of any queue it finds in Redis
+// for them): job counts from asynq, dead letters from the store's counters,
+// lane states, and the call counters CountAttempt keeps. Its cost grows
+// with the number of queues and models, not of jobs.
+func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
+	now := o.now()
+	st := &Stats{At: now.UTC()}
+	sum, err := o.store.Summary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.DLQ = sum
+
+	// Queues: the configured ones, those asynq knows and those with dead
+	// letters, for the models asked about.
+	queues := slices.Clone(o.queues)
+	known, err := o.insp.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("stats: list queues: %w", err)
+	}
+	isModel := make(map[string]bool, len(models))
+	for _, m := range models {
+		isModel[m] = true
+	}
+	exists := make(map[string]bool, len(known))
+	for _, qn := range known {
+		exists[qn] = true
+		if q, m, ok := strings.Cut(qn, ":"); ok && isModel[m] {
+			queues = append(queues, q)
+		}
+	}
+	for q := range sum.ByQueueModel {
+		queues = append(queues, q)
+	}
+	slices.Sort(queues)
+	queues = slices.Compact(queues)
+
+	byModel := make(map[string]*ModelStats, len(models))
+	for _, m := range models {
+		byModel[m] = &ModelStats{Model: m}
+	}
+	for _, q := range queues {
+		for _, m := range models {
+			qs := QueueStats{Queue: q, Model: m}
+			qs.Dead = sum.ByQueueModel[q][m]
+			qn := enqueue.AsynqQueue(q, m)
+			if exists[qn] {
+				info, err := o.insp.GetQueueInfo(qn)
+				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+					return nil, fmt.Errorf("stats: queue %s: %w", qn, err)
+				}
+				if info != nil {
+					qs.Queued, qs.Running = int64(info.Pending), int64(info.Active)
+					qs.Retrying = int64(info.Retry + info.Scheduled)
+					qs.Paused, qs.Latency = info.Paused, info.Latency
+				}
+			}
+			if qs.Counts == (Counts{}) && !slices.Contains(o.queues, q) {
+				continue // nothing to show for a queue this model never used
+			}
+			st.Queues = append(st.Queues, qs)
+			byModel[m].add(qs.Counts)
+		}
+	}
+	sort.SliceStable(st.Queues, func(i, j int) bool {
+		a, b := st.Queues[i], st.Queues[j]
+		return a.Queue < b.Queue || a.Queue == b.Queue && a.Model < b.Model
+	})
+
+	lanes, err := o.lanes.List(ctx, models)
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	calls, ok, err := o.counters(ctx, models, now)
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range models {
+		ms := byModel[m]
+		ms.Lane = lanes[i]
+		ms.CallsLastMinute, ms.SucceededLastHour = calls[i], ok[i]
+		st.Models = append(st.Models, *ms)
+		st.Totals.add(ms.Counts)
+	}
+	return st, nil
+}
+
+// counters reads, per model, the calls of the last minute (the current
+// minute plus the share of the previous one that is still inside the
+// window) and the successes of the last 60 minutes.
+func (o *Ops) counters(ctx context.Context, models []string, now time.Time) (calls, ok []int64, err error) {
+	minute := now.Unix() / 60
+	type read struct {
+		cur, prev *redis.SliceCmd
+		hour      []*redis.StringCmd
+	}
+	reads := make([]read, len(models))
+	_, err = o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range models {
+			reads[i].cur = p.HMGet(ctx, counterKey(o.prefix, m, minute), fieldCalls, fieldOK)
+			reads[i].prev = p.HMGet(ctx, counterKey(o.prefix, m, minute-1), fieldCalls)
+			for k := int64(1); k < 60; k++ {
+				reads[i].hour = append(reads[i].hour, p.HGet(ctx, counterKey(o.prefix, m, minute-k), fieldOK))
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("stats: read counters: %w", err)
+	}
+	elapsed := float64(now.Unix()%60) / 60
+	calls, ok = make([]int64, len(models)), make([]int64, len(models))
+	for i, r := range reads {
+		cur := r.cur.Val()
+		prev := r.prev.Val()
+		calls[i] = num(cur, 0) + int64(float64(num(prev, 0))*(1-elapsed)+0.5)
+		ok[i] = num(cur, 1)
+		for _, h := range r.hour {
+			n, _ := strconv.ParseInt(h.Val(), 10, 64)
+			ok[i] += n
+		}
+	}
+	return calls, ok, nil
+}
+
+func num(vals []any, i int) int64 {
+	if i >= len(vals) {
+		return 0
+	}
+	s, _ := vals[i].(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
