@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/mimoq
 PKGS    ?= ./...
 
-.PHONY: all build test test-short bench lint demo clean fuzz
+.PHONY: all build test test-short bench lint demo clean fuzz soak
 
 all: lint test
 
@@ -35,6 +35,11 @@ fuzz:
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
+
+# The fault tests of `make test` (chaos, bad input, security), bigger and
+# longer: 10,000-job batches, a longer Redis outage, more network faults.
+soak:
+	MIMOQ_SOAK=1 $(GO) test -race -count=1 -timeout 90m -v -run 'TestChaos|TestBadInput|TestSecurity|TestSIG' ./internal/e2e/
 
 demo: build
 	./scripts/demo.sh

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
@@ -98,6 +99,9 @@ type BatchOptions struct {
 	// Progress, when set, is told how far validation ("validate") and
 	// enqueueing ("enqueue") have come.
 	Progress func(phase string, done, total int)
+	// MaxLineBytes, when positive, replaces the client's MaxLineBytes for
+	// this file.
+	MaxLineBytes int
 }
 
 // ResultLine is one line of a batch results file (the OpenAI Batch output
@@ -210,6 +214,14 @@ end
 return done
 `)
 
+// maxLine is the longest line accepted in the file of one SubmitBatch.
+func (c *Client) maxLine(opts BatchOptions) int {
+	if opts.MaxLineBytes > 0 {
+		return opts.MaxLineBytes
+	}
+	return c.cfg.MaxLineBytes
+}
+
 // enqueueChunk is how many lines go to Redis in one pipelined round trip.
 const enqueueChunk = 1000
 
@@ -248,7 +260,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
 	counter := &countingReader{r: r, every: 1 << 20, fn: func(n int64) { progress("validate", int(n), int(size)) }}
-	sc := newBatchScanner(counter, c.cfg.Models, c.cfg.MaxLineBytes)
+	sc := newBatchScanner(counter, c.cfg.Models, c.maxLine(opts))
 	ferr := &BatchFileError{Name: opts.Source}
 	seen := make(map[string]int)
 	total := 0
@@ -354,7 +366,7 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 			}
 		})
 	}
-	sc := newBatchScanner(r, c.cfg.Models, c.cfg.MaxLineBytes)
+	sc := newBatchScanner(r, c.cfg.Models, c.maxLine(opts))
 	submitted := time.Now().UTC()
 	chunk := make([]*Payload, 0, enqueueChunk)
 	index := 0
@@ -710,9 +722,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// truncate cuts s to at most n bytes, at a character boundary, marking the
+// cut with an ellipsis.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

@@ -76,15 +76,17 @@ func (s *batchScanner) next() (*BatchLine, string, error) {
 	}
 }
 
-// readLine reads one line without its newline. A line over maxLine is
-// skipped to its end and reported as too long.
+// readLine reads one line without its newline. A line that holds more than
+// maxLine bytes before its line ending (\n or \r\n, which do not count, so
+// that the limit is the same for files from every system, last line
+// included) is skipped to its end and reported as too long.
 func (s *batchScanner) readLine() ([]byte, bool, error) {
 	s.buf = s.buf[:0]
 	tooLong := false
 	for {
 		chunk, err := s.r.ReadSlice('\n')
 		if !tooLong {
-			if len(s.buf)+len(chunk) > s.maxLine+1 {
+			if len(s.buf)+len(chunk) > s.maxLine+len("\r\n") {
 				tooLong = true
 				s.buf = s.buf[:0]
 			} else {
@@ -92,24 +94,36 @@ func (s *batchScanner) readLine() ([]byte, bool, error) {
 			}
 		}
 		switch {
-		case err == nil:
-			return bytes.TrimRight(s.buf, "\r\n"), tooLong, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case errors.Is(err, io.EOF):
-			if len(s.buf) == 0 && !tooLong {
-				return nil, false, io.EOF
+		case errors.Is(err, io.EOF) && len(s.buf) == 0 && !tooLong:
+			return nil, false, io.EOF
+		case err == nil, errors.Is(err, io.EOF):
+			content := bytes.TrimSuffix(s.buf, []byte("\n"))
+			if len(content) < len(s.buf) {
+				content = bytes.TrimSuffix(content, []byte("\r"))
 			}
-			return bytes.TrimRight(s.buf, "\r\n"), tooLong, nil
+			tooLong = tooLong || len(content) > s.maxLine
+			return bytes.TrimRight(content, "\r"), tooLong, nil
 		default:
 			return nil, false, err
 		}
 	}
 }
 
+// maxReasonBytes caps the reason given for one invalid line: it may quote
+// what the line holds (an unknown field's name, a method), which can be
+// megabytes long.
+const maxReasonBytes = 300
+
 // parseBatchLine checks one line; on failure it returns the reason, one
-// sentence naming the field.
+// sentence naming the field, at most about maxReasonBytes long.
 func parseBatchLine(line []byte, models apiclient.Models) (*BatchLine, string) {
+	bl, reason := parseLine(line, models)
+	return bl, truncate(reason, maxReasonBytes)
+}
+
+func parseLine(line []byte, models apiclient.Models) (*BatchLine, string) {
 	if !utf8.Valid(line) {
 		return nil, "line is not valid UTF-8"
 	}

@@ -49,6 +49,7 @@ func (a *app) batchSubmitCmd() *cobra.Command {
 	var (
 		id, queue    string
 		wait, asJSON bool
+		maxLine      = byteSize(enqueue.DefaultMaxLineBytes)
 	)
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
@@ -65,7 +66,10 @@ enqueues nothing twice and completes an interrupted submit.`,
 			}
 			defer f.Close()
 			return a.withProducer(cmd.Context(), func(c *enqueue.Client) error {
-				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0]}
+				if maxLine > 1<<30 {
+					return usagef("invalid --max-line-bytes=%d: at most 1GiB", maxLine)
+				}
+				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0], MaxLineBytes: int(maxLine)}
 				var bar *progressbar.ProgressBar
 				if isTerminal(a.stderr) && !asJSON {
 					phase := ""
@@ -118,6 +122,7 @@ enqueues nothing twice and completes an interrupted submit.`,
 	cmd.Flags().StringVar(&queue, "queue", enqueue.QueueBatch, "queue to submit to")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every request is final, showing progress")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the batch record as JSON")
+	cmd.Flags().Var(&maxLine, "max-line-bytes", "longest line accepted (e.g. 16MiB); a longer one is refused with its line number")
 	return cmd
 }
 

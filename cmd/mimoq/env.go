@@ -17,7 +17,26 @@ import (
 
 // env is every environment variable of the SPEC. It is read only here, in cmd/.
 type env struct {
-	RedisURL        string        `envconfig:"MIMOQ_REDIS_URL" default:"redis://127.0.0.1:6379/0"`
+	// The Redis topology: exactly one of MIMOQ_REDIS_URL (default
+	// redis://127.0.0.1:6379/0 when none is set), MIMOQ_REDIS_SENTINEL_ADDRS
+	// or MIMOQ_REDIS_CLUSTER_ADDRS; see redisTopology.
+	RedisURL              string `envconfig:"MIMOQ_REDIS_URL"`
+	RedisSentinelAddrs    string `envconfig:"MIMOQ_REDIS_SENTINEL_ADDRS"`
+	RedisSentinelMaster   string `envconfig:"MIMOQ_REDIS_SENTINEL_MASTER"`
+	RedisSentinelUsername string `envconfig:"MIMOQ_REDIS_SENTINEL_USERNAME"`
+	RedisSentinelPassword secret `envconfig:"MIMOQ_REDIS_SENTINEL_PASSWORD"`
+	RedisClusterAddrs     string `envconfig:"MIMOQ_REDIS_CLUSTER_ADDRS"`
+	// Credentials of the data nodes (the master and replicas, or the
+	// cluster's nodes); with MIMOQ_REDIS_URL they may stand in for the URL's.
+	RedisUsername string `envconfig:"MIMOQ_REDIS_USERNAME"`
+	RedisPassword secret `envconfig:"MIMOQ_REDIS_PASSWORD"`
+	// RedisTLS turns TLS on for Sentinel and Cluster (a single Redis says
+	// rediss:// instead).
+	RedisTLS bool `envconfig:"MIMOQ_REDIS_TLS"`
+	// RedisCAFile is a PEM file of the CAs Redis's TLS certificate is
+	// checked against, instead of the system's (a private CA).
+	RedisCAFile string `envconfig:"MIMOQ_REDIS_CA_FILE"`
+
 	APIKey          secret        `envconfig:"MIMO_API_KEY"`
 	BaseURL         string        `envconfig:"MIMO_BASE_URL" default:"https://api.xiaomimimo.com/v1"`
 	Concurrency     int           `envconfig:"MIMOQ_CONCURRENCY" default:"50"`

@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -85,9 +89,15 @@ func (e *env) redisTopology() (*redisTopology, error) {
 			}
 		}
 	}
+	roots, err := e.redisRootCAs()
+	if err != nil {
+		return nil, err
+	}
 	var tlsConfig *tls.Config
 	if e.RedisTLS {
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12} // ServerName: each node's host
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots} // ServerName: each node's host
+	} else if roots != nil && kind != varRedisURL {
+		return nil, usagef("%s is set but MIMOQ_REDIS_TLS is not: set MIMOQ_REDIS_TLS=true for TLS to %s", varRedisCAFile, kind)
 	}
 
 	switch kind {
@@ -129,6 +139,8 @@ func (e *env) redisTopology() (*redisTopology, error) {
 	switch {
 	case e.RedisTLS && opt.TLSConfig == nil:
 		return nil, usagef("MIMOQ_REDIS_TLS is set but %s is not a rediss:// URL: write rediss:// for TLS to a single Redis", varRedisURL)
+	case roots != nil && opt.TLSConfig == nil:
+		return nil, usagef("%s is set but %s is not a rediss:// URL: write rediss:// for TLS", varRedisCAFile, varRedisURL)
 	case e.RedisPassword != "" && opt.Password != "":
 		return nil, usagef("MIMOQ_REDIS_PASSWORD is set and %s holds a password too: give it in one place", varRedisURL)
 	case e.RedisUsername != "" && opt.Username != "":
@@ -140,9 +152,35 @@ func (e *env) redisTopology() (*redisTopology, error) {
 	if e.RedisUsername != "" {
 		opt.Username = e.RedisUsername
 	}
+	if roots != nil {
+		opt.TLSConfig.RootCAs = roots
+	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = redisDialTimeout, redisReadTimeout, redisWriteTimeout
 	opt.MaxRetries = redisMaxRetries
 	return &redisTopology{variable: varRedisURL, single: opt}, nil
+}
+
+// varRedisCAFile names the PEM file of the certificate authorities that
+// Redis's TLS certificate is checked against.
+const varRedisCAFile = "MIMOQ_REDIS_CA_FILE"
+
+// redisRootCAs reads MIMOQ_REDIS_CA_FILE: the CAs that Redis's TLS
+// certificate must chain to (a private CA, as managed Redis services and
+// self-run TLS setups use), instead of the system's. nil when it is not set.
+// Certificates are always verified; there is no way to turn that off.
+func (e *env) redisRootCAs() (*x509.CertPool, error) {
+	if e.RedisCAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(e.RedisCAFile)
+	if err != nil {
+		return nil, usagef("invalid %s: %v", varRedisCAFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usagef("invalid %s=%s: no PEM certificate in it", varRedisCAFile, e.RedisCAFile)
+	}
+	return pool, nil
 }
 
 // client builds the topology's client: a plain client, a failover client
@@ -218,12 +256,23 @@ func joinAnd(names []string) string {
 }
 
 // redactURLError keeps a URL (and so its password) out of a parse error.
+// net/url quotes the URL it failed on, not always as given (without its
+// #fragment, say), so its own reason is kept without the URL, and any
+// user:password@ left is masked as well.
 func redactURLError(err error, raw string) error {
 	if raw == "" {
 		return errors.New("empty URL")
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), raw, "<url>"))
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := strings.ReplaceAll(err.Error(), raw, "<url>")
+	return errors.New(userinfoRE.ReplaceAllString(msg, "${1}<redacted>@"))
 }
+
+// userinfoRE matches the user:password@ of a URL in a message.
+var userinfoRE = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s"]*@`)
 
 // redisLog routes go-redis's own log lines (reconnect attempts and the like)
 // into zerolog, instead of unstructured lines on stderr.
