@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +32,10 @@ type Options struct {
 	// Restart keeps the data, as the production settings do. Default true
 	// through New; set NoAppendOnly to turn it off.
 	NoAppendOnly bool
-	// Args are extra redis-server arguments, e.g. "--requirepass", "pw".
+	// Password, when set, is required of clients (requirepass); URL and
+	// Client carry it.
+	Password string
+	// Args are extra redis-server arguments.
 	Args []string
 }
 
@@ -72,6 +76,29 @@ func NewWithOptions(t testing.TB, opts Options) *Server {
 
 func startPrivate(t testing.TB, path string, opts Options) *Server {
 	t.Helper()
+	return startProcess(t, path, func(dir string, port int) []string {
+		args := []string{
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--dir", dir, "--save", "", "--daemonize", "no",
+			"--logfile", filepath.Join(dir, "redis.log"),
+			"--maxmemory-policy", "noeviction",
+		}
+		if !opts.NoAppendOnly {
+			args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
+		}
+		if opts.Password != "" {
+			args = append(args, "--requirepass", opts.Password)
+		}
+		return append(args, opts.Args...)
+	}, opts.Password)
+}
+
+// startProcess starts a private redis-server (or sentinel) on a free port,
+// with the arguments args gives for its data directory and port, and stops
+// it in t.Cleanup. It tries a few ports: another process may take the free
+// port found before redis-server binds it.
+func startProcess(t testing.TB, path string, args func(dir string, port int) []string, password string) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	s := &Server{t: t, dir: dir, private: true}
 	var lastErr error
@@ -82,16 +109,10 @@ func startPrivate(t testing.TB, path string, opts Options) *Server {
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.url = "redis://" + s.addr + "/0"
-		s.args = []string{
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--dir", dir, "--save", "", "--daemonize", "no",
-			"--logfile", filepath.Join(dir, "redis.log"),
-			"--maxmemory-policy", "noeviction",
+		if password != "" {
+			s.url = (&url.URL{Scheme: "redis", User: url.UserPassword("", password), Host: s.addr, Path: "/0"}).String()
 		}
-		if !opts.NoAppendOnly {
-			s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "everysec")
-		}
-		s.args = append(s.args, opts.Args...)
+		s.args = args(dir, port)
 		if lastErr = s.spawn(path); lastErr == nil {
 			t.Cleanup(s.Kill)
 			return s
