@@ -178,7 +178,7 @@ func TestFleetRateLimitHolds(t *testing.T) {
 // worker completes every job on its first counted attempt.
 func TestSIGTERMBurnsNoAttempt(t *testing.T) {
 	t.Parallel()
-	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "3s")
+	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "20s")
 	w := f.startWorker("MIMOQ_CONCURRENCY=20", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0", "MIMOQ_SHUTDOWN_TIMEOUT=300ms")
 	ids := f.submit(30, "mimo-v2-flash", enqueue.QueueInteractive)
 	Eventually(t, 30*time.Second, "20 calls in flight", func() bool {
