@@ -88,14 +88,15 @@ if not st then
 end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 local interrupts = tonumber(redis.call('HGET', KEYS[1], 'interrupts') or '0')
+local retryAt = redis.call('HGET', KEYS[1], 'retry_at') or '0'
 if st == 'succeeded' or st == 'dead' or st == 'canceled' then
-  return {st, attempts, 0, interrupts}
+  return {st, attempts, 0, interrupts, retryAt}
 end
 local interrupted = 0
 local since = redis.call('HGET', KEYS[1], 'running_since')
 if since == ARGV[1] and redis.call('HGET', KEYS[1], 'running_worker') == ARGV[2] then
   -- This very call again: its reply was lost and the client sent it anew.
-  return {'running', attempts, 0, interrupts}
+  return {'running', attempts, 0, interrupts, retryAt}
 end
 if since then
   interrupted = 1
@@ -104,7 +105,7 @@ if since then
   redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts + 1, start = since, reason = 'interrupted', worker = w}))
 end
 redis.call('HSET', KEYS[1], 'state', 'running', 'running_since', ARGV[1], 'running_worker', ARGV[2], 'updated_at', ARGV[1])
-return {'running', attempts, interrupted, interrupts}
+return {'running', attempts, interrupted, interrupts, retryAt}
 `)
 
 // Begin is what a worker learns when it takes a job.
@@ -113,6 +114,10 @@ type Begin struct {
 	Attempts    int   // attempts already made (counted ones)
 	Interrupted bool  // an earlier delivery of this job was interrupted mid-flight
 	Interrupts  int   // how many deliveries were interrupted so far
+	// RetryAt is when the job's retry is due (zero when none is pending).
+	// asynq keeps retry times in whole seconds and may hand a retry over
+	// up to a second early; the worker waits for RetryAt itself.
+	RetryAt time.Time
 }
 
 // Begin marks the job running for worker, unless it is final already.
@@ -122,11 +127,15 @@ func (r *Records) Begin(ctx context.Context, p *Payload, worker string, now time
 	if err != nil {
 		return Begin{}, fmt.Errorf("begin job %s: %w", p.JobID, err)
 	}
-	if len(vals) != 4 {
+	if len(vals) != 5 {
 		return Begin{}, fmt.Errorf("begin job %s: unexpected reply %v", p.JobID, vals)
 	}
 	st, _ := vals[0].(string)
-	return Begin{State: State(st), Attempts: toInt(vals[1]), Interrupted: toInt(vals[2]) == 1, Interrupts: toInt(vals[3])}, nil
+	b := Begin{State: State(st), Attempts: toInt(vals[1]), Interrupted: toInt(vals[2]) == 1, Interrupts: toInt(vals[3])}
+	if ms := toInt(vals[4]); ms > 0 {
+		b.RetryAt = time.UnixMilli(int64(ms))
+	}
+	return b, nil
 }
 
 // finishScript records the outcome of an attempt unless the job is final.
@@ -175,6 +184,8 @@ type Outcome struct {
 	Error      *JobError
 	// ErrorBody is the API's error response body (JSON), kept for results.
 	ErrorBody json.RawMessage
+	// RetryAt is when the next attempt is due, for a retrying job.
+	RetryAt time.Time
 }
 
 // Finished reports what Finish found or did.
@@ -227,6 +238,9 @@ func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Tim
 	if len(o.ErrorBody) > 0 {
 		argv = append(argv, "error_body", string(o.ErrorBody))
 	}
+	if !o.RetryAt.IsZero() {
+		argv = append(argv, "retry_at", o.RetryAt.UnixMilli())
+	}
 	vals, err := finishScript.Run(ctx, r.rdb, []string{r.keys.job(id), r.keys.history(id)}, argv...).Slice()
 	if err != nil {
 		return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
@@ -245,7 +259,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'dead' and st ~= 'canceled' then return st end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, 'updated_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'running_since', 'running_worker', 'status_code', 'request_id')
+redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'running_since', 'running_worker', 'status_code', 'request_id', 'retry_at')
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[2])

@@ -94,6 +94,20 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if w.isCanceled(ctx, &p) {
 		return w.finish(ctx, &p, enqueue.Outcome{State: enqueue.StateCanceled})
 	}
+	// asynq stores retry times in whole seconds and may hand a retry over
+	// up to a second early: the backoff (and Retry-After) is honoured here.
+	if wait := time.Until(b.RetryAt); wait > 0 {
+		wctx, stop := w.drainable(ctx)
+		t := time.NewTimer(min(wait, 2*time.Second))
+		select {
+		case <-t.C:
+		case <-wctx.Done():
+			t.Stop()
+			stop()
+			return w.putBack(ctx, &p, nil, &retryError{Requeue: true, Cause: wctx.Err()})
+		}
+		stop()
+	}
 	return w.attempt(ctx, &p, b.Attempts+1, log)
 }
 
@@ -188,7 +202,8 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 		entry.NextDelay = delay.Milliseconds()
 		if err := durably(ctx, func(ctx context.Context) error {
 			_, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateRetrying, Counted: true,
-				Entry: entry, Error: jerr, StatusCode: jerr.StatusCode, RequestID: jerr.RequestID}, time.Now())
+				Entry: entry, Error: jerr, StatusCode: jerr.StatusCode, RequestID: jerr.RequestID,
+				RetryAt: time.Now().Add(delay)}, time.Now())
 			return err
 		}); err != nil {
 			return err
