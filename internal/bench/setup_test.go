@@ -69,8 +69,23 @@ func writeReport(path string) error {
 	for _, f := range figures {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", f.bench, f.name, f.value, f.baseline, f.ratio, f.note)
 	}
+	b.WriteString(reportNotes)
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
+
+// reportNotes explains how to read the figures.
+const reportNotes = `
+How to read them:
+
+- One run each, on a shared 2-core VM: expect ±20 % between runs (the submit ratio has
+  ranged 0.92–1.23× here). Compare ratios, not absolute rates, with other machines.
+- End to end includes the mock API, in the same process on the same two cores, and asynq's
+  Dequeue, which runs its script once per queue until one has a task: mimoq has one asynq
+  queue per lane and model (8 by default, so a model can be paused), asynq's baseline one.
+- Retry lateness is measured from the end of an attempt plus its backoff to the start of the
+  next; with 500 jobs on 50 slots it includes waiting behind other ready jobs.
+`
+
 
 func cpuModel() string {
 	data, _ := os.ReadFile("/proc/cpuinfo")
