@@ -86,7 +86,6 @@ How to read them:
   next; with 500 jobs on 50 slots it includes waiting behind other ready jobs.
 `
 
-
 func cpuModel() string {
 	data, _ := os.ReadFile("/proc/cpuinfo")
 	for _, l := range strings.Split(string(data), "\n") {
