@@ -319,7 +319,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
-	if err := c.enqueueBatch(ctx, r, opts, createdMs, total, progress); err != nil {
+	if err := c.enqueueBatch(ctx, r, opts, createdMs, total, sum, progress); err != nil {
 		return nil, err
 	}
 	done, err := batchSealScript.Run(ctx, c.cfg.Redis, []string{c.records.keys.batch(opts.ID), c.records.keys.batchFinal(opts.ID)},
@@ -333,7 +333,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	return c.GetBatch(ctx, opts.ID)
 }
 
-func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOptions, createdMs int64, total int, progress func(string, int, int)) error {
+func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOptions, createdMs int64, total int, sum string, progress func(string, int, int)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	chunks := make(chan []*Payload, 4)
@@ -366,7 +366,7 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 			}
 		})
 	}
-	sc := newBatchScanner(r, c.cfg.Models, c.maxLine(opts))
+	sc := newBatchScanner(r, nil, c.maxLine(opts))
 	submitted := time.Now().UTC()
 	chunk := make([]*Payload, 0, enqueueChunk)
 	index := 0
@@ -403,8 +403,8 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 		return readErr
 	case firstErr != nil:
 		return fmt.Errorf("submit batch %s: %w", opts.ID, firstErr)
-	case index != total:
-		return fmt.Errorf("submit batch %s: %s changed while it was submitted (%d requests, %d before)", opts.ID, opts.Source, index, total)
+	case index != total || hex.EncodeToString(sc.sum.Sum(nil)) != sum:
+		return fmt.Errorf("submit batch %s: %s changed while it was submitted", opts.ID, opts.Source)
 	}
 	return nil
 }

@@ -162,6 +162,10 @@ func parseLine(line []byte, models apiclient.Models) (*BatchLine, string) {
 	if err != nil {
 		return nil, "body: " + err.Error()
 	}
+	if models == nil {
+		// The second pass of a submit: the line was validated in the first.
+		return &BatchLine{CustomID: customID, Body: env.Body, Model: req.Model}, ""
+	}
 	if err := models.Validate(req); err != nil {
 		return nil, "body: " + err.Error()
 	}
