@@ -32,9 +32,9 @@ pids+=($!)
 for _ in $(seq 1 100); do redis-cli -s "$work/redis.sock" ping >/dev/null 2>&1 && break; sleep 0.05; done
 export MIMOQ_REDIS_URL="unix://$work/redis.sock"
 
-say "starting the mock MiMo API (5% 429s, 5% 500s, 100-300 ms latency)"
+say "starting the mock MiMo API (3000 requests/min per model, 5% 429s, 5% 500s, 100-300 ms latency)"
 export MIMO_API_KEY="sk-demo-$RANDOM$RANDOM"
-"$MIMOQ" mockapi --addr 127.0.0.1:0 --latency 200ms --jitter 100ms \
+"$MIMOQ" mockapi --addr 127.0.0.1:0 --rpm 3000 --latency 200ms --jitter 100ms \
 	--rate-429 0.05 --rate-500 0.05 --seed 42 2>"$work/mock.log" &
 pids+=($!)
 mock=$(wait_for "$work/mock.log" 'http://127\.0\.0\.1:[0-9]+')
