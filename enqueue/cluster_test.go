@@ -18,7 +18,7 @@ import (
 // script on a Redis Cluster: each script's keys share a {job id} or
 // {batch id} hash tag, pipelines span all slots, and the pipelined scripts
 // reload after NOSCRIPT on every master. A worker's steps are played by
-// hand (Begin, Finish, CountFinal), the rest of the batch is canceled, and
+// hand (Begin, Finish, Announce), the rest of the batch is canceled, and
 // the waiter hears the end over pub/sub.
 func TestRecordsAndBatchesOnCluster(t *testing.T) {
 	t.Parallel()
@@ -93,7 +93,7 @@ func TestRecordsAndBatchesOnCluster(t *testing.T) {
 			Result: json.RawMessage(`{"ok":true}`), StatusCode: 200, Usage: u}, now); err != nil || !f.Changed {
 			t.Fatalf("finish %s: %+v, %v", p.JobID, f, err)
 		}
-		if _, err := recs.CountFinal(ctx, p.BatchID, p.JobID, enqueue.StateSucceeded, u); err != nil {
+		if _, err := recs.Announce(ctx, p.BatchID, p.JobID, enqueue.StateSucceeded, u); err != nil {
 			t.Fatalf("count %s: %v", p.JobID, err)
 		}
 	}

@@ -414,7 +414,7 @@ func (r *Records) BatchState(ctx context.Context, id string) (BatchState, error)
 	return BatchState(s), nil
 }
 
-// batchUncountScript undoes CountFinal for a requeued job. The job is
+// batchUncountScript undoes Announce's count for a requeued job. The job is
 // pending again, so a batch that had ended is open again: running (a
 // canceled one stays canceled), without finished_at or expiry, until its
 // last job is counted anew.
@@ -449,12 +449,6 @@ func toInt(v any) int {
 		return atoi(x)
 	}
 	return 0
-}
-
-// CountFinal counts job jobID's final state in its batch and publishes its
-// completion: Announce, under the name the tests of other packages use.
-func (r *Records) CountFinal(ctx context.Context, batchID, jobID string, st State, u *Usage) (bool, error) {
-	return r.Announce(ctx, batchID, jobID, st, u)
 }
 
 // PublishDone announces that job id reached final state st.

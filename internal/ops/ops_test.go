@@ -169,7 +169,7 @@ func (b *bundle) die(t testing.TB, p *enqueue.Payload, j job) {
 		t.Fatal(err)
 	}
 	if p.BatchID != "" {
-		if _, err := b.records.CountFinal(b.ctx, p.BatchID, p.JobID, enqueue.StateDead, nil); err != nil {
+		if _, err := b.records.Announce(b.ctx, p.BatchID, p.JobID, enqueue.StateDead, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -339,7 +339,7 @@ func TestRequeueConvergesAfterInterruption(t *testing.T) {
 		Result: json.RawMessage(`{}`)}, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.records.CountFinal(b.ctx, "B2", p4.JobID, enqueue.StateSucceeded, nil); err != nil {
+	if _, err := b.records.Announce(b.ctx, "B2", p4.JobID, enqueue.StateSucceeded, nil); err != nil {
 		t.Fatal(err)
 	}
 	// 5: the job record expired.

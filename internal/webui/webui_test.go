@@ -123,7 +123,7 @@ func (b *bundle) die(t testing.TB, p *enqueue.Payload) {
 		t.Fatal(err)
 	}
 	if p.BatchID != "" {
-		if _, err := r.CountFinal(b.ctx, p.BatchID, p.JobID, enqueue.StateDead, nil); err != nil {
+		if _, err := r.Announce(b.ctx, p.BatchID, p.JobID, enqueue.StateDead, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
