@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/internal/lane"
 )
 
 // env is every environment variable of the SPEC. It is read only here, in cmd/.
@@ -134,6 +135,20 @@ func (e *env) models() (apiclient.Models, error) {
 		return nil, usagef("invalid MIMOQ_MODELS: %v", err)
 	}
 	return m, nil
+}
+
+// modelLimits returns the model list and the per-model rate limits
+// (MIMOQ_MODELS, MIMOQ_MODEL_LIMITS) that long-running commands share.
+func (e *env) modelLimits() (apiclient.Models, map[string]lane.Limit, error) {
+	models, err := e.models()
+	if err != nil {
+		return nil, nil, err
+	}
+	limits, err := lane.ParseLimits(e.ModelLimits)
+	if err != nil {
+		return nil, nil, usagef("invalid MIMOQ_MODEL_LIMITS: %v", err)
+	}
+	return models, limits, nil
 }
 
 // httpAddr returns MIMOQ_HTTP_ADDR or the command's own default.

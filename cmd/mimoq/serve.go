@@ -66,13 +66,9 @@ func (a *app) runServe(ctx context.Context, f *serveFlags) error {
 	if tok.Len() == 0 {
 		return usagef("MIMOQ_API_TOKENS is required by mimoq serve: set one or more comma-separated bearer tokens (serving without authentication is not offered)")
 	}
-	models, err := e.models()
+	models, limits, err := e.modelLimits()
 	if err != nil {
 		return err
-	}
-	limits, err := lane.ParseLimits(e.ModelLimits)
-	if err != nil {
-		return usagef("invalid MIMOQ_MODEL_LIMITS: %v", err)
 	}
 	log := e.logger(a.stderr)
 	rdb, err := e.redisClient(ctx)

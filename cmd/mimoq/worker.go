@@ -53,13 +53,9 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 	if e.APIKey == "" {
 		return usagef("MIMO_API_KEY is required by mimoq worker")
 	}
-	models, err := e.models()
+	models, limits, err := e.modelLimits()
 	if err != nil {
 		return err
-	}
-	limits, err := lane.ParseLimits(e.ModelLimits)
-	if err != nil {
-		return usagef("invalid MIMOQ_MODEL_LIMITS: %v", err)
 	}
 	log := e.logger(a.stderr)
 	redis.SetLogger(redisLog{l: log})
