@@ -97,22 +97,28 @@ func parseResponse(status int, requestID string, data []byte, key string) (*Resp
 	if len(trimmed) == 0 {
 		return nil, malformed("empty body")
 	}
-	if !json.Valid(trimmed) {
-		if trimmed[0] == '{' || trimmed[0] == '[' {
+	if trimmed[0] != '{' {
+		switch {
+		case json.Valid(trimmed):
+			return nil, malformed("not a JSON object")
+		case trimmed[0] == '[':
 			return nil, malformed("invalid or truncated JSON")
 		}
 		return nil, malformed("not JSON")
-	}
-	if trimmed[0] != '{' {
-		return nil, malformed("not a JSON object")
 	}
 	var wire struct {
 		Response
 		Choices *[]Choice `json:"choices"`
 	}
+	// Unmarshal checks the whole body is valid JSON before it decodes any of
+	// it: one scan of the body, not two.
 	if err := json.Unmarshal(trimmed, &wire); err != nil {
+		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) {
+		switch {
+		case errors.As(err, &se):
+			return nil, malformed("invalid or truncated JSON")
+		case !errors.As(err, &te):
 			return nil, malformed("cannot decode: " + err.Error())
 		}
 	}

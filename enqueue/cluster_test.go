@@ -80,7 +80,7 @@ func TestRecordsAndBatchesOnCluster(t *testing.T) {
 	}
 	recs := c.Records()
 	now := time.Now()
-	for _, ti := range tasks[:100] {
+	for i, ti := range tasks[:100] {
 		var p enqueue.Payload
 		if err := json.Unmarshal(ti.Payload, &p); err != nil {
 			t.Fatal(err)
@@ -89,8 +89,17 @@ func TestRecordsAndBatchesOnCluster(t *testing.T) {
 			t.Fatalf("begin %s: %+v, %v", p.JobID, bg, err)
 		}
 		u := &enqueue.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}
-		if f, err := recs.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateSucceeded, Counted: true,
-			Result: json.RawMessage(`{"ok":true}`), StatusCode: 200, Usage: u}, now); err != nil || !f.Changed {
+		o := enqueue.Outcome{State: enqueue.StateSucceeded, Counted: true,
+			Result: json.RawMessage(`{"ok":true}`), StatusCode: 200, Usage: u}
+		if i%2 == 0 {
+			// Outcome and count in one pipeline across slots (and, the
+			// first time, through empty script caches).
+			if f, _, err := recs.FinishAnnounce(ctx, p.BatchID, p.JobID, o, now); err != nil || !f.Changed {
+				t.Fatalf("finish and count %s: %+v, %v", p.JobID, f, err)
+			}
+			continue
+		}
+		if f, err := recs.Finish(ctx, p.JobID, o, now); err != nil || !f.Changed {
 			t.Fatalf("finish %s: %+v, %v", p.JobID, f, err)
 		}
 		if _, err := recs.Announce(ctx, p.BatchID, p.JobID, enqueue.StateSucceeded, u); err != nil {

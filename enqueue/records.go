@@ -198,17 +198,81 @@ type Finished struct {
 // Finish records the outcome of an attempt. A job that is final already is
 // left as it is (Changed false): final states are absorbing.
 func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Time) (Finished, error) {
+	argv, err := finishArgs(o, r.resultTTL, now)
+	if err != nil {
+		return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
+	}
+	return finished(id, finishScript.Run(ctx, r.rdb, []string{r.keys.job(id), r.keys.history(id)}, argv...))
+}
+
+// FinishAnnounce writes a final outcome and, in the same round trip,
+// counts it in the job's batch and publishes it, as Announce does. The
+// count stands only when the job really ends in o.State: when the job had
+// another final state already (it was finished by another delivery, whose
+// worker may not have counted it), the count is undone and the caller must
+// settle the state the job has. It reports whether the count ended the
+// batch; the caller then calls PublishBatchDone.
+func (r *Records) FinishAnnounce(ctx context.Context, batchID, id string, o Outcome, now time.Time) (Finished, bool, error) {
+	if !o.State.Final() {
+		return Finished{}, false, fmt.Errorf("finish job %s: %s is not a final state", id, o.State)
+	}
+	argv, err := finishArgs(o, r.resultTTL, now)
+	if err != nil {
+		return Finished{}, false, fmt.Errorf("finish job %s: %w", id, err)
+	}
+	var p, c, t int64
+	if u := o.Usage; u != nil {
+		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
+	}
+	for try := 0; ; try++ {
+		pipe := r.rdb.Pipeline()
+		fin := finishScript.EvalSha(ctx, pipe, []string{r.keys.job(id), r.keys.history(id)}, argv...)
+		var count *redis.Cmd
+		if batchID != "" {
+			count = batchFinishScript.EvalSha(ctx, pipe, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
+				now.UTC().Format(timeLayout), int64(r.resultTTL/time.Second), id, string(o.State), p, c, t)
+		}
+		pipe.Publish(ctx, DoneChannel(r.keys.prefix, id), string(o.State))
+		_, err := pipe.Exec(ctx)
+		if err != nil && try == 0 && isNoScript(err) {
+			if err := r.loadScripts(ctx, finishScript, batchFinishScript); err != nil {
+				return Finished{}, false, fmt.Errorf("finish job %s: %w", id, err)
+			}
+			continue
+		}
+		if err != nil {
+			return Finished{}, false, fmt.Errorf("finish job %s: %w", id, err)
+		}
+		f, err := finished(id, fin)
+		if err != nil || count == nil {
+			return f, false, err
+		}
+		n, _ := count.Int()
+		if f.State != o.State {
+			if n > 0 {
+				if err := r.uncount(ctx, batchID, id, o.State, o.Usage); err != nil {
+					return f, false, err
+				}
+			}
+			return f, false, nil
+		}
+		return f, n == batchEnded, nil
+	}
+}
+
+// finishArgs is finishScript's ARGV for outcome o.
+func finishArgs(o Outcome, resultTTL time.Duration, now time.Time) ([]any, error) {
 	entry := ""
 	if o.Entry != nil {
 		b, err := json.Marshal(o.Entry)
 		if err != nil {
-			return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
+			return nil, err
 		}
 		entry = string(b)
 	}
 	ttl := int64(0)
 	if o.State.Final() {
-		ttl = int64(r.resultTTL / time.Second)
+		ttl = int64(resultTTL / time.Second)
 	}
 	counted := "0"
 	switch {
@@ -241,7 +305,12 @@ func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Tim
 	if !o.RetryAt.IsZero() {
 		argv = append(argv, "retry_at", o.RetryAt.UnixMilli())
 	}
-	vals, err := finishScript.Run(ctx, r.rdb, []string{r.keys.job(id), r.keys.history(id)}, argv...).Slice()
+	return argv, nil
+}
+
+// finished reads finishScript's reply.
+func finished(id string, cmd *redis.Cmd) (Finished, error) {
+	vals, err := cmd.Slice()
 	if err != nil {
 		return Finished{}, fmt.Errorf("finish job %s: %w", id, err)
 	}
@@ -250,6 +319,17 @@ func (r *Records) Finish(ctx context.Context, id string, o Outcome, now time.Tim
 	}
 	st, _ := vals[0].(string)
 	return Finished{State: State(st), Attempts: toInt(vals[1]), Changed: toInt(vals[2]) == 1}, nil
+}
+
+func isNoScript(err error) bool { return strings.HasPrefix(err.Error(), "NOSCRIPT") }
+
+func (r *Records) loadScripts(ctx context.Context, scripts ...*redis.Script) error {
+	for _, s := range scripts {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // resetScript gives a dead (or canceled) job a fresh attempt budget and puts
@@ -342,8 +422,9 @@ func (r *Records) State(ctx context.Context, id string) (State, error) {
 // batchFinishScript counts a job's final state in its batch exactly once,
 // however often it is called (a redelivered task calls it again), and ends
 // the batch when it was the last job. KEYS: batch, batch final set. ARGV:
-// now, ttl, job id, state, prompt, completion, total tokens. Returns 1 when
-// the batch ended just now.
+// now, ttl, job id, state, prompt, completion, total tokens. Returns 0 when
+// it counted nothing, 1 when it counted the job, batchEnded when that ended
+// the batch.
 var batchFinishScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return 0 end
@@ -354,8 +435,12 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[7])
 end
 ` + batchDoneLua + `
-return done
+return 1 + done
 `)
+
+// batchEnded is batchFinishScript's reply when the job it counted was the
+// batch's last.
+const batchEnded = 2
 
 // Announce counts job jobID's final state st in its batch (when it has one)
 // and publishes the job's completion, in one pipelined round trip. It
@@ -375,8 +460,8 @@ func (r *Records) Announce(ctx context.Context, batchID, jobID string, st State,
 		}
 		pipe.Publish(ctx, DoneChannel(r.keys.prefix, jobID), string(st))
 		_, err := pipe.Exec(ctx)
-		if err != nil && try == 0 && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			if err := batchFinishScript.Load(ctx, r.rdb).Err(); err != nil {
+		if err != nil && try == 0 && isNoScript(err) {
+			if err := r.loadScripts(ctx, batchFinishScript); err != nil {
 				return false, fmt.Errorf("announce job %s: %w", jobID, err)
 			}
 			continue
@@ -387,8 +472,8 @@ func (r *Records) Announce(ctx context.Context, batchID, jobID string, st State,
 		if count == nil {
 			return false, nil
 		}
-		done, _ := count.Int()
-		return done == 1, nil
+		n, _ := count.Int()
+		return n == batchEnded, nil
 	}
 }
 
@@ -418,9 +503,16 @@ func (r *Records) BatchState(ctx context.Context, id string) (BatchState, error)
 // pending again, so a batch that had ended is open again: running (a
 // canceled one stays canceled), without finished_at or expiry, until its
 // last job is counted anew.
+// ARGV: job id, state, then optionally the prompt, completion and total
+// tokens the count added.
 var batchUncountScript = redis.NewScript(`
 if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[2], -1)
+if tonumber(ARGV[5] or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'prompt_tokens', -ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'completion_tokens', -ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'total_tokens', -ARGV[5])
+end
 if redis.call('HDEL', KEYS[1], 'finished_at') == 1 then
   if redis.call('HGET', KEYS[1], 'state') == 'done' then redis.call('HSET', KEYS[1], 'state', 'running') end
   redis.call('PERSIST', KEYS[1])
@@ -432,7 +524,16 @@ return 1
 // UncountFinal removes job id's final state st from its batch's counters (a
 // requeued dead job is pending again).
 func (r *Records) UncountFinal(ctx context.Context, batchID, jobID string, st State) error {
-	err := batchUncountScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)}, jobID, string(st)).Err()
+	return r.uncount(ctx, batchID, jobID, st, nil)
+}
+
+// uncount undoes a count of job jobID as st that added usage u.
+func (r *Records) uncount(ctx context.Context, batchID, jobID string, st State, u *Usage) error {
+	argv := []any{jobID, string(st)}
+	if u != nil {
+		argv = append(argv, u.PromptTokens, u.CompletionTokens, u.TotalTokens)
+	}
+	err := batchUncountScript.Run(ctx, r.rdb, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)}, argv...).Err()
 	if err != nil {
 		return fmt.Errorf("uncount job %s in batch %s: %w", jobID, batchID, err)
 	}

@@ -69,6 +69,16 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Not a task mimoq wrote. Archive it; the sweeper dead-letters it.
 		return fmt.Errorf("decode payload: %v: %w", err, asynq.SkipRetry)
 	}
+	// One of the process's slots, shared by every model's server. A job
+	// still waiting for one when shutdown begins goes back untouched.
+	sctx, stop := w.drainable(ctx)
+	release, err := w.slots.Acquire(sctx, p.Queue)
+	stop()
+	if err != nil {
+		return &retryError{Requeue: true, Cause: err}
+	}
+	defer release()
+
 	log := w.log.With().Str("job_id", p.JobID).Str("batch_id", p.BatchID).
 		Str("custom_id", p.CustomID).Str("model", p.Model).Logger()
 	ctx = log.WithContext(ctx)
@@ -260,6 +270,24 @@ func (w *Worker) deadLetter(ctx context.Context, p *enqueue.Payload, jerr *enque
 
 // finish writes a final outcome and then settles its side effects.
 func (w *Worker) finish(ctx context.Context, p *enqueue.Payload, o enqueue.Outcome) error {
+	if o.State != enqueue.StateDead {
+		// The common case: the outcome, its batch count and its notice
+		// in one round trip.
+		return durably(ctx, func(wctx context.Context) error {
+			f, done, err := w.records.FinishAnnounce(wctx, p.BatchID, p.JobID, o, time.Now())
+			if err != nil {
+				return err
+			}
+			if f.State != o.State {
+				// Another delivery finished the job otherwise first.
+				return w.settle(wctx, p, f.State)
+			}
+			if done {
+				w.publishBatchDone(wctx, p.BatchID)
+			}
+			return nil
+		})
+	}
 	return durably(ctx, func(wctx context.Context) error {
 		f, err := w.records.Finish(wctx, p.JobID, o, time.Now())
 		if err != nil {
@@ -299,12 +327,16 @@ func (w *Worker) announce(ctx context.Context, p *enqueue.Payload, st enqueue.St
 		return err
 	}
 	if done {
-		if err := w.records.PublishBatchDone(ctx, p.BatchID); err != nil {
-			// Waiters poll as a fallback: a lost notice only delays them.
-			zerolog.Ctx(ctx).Warn().Err(err).Msg("publish batch completion")
-		}
+		w.publishBatchDone(ctx, p.BatchID)
 	}
 	return nil
+}
+
+func (w *Worker) publishBatchDone(ctx context.Context, batchID string) {
+	if err := w.records.PublishBatchDone(ctx, batchID); err != nil {
+		// Waiters poll as a fallback: a lost notice only delays them.
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("publish batch completion")
+	}
 }
 
 // isCanceled reports whether the job's batch was canceled. The answer is

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/slots"
 )
 
 // Config configures a Worker.
@@ -44,7 +46,7 @@ type Config struct {
 	// Queues maps each mimoq queue to its weight. Default interactive 4,
 	// batch 1: a long batch never starves single submissions.
 	Queues map[string]int
-	// Concurrency is the number of jobs in flight. Default 50.
+	// Concurrency is the number of jobs in flight, over all models. Default 50.
 	Concurrency int
 	// MaxAttempts is the attempt budget of a job, the first included. Default 5.
 	MaxAttempts int
@@ -128,8 +130,13 @@ type Worker struct {
 	log     zerolog.Logger
 	records *enqueue.Records
 	metrics *metrics
-	srv     *asynq.Server
-	insp    *asynq.Inspector
+	// srvs holds one asynq server per model: asynq's dequeue loop tries its
+	// queues one round trip at a time, so one server over every model's
+	// queues spends most of its time asking empty queues. slots keeps the
+	// process's jobs in flight at Concurrency across the servers.
+	srvs  []*asynq.Server
+	slots *slots.Pool
+	insp  *asynq.Inspector
 
 	// drain ends when shutdown begins: jobs still waiting for a permit are
 	// put back at once instead of holding the shutdown grace.
@@ -155,17 +162,25 @@ func New(cfg Config) (*Worker, error) {
 		insp: asynq.NewInspectorFromRedisClient(cfg.Redis), ready: make(chan struct{}),
 	}
 	w.drain, w.stopDrain = context.WithCancel(context.Background())
-	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
-		Concurrency:              cfg.Concurrency,
-		Queues:                   w.AsynqQueues(),
-		RetryDelayFunc:           retryDelay,
-		IsFailure:                isFailure,
-		ShutdownTimeout:          cfg.ShutdownTimeout,
-		TaskCheckInterval:        cfg.TaskCheckInterval,
-		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
-		Logger:                   asynqLogger{cfg.Logger},
-		LogLevel:                 asynq.WarnLevel,
-	})
+	var err error
+	if w.slots, err = slots.New(cfg.Concurrency, cfg.Queues); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	for _, m := range cfg.Models {
+		// Each server may hold Concurrency tasks, so that one busy model
+		// can use every slot; the tasks beyond the slots wait in ProcessTask.
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+			Concurrency:              cfg.Concurrency,
+			Queues:                   w.modelQueues(m),
+			RetryDelayFunc:           retryDelay,
+			IsFailure:                isFailure,
+			ShutdownTimeout:          cfg.ShutdownTimeout,
+			TaskCheckInterval:        cfg.TaskCheckInterval,
+			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+			Logger:                   asynqLogger{cfg.Logger},
+			LogLevel:                 asynq.WarnLevel,
+		}))
+	}
 	return w, nil
 }
 
@@ -173,10 +188,17 @@ func New(cfg Config) (*Worker, error) {
 // mimoq queue's weight, for each model.
 func (w *Worker) AsynqQueues() map[string]int {
 	qs := make(map[string]int, len(w.cfg.Queues)*len(w.cfg.Models))
+	for _, m := range w.cfg.Models {
+		maps.Copy(qs, w.modelQueues(m))
+	}
+	return qs
+}
+
+// modelQueues is the asynq queue → weight map of one model's lanes.
+func (w *Worker) modelQueues(model string) map[string]int {
+	qs := make(map[string]int, len(w.cfg.Queues))
 	for q, wt := range w.cfg.Queues {
-		for _, m := range w.cfg.Models {
-			qs[enqueue.AsynqQueue(q, m)] = wt
-		}
+		qs[enqueue.AsynqQueue(q, model)] = wt
 	}
 	return qs
 }
@@ -201,8 +223,12 @@ func (w *Worker) Ready() <-chan struct{} { return w.ready }
 func (w *Worker) Run(ctx context.Context) error {
 	mux := asynq.NewServeMux()
 	mux.Handle(enqueue.TaskType, w)
-	if err := w.srv.Start(mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	for i, srv := range w.srvs {
+		if err := srv.Start(mux); err != nil {
+			w.stopDrain()
+			w.shutdown(w.srvs[:i])
+			return fmt.Errorf("start worker (model %s): %w", w.cfg.Models[i], err)
+		}
 	}
 	w.readyMu.Do(func() { close(w.ready) })
 	w.log.Info().Int("concurrency", w.cfg.Concurrency).Strs("models", w.cfg.Models).
@@ -217,11 +243,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	w.log.Info().Dur("grace", w.cfg.ShutdownTimeout).Msg("worker stopping")
 	w.stopDrain()
-	w.srv.Shutdown()
+	w.shutdown(w.srvs)
 	stopBg()
 	bg.Wait()
 	w.log.Info().Msg("worker stopped")
 	return nil
+}
+
+// shutdown stops every server taking tasks, then gives them their grace
+// together: in-flight calls everywhere get the same ShutdownTimeout.
+func (w *Worker) shutdown(srvs []*asynq.Server) {
+	for _, srv := range srvs {
+		srv.Stop()
+	}
+	var wg sync.WaitGroup
+	for _, srv := range srvs {
+		wg.Go(srv.Shutdown)
+	}
+	wg.Wait()
 }
 
 // gaugeLoop refreshes the lane and dead-letter gauges.

@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,10 +168,9 @@ func (w *world) startWorker(rpm, concurrency int, backoff worker.Backoff) *fleet
 	if err != nil {
 		w.b.Fatal(err)
 	}
-	models := apiclient.DefaultModels()
 	wk, err := worker.New(worker.Config{
 		Redis: rdb, API: api, Gate: gate, Lanes: lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), []string{"interactive", "batch"}),
-		DLQ: dlq.New(rdb), Records: enqueue.NewRecords(rdb, "", time.Hour), Models: models.Names(),
+		DLQ: dlq.New(rdb), Records: enqueue.NewRecords(rdb, "", time.Hour), Models: apiclient.DefaultModels().Names(),
 		Concurrency: concurrency, Backoff: backoff, Logger: zerolog.Nop(),
 	})
 	if err != nil {
@@ -221,3 +222,31 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// cpuMeter starts measuring the CPU time this process and the Redis server
+// use; the function it returns gives both per job for n jobs.
+func (w *world) cpuMeter() func(n int) (proc, redis time.Duration) {
+	p0, r0 := procCPU(), w.redisCPU()
+	return func(n int) (time.Duration, time.Duration) {
+		return (procCPU() - p0) / time.Duration(n), (w.redisCPU() - r0) / time.Duration(n)
+	}
+}
+
+func procCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (w *world) redisCPU() time.Duration {
+	info := w.rdb.Info(context.Background(), "cpu").Val()
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
