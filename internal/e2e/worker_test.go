@@ -20,6 +20,7 @@ type mockStats struct {
 	Duplicates         int64            `json:"duplicates"`
 	MaxCallsPerJob     int64            `json:"max_calls_per_job"`
 	RetryAfterUndercut int64            `json:"retry_after_undercut"`
+	MaxInFlight        int64            `json:"max_in_flight"`
 	Models             map[string]struct {
 		Requests      int64 `json:"requests"`
 		LimitExceeded int64 `json:"limit_exceeded"`
@@ -245,4 +246,53 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 			t.Errorf("job %s: %d counted attempts; a crash must not burn one", id, j.Attempts)
 		}
 	}
+}
+
+// TestConcurrencyAcrossModels: a worker runs one asynq server per model, yet
+// MIMOQ_CONCURRENCY caps its calls in flight across all of them (the mock
+// counts them), and single calls on a third model get through while batches
+// on two others are running.
+func TestConcurrencyAcrossModels(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "150ms")
+	f.startWorker("MIMOQ_CONCURRENCY=3", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0")
+	batch := append(f.submit(40, "mimo-v2-flash", enqueue.QueueBatch), f.submit(40, "mimo-v2-pro", enqueue.QueueBatch)...)
+	Eventually(t, 30*time.Second, "batch calls under way", func() bool {
+		var st mockStats
+		f.mock.Stats(t, &st)
+		return st.TotalRequests >= 6
+	})
+	single := f.submit(5, "mimo-v2-omni", enqueue.QueueInteractive)
+	for id, j := range f.waitFinal(single, time.Minute) {
+		if j.State != enqueue.StateSucceeded {
+			t.Errorf("single job %s: %s", id, j.State)
+		}
+	}
+	waiting := 0
+	for _, id := range batch {
+		j, err := f.client.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !j.State.Final() {
+			waiting++
+		}
+	}
+	if waiting == 0 {
+		t.Error("the single calls were answered only after both batches had finished")
+	}
+	for id, j := range f.waitFinal(batch, 2*time.Minute) {
+		if j.State != enqueue.StateSucceeded {
+			t.Errorf("batch job %s: %s", id, j.State)
+		}
+	}
+	var st mockStats
+	f.mock.Stats(t, &st)
+	if st.MaxInFlight > 3 || st.MaxInFlight < 2 {
+		t.Errorf("mock saw %d calls in flight at most; want 2–3 with MIMOQ_CONCURRENCY=3 over three busy models", st.MaxInFlight)
+	}
+	if st.Duplicates != 0 || st.JobsSeen != int64(len(batch)+len(single)) {
+		t.Errorf("mock: %d duplicates, %d jobs seen; want 0 and %d", st.Duplicates, st.JobsSeen, len(batch)+len(single))
+	}
+	t.Logf("max in flight %d; %d batch jobs still waiting when the single calls were done", st.MaxInFlight, waiting)
 }

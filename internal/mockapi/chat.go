@@ -28,6 +28,7 @@ type chatCall struct {
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	st, set := s.st.Load(), s.set.Load()
+	defer st.enter()()
 	c := &chatCall{s: s, st: st, set: set, w: w, r: r, id: w.Header().Get(HeaderRequestID)}
 	if jobID := r.Header.Get(HeaderJobID); jobID != "" {
 		now := s.clock()

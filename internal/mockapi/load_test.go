@@ -126,3 +126,37 @@ func BenchmarkHTTP(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }
+
+// TestMaxInFlight: the mock reports the most requests it served at once,
+// which is how the end-to-end tests see a worker's real concurrency.
+func TestMaxInFlight(t *testing.T) {
+	t.Parallel()
+	const n = 5
+	m, url := serve(t, mockapi.Config{Latency: 500 * time.Millisecond})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	call := func() {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/v1/chat/completions",
+			strings.NewReader(simple("mimo-v2-flash", "hi")))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(call)
+	}
+	wg.Wait()
+	call() // alone: the maximum stays
+	if got := m.Stats().MaxInFlight; got != n {
+		t.Fatalf("max in flight %d, want %d", got, n)
+	}
+	m.Reset()
+	if got := m.Stats().MaxInFlight; got != 0 {
+		t.Fatalf("max in flight after reset %d, want 0", got)
+	}
+}

@@ -22,6 +22,8 @@ type state struct {
 	total     atomic.Int64
 	byStatus  [statusSlots]atomic.Int64
 	canceled  atomic.Int64
+	inFlight  atomic.Int64
+	maxFlight atomic.Int64
 	faults    [numFaults]atomic.Int64
 	models    map[string]*modelState // fixed keys: the served models
 	jobsMu    sync.Mutex
@@ -69,6 +71,18 @@ func (s *Server) Reset() { s.st.Store(s.newState()) }
 
 // since returns nanoseconds since the state's epoch, on the configured clock.
 func (st *state) since(t time.Time) int64 { return int64(t.Sub(st.epoch)) }
+
+// enter counts a request being served; the returned func ends it.
+func (st *state) enter() func() {
+	n := st.inFlight.Add(1)
+	for {
+		m := st.maxFlight.Load()
+		if n <= m || st.maxFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	return func() { st.inFlight.Add(-1) }
+}
 
 func (st *state) countStatus(code int) {
 	st.total.Add(1)
@@ -207,6 +221,9 @@ type Stats struct {
 	ByStatus map[string]int64 `json:"by_status"`
 	// Canceled counts requests whose client gave up during Latency.
 	Canceled int64 `json:"canceled"`
+	// MaxInFlight is the most API requests being served at once: what a
+	// client's concurrency really was.
+	MaxInFlight int64 `json:"max_in_flight"`
 	// Faults counts injected faults by kind; every kind is present.
 	Faults map[string]int64 `json:"faults"`
 	// Models holds the statistics of every served model.
@@ -263,6 +280,7 @@ func (s *Server) Stats() Stats {
 		TotalRequests: st.total.Load(),
 		ByStatus:      statusKeys(loadAll(st.byStatus[:])),
 		Canceled:      st.canceled.Load(),
+		MaxInFlight:   st.maxFlight.Load(),
 		Faults:        make(map[string]int64, numFaults),
 		Models:        make(map[string]ModelStats, len(st.models)),
 	}
