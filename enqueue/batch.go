@@ -264,14 +264,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	ferr := &BatchFileError{Name: opts.Source}
 	seen := make(map[string]int)
 	total := 0
-	for {
-		bl, reason, err := sc.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", opts.Source, err)
-		}
+	err = sc.each(func(bl *BatchLine, reason string) error {
 		if reason == "" {
 			if first, dup := seen[bl.CustomID]; dup {
 				reason = fmt.Sprintf("custom_id %q is already used on line %d", truncate(bl.CustomID, 80), first)
@@ -281,9 +274,13 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		}
 		if reason != "" {
 			ferr.add(bl.Line, reason)
-			continue
+			return nil
 		}
 		total++
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", opts.Source, err)
 	}
 	progress("validate", int(size), int(size))
 	if ferr.Count > 0 {
@@ -371,17 +368,12 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 	chunk := make([]*Payload, 0, enqueueChunk)
 	index := 0
 	var readErr error
-	for ctx.Err() == nil {
-		bl, reason, err := sc.next()
-		if errors.Is(err, io.EOF) {
-			break
+	if err := sc.each(func(bl *BatchLine, reason string) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		if err == nil && reason != "" {
-			err = fmt.Errorf("line %d changed while it was submitted: %s", bl.Line, reason)
-		}
-		if err != nil {
-			readErr = fmt.Errorf("submit batch %s: read %s: %w", opts.ID, opts.Source, err)
-			break
+		if reason != "" {
+			return fmt.Errorf("line %d changed while it was submitted: %s", bl.Line, reason)
 		}
 		chunk = append(chunk, &Payload{
 			JobID: batchJobID(opts.ID, createdMs, index), BatchID: opts.ID, CustomID: bl.CustomID,
@@ -392,6 +384,9 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 			chunks <- chunk
 			chunk = make([]*Payload, 0, enqueueChunk)
 		}
+		return nil
+	}); err != nil && ctx.Err() == nil {
+		readErr = fmt.Errorf("submit batch %s: read %s: %w", opts.ID, opts.Source, err)
 	}
 	if len(chunk) > 0 && readErr == nil && ctx.Err() == nil {
 		chunks <- chunk

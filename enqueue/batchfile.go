@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/mimoq/mimoq/apiclient"
@@ -52,28 +54,117 @@ func newBatchScanner(r io.Reader, models apiclient.Models, maxLine int) *batchSc
 	return s
 }
 
-// next returns the next non-blank line: a parsed line, or the reason it is
-// invalid. It returns io.EOF at the end.
-func (s *batchScanner) next() (*BatchLine, string, error) {
-	for {
-		line, tooLong, err := s.readLine()
-		if err != nil {
-			return nil, "", err
+// scanChunk is how many lines go to a parsing goroutine at a time.
+const scanChunk = 256
+
+// chunk is a run of consecutive non-blank lines, parsed off the reading
+// goroutine.
+type chunk struct {
+	raw     [][]byte // the lines (nil for one too long), dropped once parsed
+	lines   []*BatchLine
+	reasons []string
+	done    chan struct{}
+}
+
+// each reads the file and calls fn with every non-blank line, in file order:
+// the parsed line, or the reason it is invalid. Parsing (most of the work)
+// runs on every core. It returns fn's first error, or the reader's; nil at
+// the end of the file.
+func (s *batchScanner) each(fn func(bl *BatchLine, reason string) error) error {
+	workers := runtime.GOMAXPROCS(0)
+	work := make(chan *chunk, workers)
+	order := make(chan *chunk, 2*workers)
+	stop := make(chan struct{})
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { // reader: lines in order, chunk by chunk
+		defer close(work)
+		defer close(order)
+		c := &chunk{done: make(chan struct{})}
+		send := func() bool {
+			select {
+			case <-stop: // first: the collector drains order after a stop
+				return false
+			default:
+			}
+			select {
+			case order <- c:
+			case <-stop:
+				return false
+			}
+			work <- c
+			c = &chunk{done: make(chan struct{})}
+			return true
 		}
-		s.lineNo++
-		if tooLong {
-			return &BatchLine{Line: s.lineNo}, fmt.Sprintf("line is longer than %d bytes", s.maxLine), nil
+		for {
+			line, tooLong, err := s.readLine()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					readErr = err
+				}
+				if len(c.lines) > 0 {
+					send()
+				}
+				return
+			}
+			s.lineNo++
+			switch {
+			case tooLong:
+				c.raw = append(c.raw, nil)
+				c.lines = append(c.lines, &BatchLine{Line: s.lineNo})
+				c.reasons = append(c.reasons, fmt.Sprintf("line is longer than %d bytes", s.maxLine))
+			case len(bytes.TrimSpace(line)) == 0:
+				continue
+			default:
+				c.raw = append(c.raw, bytes.Clone(line))
+				c.lines = append(c.lines, &BatchLine{Line: s.lineNo})
+				c.reasons = append(c.reasons, "")
+			}
+			if len(c.lines) == scanChunk && !send() {
+				return
+			}
 		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		bl, reason := parseBatchLine(line, s.models)
-		if bl == nil {
-			bl = &BatchLine{}
-		}
-		bl.Line = s.lineNo
-		return bl, reason, nil
+	})
+	for range workers {
+		wg.Go(func() {
+			for c := range work {
+				for i, raw := range c.raw {
+					if raw == nil {
+						continue
+					}
+					bl, reason := parseBatchLine(raw, s.models)
+					if bl != nil {
+						bl.Line = c.lines[i].Line
+						c.lines[i] = bl
+					}
+					c.reasons[i] = reason
+				}
+				c.raw = nil
+				close(c.done)
+			}
+		})
 	}
+
+	var err error
+	for c := range order {
+		<-c.done
+		for i, bl := range c.lines {
+			if err = fn(bl, c.reasons[i]); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			close(stop)
+			for range order { // let the reader and the parsers finish
+			}
+			break
+		}
+	}
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	return readErr
 }
 
 // readLine reads one line without its newline. A line that holds more than

@@ -3,8 +3,6 @@ package enqueue
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -142,19 +140,15 @@ func FuzzBatchScanner(f *testing.F) {
 
 		sc := newBatchScanner(bytes.NewReader(data), models, maxLine)
 		var have []got
-		for {
-			bl, reason, err := sc.next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		if err := sc.each(func(bl *BatchLine, reason string) error {
 			g := got{line: bl.Line, reason: reason}
 			if strings.HasPrefix(reason, "line is longer than") {
 				g = got{line: bl.Line, tooLong: true}
 			}
 			have = append(have, g)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 		if len(have) != len(want) {
 			t.Fatalf("scanner gave %d lines %+v, reference %d %+v", len(have), have, len(want), want)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,32 +53,62 @@ func asynqEnqueueRate(b *testing.B, w *world, n, g int) float64 {
 
 // BenchmarkSubmit: a 50,000-line batch file validated and enqueued by
 // SubmitBatch, against asynq's own Client enqueueing as many tasks from 16
-// goroutines (and from one).
+// goroutines (and from one). The VM is shared and noisy: three interleaved
+// pairs on an emptied Redis, the median ratio reported.
 func BenchmarkSubmit(b *testing.B) {
-	const n = 50000
+	const n, pairs = 50000, 3
 	w := newWorld(b, mockapi.Config{})
 	f := batchFile(b, n, "mimo-v2-flash")
+	ctx := context.Background()
 	b.ResetTimer()
 	for range b.N {
 		one := asynqEnqueueRate(b, w, n/4, 1)
-		sixteen := asynqEnqueueRate(b, w, n, 16)
-		start := time.Now()
-		batch, err := w.client.SubmitBatch(context.Background(), f, enqueue.BatchOptions{Source: "bench.jsonl"})
-		if err != nil {
-			b.Fatal(err)
+		var rates, bases, ratios []float64
+		for range pairs {
+			if err := w.rdb.FlushAll(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			sixteen := asynqEnqueueRate(b, w, n, 16)
+			start := time.Now()
+			batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{Source: "bench.jsonl"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			el := time.Since(start)
+			if batch.Total != n {
+				b.Fatalf("batch holds %d lines, want %d", batch.Total, n)
+			}
+			rates = append(rates, float64(n)/el.Seconds())
+			bases = append(bases, sixteen)
+			ratios = append(ratios, rates[len(rates)-1]/sixteen)
 		}
-		el := time.Since(start)
-		if batch.Total != n {
-			b.Fatalf("batch holds %d lines, want %d", batch.Total, n)
-		}
-		rate := float64(n) / el.Seconds()
-		b.ReportMetric(rate, "lines/s")
-		b.ReportMetric(sixteen, "asynq16_tasks/s")
-		b.ReportMetric(rate/sixteen, "ratio")
-		record(figure{"submit 50,000-line file", "lines/s (validate + enqueue)", fmt.Sprintf("%.0f", rate),
-			fmt.Sprintf("%.0f (asynq Client, 16 goroutines); %.0f (1 goroutine)", sixteen, one),
-			fmt.Sprintf("%.2f×", rate/sixteen), "target ≥ 1.0×"})
+		i := medianIndex(ratios)
+		b.ReportMetric(rates[i], "lines/s")
+		b.ReportMetric(bases[i], "asynq16_tasks/s")
+		b.ReportMetric(ratios[i], "ratio")
+		record(figure{"submit 50,000-line file", "lines/s (validate + enqueue)", fmt.Sprintf("%.0f", rates[i]),
+			fmt.Sprintf("%.0f (asynq Client, 16 goroutines); %.0f (1 goroutine)", bases[i], one),
+			fmt.Sprintf("%.2f×", ratios[i]), fmt.Sprintf("target ≥ 1.0×; median of %d interleaved pairs, ratios %s", pairs, list(ratios))})
 	}
+}
+
+// medianIndex is the index of the median of xs (len odd).
+func medianIndex(xs []float64) int {
+	idx := make([]int, len(xs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return xs[idx[a]] < xs[idx[b]] })
+	return idx[len(idx)/2]
+}
+
+// list formats ratios as "0.91×, 1.02×, 1.10×".
+func list(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f×", x)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // BenchmarkEndToEnd: N jobs through a mimoq worker against the mock (zero

@@ -124,7 +124,9 @@ func startProcess(t testing.TB, path string, args func(dir string, port int) []s
 
 func (s *Server) spawn(path string) error {
 	cmd := exec.Command(path, s.args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so that Kill also ends the children it forks
+	// for AOF rewrites, which would go on writing into the data directory.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -134,7 +136,7 @@ func (s *Server) spawn(path string) error {
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
 	if err := s.waitReady(exited); err != nil {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 		log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 		return fmt.Errorf("%w (log: %s)", err, tail(log, 400))
@@ -238,6 +240,7 @@ func (s *Server) Kill() {
 	if cmd == nil {
 		return
 	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Process.Kill()
 	<-exited
 }

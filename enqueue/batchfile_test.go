@@ -1,0 +1,136 @@
+package enqueue
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/mimoq/mimoq/apiclient"
+)
+
+// scanFile is a batch file of n lines mixing valid, invalid, blank and too
+// long ones, so that results from many chunks must come back in order.
+func scanFile(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		switch i % 7 {
+		case 3:
+			b.WriteString("   \r\n")
+		case 4:
+			fmt.Fprintf(&b, `{"custom_id":"r%d","body":{"model":"nope","messages":[{"role":"user","content":"q"}]}}`+"\n", i)
+		case 5:
+			b.WriteString(strings.Repeat("x", 300) + "\n")
+		default:
+			fmt.Fprintf(&b, `{"custom_id":"r%d","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"q%d"}]}}`+"\r\n", i, i)
+		}
+	}
+	return b.Bytes()
+}
+
+func TestScannerEachKeepsFileOrder(t *testing.T) {
+	t.Parallel()
+	models := apiclient.DefaultModels()
+	data := scanFile(10*scanChunk + 17)
+	type line struct {
+		n        int
+		customID string
+		reason   string
+	}
+	var want []line
+	for i, raw := range strings.Split(string(data), "\n") {
+		raw = strings.TrimSuffix(raw, "\r")
+		switch {
+		case strings.TrimSpace(raw) == "":
+		case len(raw) > 200:
+			want = append(want, line{n: i + 1, reason: "line is longer than 200 bytes"})
+		default:
+			bl, reason := parseBatchLine([]byte(raw), models)
+			l := line{n: i + 1, reason: reason}
+			if bl != nil {
+				l.customID = bl.CustomID
+			}
+			want = append(want, l)
+		}
+	}
+	var have []line
+	err := newBatchScanner(bytes.NewReader(data), models, 200).each(func(bl *BatchLine, reason string) error {
+		have = append(have, line{n: bl.Line, customID: bl.CustomID, reason: reason})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(have) != len(want) {
+		t.Fatalf("%d lines, want %d", len(have), len(want))
+	}
+	for i := range want {
+		if have[i] != want[i] {
+			t.Fatalf("line %d: %+v, want %+v", i, have[i], want[i])
+		}
+	}
+}
+
+// countingSource counts what the scanner read.
+type countingSource struct {
+	r    io.Reader
+	read int
+}
+
+func (c *countingSource) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	return n, err
+}
+
+func TestScannerEachStopsOnError(t *testing.T) {
+	t.Parallel()
+	data := scanFile(100_000)
+	src := &countingSource{r: bytes.NewReader(data)}
+	stop := errors.New("stop here")
+	calls := 0
+	err := newBatchScanner(src, apiclient.DefaultModels(), 0).each(func(*BatchLine, string) error {
+		calls++
+		if calls == 10 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != 10 {
+		t.Fatalf("each = %v after %d calls; want the callback's error after 10", err, calls)
+	}
+	if src.read > len(data)/2 {
+		t.Fatalf("read %d of %d bytes after the callback stopped the scan", src.read, len(data))
+	}
+}
+
+// failingSource fails after its data.
+type failingSource struct{ r io.Reader }
+
+var errDisk = errors.New("disk on fire")
+
+func (f failingSource) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		return n, errDisk
+	}
+	return n, err
+}
+
+func TestScannerEachReportsReadErrors(t *testing.T) {
+	t.Parallel()
+	data := scanFile(3 * scanChunk)
+	calls := 0
+	err := newBatchScanner(failingSource{bytes.NewReader(data)}, apiclient.DefaultModels(), 0).each(func(*BatchLine, string) error {
+		calls++
+		return nil
+	})
+	if !errors.Is(err, errDisk) {
+		t.Fatalf("each = %v; want the read error", err)
+	}
+	if calls == 0 {
+		t.Fatal("no line was handed over before the read error")
+	}
+}
