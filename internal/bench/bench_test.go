@@ -115,49 +115,71 @@ func list(xs []float64) string {
 // latency, no rate limit), against asynq draining as many tasks with the same
 // concurrency: with a no-op handler, and with the glue a home-made queue
 // would have (decode the task, call the same mock over HTTP, store the
-// answer in Redis) and none of mimoq's guarantees.
+// answer in Redis) and none of mimoq's guarantees. Three rounds on an
+// emptied Redis; the round with the median ratio to the no-op drain is
+// reported.
 func BenchmarkEndToEnd(b *testing.B) {
-	const n = 20000
-	const concurrency = 50
+	const n, concurrency, rounds = 20000, 50, 3
 	w := newWorld(b, mockapi.Config{})
 	ctx := context.Background()
 	glue := w.glueHandler()
 	for range b.N {
-		base := w.asynqDrain(n, concurrency, "noop", func(context.Context, *asynq.Task) error { return nil })
-		glued := w.asynqDrain(n, concurrency, "glue", glue)
-
-		// mimoq: the batch is enqueued first, then one worker drains it.
-		f := batchFile(b, n, "mimo-v2-flash")
-		batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
-		if err != nil {
-			b.Fatal(err)
+		type round struct{ base, glued, mq drain }
+		var rs []round
+		var ratios []float64
+		for range rounds {
+			if err := w.rdb.FlushAll(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			var r round
+			r.base = w.asynqDrain(n, concurrency, "noop", func(context.Context, *asynq.Task) error { return nil })
+			r.glued = w.asynqDrain(n, concurrency, "glue", glue)
+			r.mq = w.mimoqDrain(n, concurrency)
+			rs = append(rs, r)
+			ratios = append(ratios, r.mq.rate/r.base.rate)
 		}
-		start := time.Now()
-		cpu := w.cpuMeter()
-		w.startWorker(0, concurrency, worker.Backoff{})
-		final, err := w.client.WaitBatch(ctx, batch.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		mq := drain{rate: float64(n) / time.Since(start).Seconds()}
-		mq.proc, mq.redis = cpu(n)
-		if final.Succeeded != n {
-			b.Fatalf("%d of %d jobs succeeded", final.Succeeded, n)
-		}
+		r := rs[medianIndex(ratios)]
+		mq, base, glued := r.mq, r.base, r.glued
 		b.ReportMetric(mq.rate, "jobs/s")
 		b.ReportMetric(base.rate, "asynq_noop/s")
 		b.ReportMetric(glued.rate, "asynq_glue/s")
 		b.ReportMetric(mq.rate/base.rate, "ratio")
 		record(figure{"end to end, 20,000 jobs, concurrency 50", "jobs/s (mock API, zero latency)", fmt.Sprintf("%.0f", mq.rate),
-			fmt.Sprintf("%.0f (asynq no-op drain)", base.rate), fmt.Sprintf("%.2f×", mq.rate/base.rate), "target ≥ 0.6×"})
+			fmt.Sprintf("%.0f (asynq no-op drain)", base.rate), fmt.Sprintf("%.2f×", mq.rate/base.rate),
+			fmt.Sprintf("target ≥ 0.6×; median of %d rounds, ratios %s", rounds, list(ratios))})
 		record(figure{"end to end, 20,000 jobs, concurrency 50", "jobs/s against asynq + glue", fmt.Sprintf("%.0f", mq.rate),
 			fmt.Sprintf("%.0f (asynq handler: decode, HTTP call to the same mock, store the answer)", glued.rate),
-			fmt.Sprintf("%.2f×", mq.rate/glued.rate), "what a home-made queue gets, without records, retries, DLQ or batches"})
+			fmt.Sprintf("%.2f×", mq.rate/glued.rate), fmt.Sprintf("glue itself: %.2f× of the no-op drain", glued.rate/base.rate)})
 		record(figure{"end to end, 20,000 jobs, concurrency 50", "CPU per job: this process (worker + mock) + Redis",
 			fmt.Sprintf("%.0f + %.0f µs", us(mq.proc), us(mq.redis)),
 			fmt.Sprintf("no-op %.0f + %.0f µs; glue %.0f + %.0f µs", us(base.proc), us(base.redis), us(glued.proc), us(glued.redis)),
-			"", "both cores are busy in every run: CPU per job bounds the rate"})
+			"", "both cores are busy in every drain: CPU per job bounds the rate"})
 	}
+}
+
+// mimoqDrain submits an n-line batch, then drains it with one worker.
+func (w *world) mimoqDrain(n, concurrency int) drain {
+	w.b.Helper()
+	ctx := context.Background()
+	f := batchFile(w.b, n, "mimo-v2-flash")
+	batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	start := time.Now()
+	cpu := w.cpuMeter()
+	fm := w.startWorker(0, concurrency, worker.Backoff{})
+	final, err := w.client.WaitBatch(ctx, batch.ID)
+	if err != nil {
+		w.b.Fatal(err)
+	}
+	d := drain{rate: float64(n) / time.Since(start).Seconds()}
+	d.proc, d.redis = cpu(n)
+	fm.stop()
+	if final.Succeeded != n {
+		w.b.Fatalf("%d of %d jobs succeeded", final.Succeeded, n)
+	}
+	return d
 }
 
 // drain is what one drain of the queue measured.
