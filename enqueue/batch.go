@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -264,6 +265,10 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	ferr := &BatchFileError{Name: opts.Source}
 	seen := make(map[string]int)
 	total := 0
+	// Each line's model, by its index in models, for the second pass.
+	var models []string
+	modelIndex := map[string]uint16{}
+	var lineModels []uint16
 	err = sc.each(func(bl *BatchLine, reason string) error {
 		if reason == "" {
 			if first, dup := seen[bl.CustomID]; dup {
@@ -276,6 +281,16 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 			ferr.add(bl.Line, reason)
 			return nil
 		}
+		i, ok := modelIndex[bl.Model]
+		if !ok {
+			if len(models) > math.MaxUint16 {
+				return fmt.Errorf("more than %d models in one file", math.MaxUint16+1)
+			}
+			i = uint16(len(models))
+			modelIndex[bl.Model] = i
+			models = append(models, bl.Model)
+		}
+		lineModels = append(lineModels, i)
 		total++
 		return nil
 	})
@@ -316,7 +331,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
-	if err := c.enqueueBatch(ctx, r, opts, createdMs, total, sum, progress); err != nil {
+	if err := c.enqueueBatch(ctx, r, opts, createdMs, lineModels, models, sum, progress); err != nil {
 		return nil, err
 	}
 	done, err := batchSealScript.Run(ctx, c.cfg.Redis, []string{c.records.keys.batch(opts.ID), c.records.keys.batchFinal(opts.ID)},
@@ -330,7 +345,8 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	return c.GetBatch(ctx, opts.ID)
 }
 
-func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOptions, createdMs int64, total int, sum string, progress func(string, int, int)) error {
+func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOptions, createdMs int64, lineModels []uint16, models []string, sum string, progress func(string, int, int)) error {
+	total := len(lineModels)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	chunks := make(chan []*Payload, 4)
@@ -372,12 +388,15 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if reason == "" && index >= total {
+			reason = "a line was added"
+		}
 		if reason != "" {
 			return fmt.Errorf("line %d changed while it was submitted: %s", bl.Line, reason)
 		}
 		chunk = append(chunk, &Payload{
 			JobID: batchJobID(opts.ID, createdMs, index), BatchID: opts.ID, CustomID: bl.CustomID,
-			Queue: opts.Queue, Model: bl.Model, Body: bl.Body, SubmittedAt: submitted,
+			Queue: opts.Queue, Model: models[lineModels[index]], Body: bl.Body, SubmittedAt: submitted,
 		})
 		index++
 		if len(chunk) == enqueueChunk {

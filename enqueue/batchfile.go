@@ -38,7 +38,7 @@ type lineEnvelope struct {
 // batchScanner reads a batch file line by line without loading it whole.
 type batchScanner struct {
 	r       *bufio.Reader
-	models  apiclient.Models
+	parse   func(line []byte) (*BatchLine, string)
 	maxLine int
 	sum     hash.Hash
 	lineNo  int
@@ -49,7 +49,13 @@ func newBatchScanner(r io.Reader, models apiclient.Models, maxLine int) *batchSc
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLineBytes
 	}
-	s := &batchScanner{models: models, maxLine: maxLine, sum: sha256.New()}
+	s := &batchScanner{maxLine: maxLine, sum: sha256.New()}
+	// Without models it is a submit's second pass, over lines the first
+	// one validated.
+	s.parse = parseEnqueuedLine
+	if models != nil {
+		s.parse = func(line []byte) (*BatchLine, string) { return parseBatchLine(line, models) }
+	}
 	s.r = bufio.NewReaderSize(io.TeeReader(r, s.sum), 256<<10)
 	return s
 }
@@ -132,7 +138,7 @@ func (s *batchScanner) each(fn func(bl *BatchLine, reason string) error) error {
 					if raw == nil {
 						continue
 					}
-					bl, reason := parseBatchLine(raw, s.models)
+					bl, reason := s.parse(raw)
 					if bl != nil {
 						bl.Line = c.lines[i].Line
 						c.lines[i] = bl
@@ -253,14 +259,28 @@ func parseLine(line []byte, models apiclient.Models) (*BatchLine, string) {
 	if err != nil {
 		return nil, "body: " + err.Error()
 	}
-	if models == nil {
-		// The second pass of a submit: the line was validated in the first.
-		return &BatchLine{CustomID: customID, Body: env.Body, Model: req.Model}, ""
-	}
 	if err := models.Validate(req); err != nil {
 		return nil, "body: " + err.Error()
 	}
 	return &BatchLine{CustomID: customID, Body: env.Body, Model: req.Model}, ""
+}
+
+// parseEnqueuedLine reads what the second pass of a submit needs from a
+// line the first pass validated: its custom_id and body. The model comes
+// from the first pass; a file changed in between fails its checksum.
+func parseEnqueuedLine(line []byte) (*BatchLine, string) {
+	var env lineEnvelope
+	if err := json.Unmarshal(line, &env); err != nil {
+		return nil, jsonReason(err)
+	}
+	var customID string
+	if err := json.Unmarshal(env.CustomID, &customID); err != nil || customID == "" {
+		return nil, "custom_id is missing or not a string"
+	}
+	if len(env.Body) == 0 || env.Body[0] != '{' {
+		return nil, "body is not an object"
+	}
+	return &BatchLine{CustomID: customID, Body: env.Body}, ""
 }
 
 // jsonReason turns an encoding/json error into a short reason.
