@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/mimoq/mimoq/internal/jsonscan"
 )
 
 // Request is a chat-completions request body.
@@ -116,11 +118,11 @@ func ParseRequest(raw []byte) (*Request, error) {
 		}
 		return nil, &ValidationError{Reason: "request body is not valid JSON"}
 	}
-	if i := skipWS(raw, 0); raw[i] != '{' {
+	if i := jsonscan.SkipSpace(raw, 0); raw[i] != '{' {
 		return nil, &ValidationError{Reason: "request body must be a JSON object"}
 	}
 	r := &Request{raw: bytes.Clone(raw), vals: map[string]json.RawMessage{}}
-	err := forEachMember(r.raw, func(key string, val []byte) error {
+	err := jsonscan.Members(r.raw, func(key string, val []byte) error {
 		if _, dup := r.vals[key]; !dup {
 			r.keys = append(r.keys, key)
 		}
@@ -176,7 +178,7 @@ func (r *Request) setKnown(key string, val []byte) error {
 			return &ValidationError{Field: key, Reason: "must be an array of messages"}
 		}
 		r.Messages = []Message{}
-		return forEachElement(val, func(i int, elem []byte) error {
+		return jsonscan.Elements(val, func(i int, elem []byte) error {
 			m, err := parseMessage(elem, "messages["+strconv.Itoa(i)+"].")
 			r.Messages = append(r.Messages, m)
 			return err
@@ -209,10 +211,10 @@ func (r *Request) setKnown(key string, val []byte) error {
 // parseMessage reads one message; prefix ("messages[3].") starts field names.
 func parseMessage(b []byte, prefix string) (Message, error) {
 	var m Message
-	if i := skipWS(b, 0); i >= len(b) || b[i] != '{' {
+	if i := jsonscan.SkipSpace(b, 0); i >= len(b) || b[i] != '{' {
 		return m, &ValidationError{Field: trimDot(prefix), Reason: "must be an object"}
 	}
-	err := forEachMember(b, func(key string, val []byte) error {
+	err := jsonscan.Members(b, func(key string, val []byte) error {
 		var err error
 		switch key {
 		case "role":
@@ -233,7 +235,7 @@ func parseMessage(b []byte, prefix string) (Message, error) {
 		}
 		return err
 	})
-	if errors.Is(err, errScan) {
+	if errors.Is(err, jsonscan.ErrMalformed) {
 		return m, &ValidationError{Field: trimDot(prefix), Reason: "is not valid JSON"}
 	}
 	return m, err
@@ -313,9 +315,9 @@ func messageText(content json.RawMessage) (string, int) {
 	case '[':
 		var buf bytes.Buffer
 		other := 0
-		_ = forEachElement(content, func(_ int, part []byte) error {
+		_ = jsonscan.Elements(content, func(_ int, part []byte) error {
 			var typ, text []byte
-			_ = forEachMember(part, func(k string, v []byte) error {
+			_ = jsonscan.Members(part, func(k string, v []byte) error {
 				switch k {
 				case "type":
 					typ = v

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mimoq/mimoq/internal/jsonscan"
 )
 
 // userBody is a batch-file body with everything a user might write: fields
@@ -44,7 +46,7 @@ func members(t *testing.T, b []byte) ([]string, map[string]json.RawMessage) {
 	t.Helper()
 	var keys []string
 	vals := map[string]json.RawMessage{}
-	if err := forEachMember(b, func(k string, v []byte) error {
+	if err := jsonscan.Members(b, func(k string, v []byte) error {
 		keys = append(keys, k)
 		vals[k] = v
 		return nil

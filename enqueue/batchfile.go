@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/internal/jsonscan"
 )
 
 // Limits of a batch input file.
@@ -224,14 +225,9 @@ func parseLine(line []byte, models apiclient.Models) (*BatchLine, string) {
 	if !utf8.Valid(line) {
 		return nil, "line is not valid UTF-8"
 	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	var env lineEnvelope
-	if err := dec.Decode(&env); err != nil {
-		return nil, jsonReason(err)
-	}
-	if dec.More() {
-		return nil, "invalid JSON: more than one value on the line"
+	env, reason := readEnvelope(line)
+	if reason != "" {
+		return nil, reason
 	}
 	if len(env.CustomID) == 0 || string(env.CustomID) == "null" {
 		return nil, "custom_id is missing"
@@ -262,25 +258,84 @@ func parseLine(line []byte, models apiclient.Models) (*BatchLine, string) {
 	if err := models.Validate(req); err != nil {
 		return nil, "body: " + err.Error()
 	}
-	return &BatchLine{CustomID: customID, Body: env.Body, Model: req.Model}, ""
+	return &BatchLine{CustomID: customID, Body: bytes.Clone(env.Body), Model: req.Model}, ""
+}
+
+// errSlowPath sends a line to encoding/json, whose error names the problem.
+var errSlowPath = errors.New("not the plain envelope")
+
+// readEnvelope decodes a line's envelope: with one validity scan and a walk
+// over its members when the line is valid JSON holding only the known
+// fields, as strings where strings are expected; through encoding/json
+// otherwise, which accepts or refuses it the same way and says why.
+func readEnvelope(line []byte) (lineEnvelope, string) {
+	var env lineEnvelope
+	if json.Valid(line) {
+		err := jsonscan.Members(line, func(key string, val []byte) error {
+			switch key {
+			case "custom_id":
+				env.CustomID = val
+			case "body":
+				env.Body = val
+			case "method", "url":
+				if val[0] != '"' {
+					return errSlowPath
+				}
+				v, err := jsonscan.String(val)
+				if err != nil {
+					return err
+				}
+				if key == "method" {
+					env.Method = v
+				} else {
+					env.URL = v
+				}
+			default:
+				return errSlowPath
+			}
+			return nil
+		})
+		if err == nil {
+			return env, ""
+		}
+	}
+	return decodeEnvelope(line)
+}
+
+// decodeEnvelope is readEnvelope through encoding/json alone.
+func decodeEnvelope(line []byte) (lineEnvelope, string) {
+	var env lineEnvelope
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return env, jsonReason(err)
+	}
+	if dec.More() {
+		return env, "invalid JSON: more than one value on the line"
+	}
+	return env, ""
 }
 
 // parseEnqueuedLine reads what the second pass of a submit needs from a
 // line the first pass validated: its custom_id and body. The model comes
 // from the first pass; a file changed in between fails its checksum.
 func parseEnqueuedLine(line []byte) (*BatchLine, string) {
-	var env lineEnvelope
-	if err := json.Unmarshal(line, &env); err != nil {
-		return nil, jsonReason(err)
+	var bl BatchLine
+	err := jsonscan.Members(line, func(key string, val []byte) error {
+		switch {
+		case key == "custom_id" && val[0] == '"':
+			s, err := jsonscan.String(val)
+			bl.CustomID = s
+			return err
+		case key == "body":
+			bl.Body = bytes.Clone(val)
+		}
+		return nil
+	})
+	if err != nil || bl.CustomID == "" || len(bl.Body) == 0 || bl.Body[0] != '{' {
+		return nil, "it is not the line the first pass read"
 	}
-	var customID string
-	if err := json.Unmarshal(env.CustomID, &customID); err != nil || customID == "" {
-		return nil, "custom_id is missing or not a string"
-	}
-	if len(env.Body) == 0 || env.Body[0] != '{' {
-		return nil, "body is not an object"
-	}
-	return &BatchLine{CustomID: customID, Body: env.Body}, ""
+	return &bl, ""
 }
 
 // jsonReason turns an encoding/json error into a short reason.

@@ -160,3 +160,34 @@ func FuzzBatchScanner(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadEnvelope: the quick envelope reader accepts, refuses and reads
+// every line exactly as encoding/json does.
+func FuzzReadEnvelope(f *testing.F) {
+	for _, s := range []string{
+		`{"custom_id":"a","body":{"model":"m"}}`,
+		`{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"x":[1,"}"]}}`,
+		`{"Custom_ID":"a","body":{}}`,
+		`{"custom\u005fid":"a","body":{},"body":{"y":1}}`,
+		`{"custom_id":1,"method":null,"body":"x"}`,
+		`{"custom_id":"a","extra":1}`,
+		`{"custom_id":"a"} {"b":1}`,
+		`[1,2]`, `  {"url":"\u00e9\ud800","body":{}}  `, `{"method":"P\"OST"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		got, gotReason := readEnvelope(line)
+		want, wantReason := decodeEnvelope(line)
+		if gotReason != wantReason {
+			t.Fatalf("%q: reason %q, encoding/json %q", line, gotReason, wantReason)
+		}
+		if wantReason != "" {
+			return
+		}
+		if !bytes.Equal(got.CustomID, want.CustomID) || !bytes.Equal(got.Body, want.Body) ||
+			got.Method != want.Method || got.URL != want.URL {
+			t.Fatalf("%q: read %+v, encoding/json %+v", line, got, want)
+		}
+	})
+}

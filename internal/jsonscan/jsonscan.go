@@ -1,4 +1,8 @@
-package apiclient
+// Package jsonscan walks JSON already known to be valid without decoding it:
+// members and elements come out as sub-slices of the input, so that a
+// request with a large base64 image is not copied once per nesting level,
+// and the bytes of every value are exactly the bytes the user wrote.
+package jsonscan
 
 import (
 	"bytes"
@@ -7,110 +11,110 @@ import (
 	"unicode/utf8"
 )
 
-// A small scanner over JSON already checked with json.Valid. It hands out
-// members and elements as sub-slices of the input, so that a request with a
-// large base64 image is not copied once per nesting level, and so that the
-// bytes of every value are exactly the bytes the user wrote.
+// ErrMalformed is returned for input that is not the JSON expected (the
+// scanner checks only what it must: validate with json.Valid first).
+var ErrMalformed = errors.New("malformed JSON")
 
-var errScan = errors.New("malformed JSON")
-
-// forEachMember calls fn with each member of the JSON object b, in order. Each
+// Members calls fn with each member of the JSON object b, in order. Each
 // value is a sub-slice of b with its capacity clipped, so appending to it
 // cannot overwrite b.
-func forEachMember(b []byte, fn func(key string, val []byte) error) error {
-	i := skipWS(b, 0)
+func Members(b []byte, fn func(key string, val []byte) error) error {
+	i := SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return errScan
+		return ErrMalformed
 	}
-	i = skipWS(b, i+1)
+	i = SkipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return nil
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
-			return errScan
+			return ErrMalformed
 		}
 		ke := skipString(b, i)
 		if ke < 0 {
-			return errScan
+			return ErrMalformed
 		}
-		key, err := decodeKey(b[i:ke])
+		key, err := String(b[i:ke])
 		if err != nil {
 			return err
 		}
-		i = skipWS(b, ke)
+		i = SkipSpace(b, ke)
 		if i >= len(b) || b[i] != ':' {
-			return errScan
+			return ErrMalformed
 		}
-		i = skipWS(b, i+1)
+		i = SkipSpace(b, i+1)
 		ve := skipValue(b, i)
 		if ve < 0 {
-			return errScan
+			return ErrMalformed
 		}
 		if err := fn(key, b[i:ve:ve]); err != nil {
 			return err
 		}
-		i = skipWS(b, ve)
+		i = SkipSpace(b, ve)
 		if i >= len(b) {
-			return errScan
+			return ErrMalformed
 		}
 		switch b[i] {
 		case ',':
-			i = skipWS(b, i+1)
+			i = SkipSpace(b, i+1)
 		case '}':
 			return nil
 		default:
-			return errScan
+			return ErrMalformed
 		}
 	}
 }
 
-// forEachElement calls fn with each element of the JSON array b, in order.
-func forEachElement(b []byte, fn func(i int, val []byte) error) error {
-	i := skipWS(b, 0)
+// Elements calls fn with each element of the JSON array b, in order.
+func Elements(b []byte, fn func(i int, val []byte) error) error {
+	i := SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '[' {
-		return errScan
+		return ErrMalformed
 	}
-	i = skipWS(b, i+1)
+	i = SkipSpace(b, i+1)
 	if i < len(b) && b[i] == ']' {
 		return nil
 	}
 	for n := 0; ; n++ {
 		ve := skipValue(b, i)
 		if ve < 0 {
-			return errScan
+			return ErrMalformed
 		}
 		if err := fn(n, b[i:ve:ve]); err != nil {
 			return err
 		}
-		i = skipWS(b, ve)
+		i = SkipSpace(b, ve)
 		if i >= len(b) {
-			return errScan
+			return ErrMalformed
 		}
 		switch b[i] {
 		case ',':
-			i = skipWS(b, i+1)
+			i = SkipSpace(b, i+1)
 		case ']':
 			return nil
 		default:
-			return errScan
+			return ErrMalformed
 		}
 	}
 }
 
-// decodeKey unquotes a key as encoding/json would, invalid UTF-8 included.
-func decodeKey(q []byte) (string, error) {
+// String unquotes the JSON string q as encoding/json would, invalid UTF-8
+// included.
+func String(q []byte) (string, error) {
 	if bytes.IndexByte(q, '\\') < 0 && utf8.Valid(q) {
 		return string(q[1 : len(q)-1]), nil
 	}
 	var s string
 	if err := json.Unmarshal(q, &s); err != nil {
-		return "", errScan
+		return "", ErrMalformed
 	}
 	return s, nil
 }
 
-func skipWS(b []byte, i int) int {
+// SkipSpace returns the index of the first byte at or after i that is not
+// JSON white space.
+func SkipSpace(b []byte, i int) int {
 	for i < len(b) && isSpace(b[i]) {
 		i++
 	}
