@@ -86,7 +86,7 @@ How to read them:
   are busy in every drain, so the rate is set by the CPU each job costs (the CPU row). The
   no-op baseline makes no API call at all; asynq + glue is the least any queue that calls
   the API does per job (decode the task, one HTTP call to the same mock, store the answer)
-  and already runs at 0.53–0.60× of the no-op rate here, which bounds every design,
+  and already runs at 0.53–0.61× of the no-op rate here, which bounds every design,
   mimoq's included. mimoq's extra cost per job over the glue: its job record (begin, then outcome,
   batch count and notice in one round trip), the per-model asynq servers' dequeue (the
   interactive queue is asked first 4 times in 5 while only the batch has work), parsing the
