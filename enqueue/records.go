@@ -224,6 +224,9 @@ func (r *Records) FinishAnnounce(ctx context.Context, batchID, id string, o Outc
 	if u := o.Usage; u != nil {
 		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
 	}
+	// What the batch count did, over both tries: when Redis had lost one
+	// script but not the other, the count may have run in the first.
+	n := int64(0)
 	for try := 0; ; try++ {
 		pipe := r.rdb.Pipeline()
 		fin := finishScript.EvalSha(ctx, pipe, []string{r.keys.job(id), r.keys.history(id)}, argv...)
@@ -234,6 +237,11 @@ func (r *Records) FinishAnnounce(ctx context.Context, batchID, id string, o Outc
 		}
 		pipe.Publish(ctx, DoneChannel(r.keys.prefix, id), string(o.State))
 		_, err := pipe.Exec(ctx)
+		if count != nil {
+			if v, cerr := count.Int64(); cerr == nil {
+				n = max(n, v)
+			}
+		}
 		if err != nil && try == 0 && isNoScript(err) {
 			if err := r.loadScripts(ctx, finishScript, batchFinishScript); err != nil {
 				return Finished{}, false, fmt.Errorf("finish job %s: %w", id, err)
@@ -247,7 +255,6 @@ func (r *Records) FinishAnnounce(ctx context.Context, batchID, id string, o Outc
 		if err != nil || count == nil {
 			return f, false, err
 		}
-		n, _ := count.Int()
 		if f.State != o.State {
 			if n > 0 {
 				if err := r.uncount(ctx, batchID, id, o.State, o.Usage); err != nil {
