@@ -220,22 +220,13 @@ func (r *Records) FinishAnnounce(ctx context.Context, batchID, id string, o Outc
 	if err != nil {
 		return Finished{}, false, fmt.Errorf("finish job %s: %w", id, err)
 	}
-	var p, c, t int64
-	if u := o.Usage; u != nil {
-		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
-	}
 	// What the batch count did, over both tries: when Redis had lost one
 	// script but not the other, the count may have run in the first.
 	n := int64(0)
 	for try := 0; ; try++ {
 		pipe := r.rdb.Pipeline()
 		fin := finishScript.EvalSha(ctx, pipe, []string{r.keys.job(id), r.keys.history(id)}, argv...)
-		var count *redis.Cmd
-		if batchID != "" {
-			count = batchFinishScript.EvalSha(ctx, pipe, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
-				now.UTC().Format(timeLayout), int64(r.resultTTL/time.Second), id, string(o.State), p, c, t)
-		}
-		pipe.Publish(ctx, DoneChannel(r.keys.prefix, id), string(o.State))
+		count := r.queueAnnounce(ctx, pipe, batchID, id, o.State, o.Usage, now)
 		_, err := pipe.Exec(ctx)
 		if count != nil {
 			if v, cerr := count.Int64(); cerr == nil {
@@ -454,18 +445,9 @@ const batchEnded = 2
 // reports whether that ended the batch; the caller then calls
 // PublishBatchDone.
 func (r *Records) Announce(ctx context.Context, batchID, jobID string, st State, u *Usage) (bool, error) {
-	var p, c, t int64
-	if u != nil {
-		p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
-	}
 	for try := 0; ; try++ {
 		pipe := r.rdb.Pipeline()
-		var count *redis.Cmd
-		if batchID != "" {
-			count = batchFinishScript.EvalSha(ctx, pipe, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
-				time.Now().UTC().Format(timeLayout), int64(r.resultTTL/time.Second), jobID, string(st), p, c, t)
-		}
-		pipe.Publish(ctx, DoneChannel(r.keys.prefix, jobID), string(st))
+		count := r.queueAnnounce(ctx, pipe, batchID, jobID, st, u, time.Now())
 		_, err := pipe.Exec(ctx)
 		if err != nil && try == 0 && isNoScript(err) {
 			if err := r.loadScripts(ctx, batchFinishScript); err != nil {
@@ -482,6 +464,23 @@ func (r *Records) Announce(ctx context.Context, batchID, jobID string, st State,
 		n, _ := count.Int()
 		return n == batchEnded, nil
 	}
+}
+
+// queueAnnounce adds to pipe the count of job jobID's final state st in its
+// batch (when it has one; the count's reply is returned) and the job's
+// completion notice.
+func (r *Records) queueAnnounce(ctx context.Context, pipe redis.Pipeliner, batchID, jobID string, st State, u *Usage, now time.Time) *redis.Cmd {
+	var count *redis.Cmd
+	if batchID != "" {
+		var p, c, t int64
+		if u != nil {
+			p, c, t = u.PromptTokens, u.CompletionTokens, u.TotalTokens
+		}
+		count = batchFinishScript.EvalSha(ctx, pipe, []string{r.keys.batch(batchID), r.keys.batchFinal(batchID)},
+			now.UTC().Format(timeLayout), int64(r.resultTTL/time.Second), jobID, string(st), p, c, t)
+	}
+	pipe.Publish(ctx, DoneChannel(r.keys.prefix, jobID), string(st))
+	return count
 }
 
 // PublishBatchDone announces that every job of batch id is final.

@@ -69,19 +69,21 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Not a task mimoq wrote. Archive it; the sweeper dead-letters it.
 		return fmt.Errorf("decode payload: %v: %w", err, asynq.SkipRetry)
 	}
+	log := w.log.With().Str("job_id", p.JobID).Str("batch_id", p.BatchID).
+		Str("custom_id", p.CustomID).Str("model", p.Model).Logger()
+	ctx = log.WithContext(ctx)
+	// Every wait before the call (a slot, the retry's due time, a permit)
+	// ends when shutdown begins: the job goes back at once.
+	wait, stopWait := w.drainable(ctx)
+	defer stopWait()
+
 	// One of the process's slots, shared by every model's server. A job
 	// still waiting for one when shutdown begins goes back untouched.
-	sctx, stop := w.drainable(ctx)
-	release, err := w.slots.Acquire(sctx, p.Queue)
-	stop()
+	release, err := w.slots.Acquire(wait, p.Queue)
 	if err != nil {
 		return &retryError{Requeue: true, Cause: err}
 	}
 	defer release()
-
-	log := w.log.With().Str("job_id", p.JobID).Str("batch_id", p.BatchID).
-		Str("custom_id", p.CustomID).Str("model", p.Model).Logger()
-	ctx = log.WithContext(ctx)
 
 	b, err := w.records.Begin(ctx, &p, w.cfg.ID, time.Now())
 	if err != nil {
@@ -106,23 +108,21 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	// asynq stores retry times in whole seconds and may hand a retry over
 	// up to a second early: the backoff (and Retry-After) is honoured here.
-	if wait := time.Until(b.RetryAt); wait > 0 {
-		wctx, stop := w.drainable(ctx)
-		t := time.NewTimer(min(wait, 2*time.Second))
+	if due := time.Until(b.RetryAt); due > 0 {
+		t := time.NewTimer(min(due, 2*time.Second))
 		select {
 		case <-t.C:
-		case <-wctx.Done():
+		case <-wait.Done():
 			t.Stop()
-			stop()
-			return w.putBack(ctx, &p, nil, &retryError{Requeue: true, Cause: wctx.Err()})
+			return w.putBack(ctx, &p, nil, &retryError{Requeue: true, Cause: wait.Err()})
 		}
-		stop()
 	}
-	return w.attempt(ctx, &p, b.Attempts+1, log)
+	return w.attempt(ctx, wait, &p, b.Attempts+1, log)
 }
 
-// attempt makes call number n of the job.
-func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zerolog.Logger) error {
+// attempt makes call number n of the job. wait is ctx that also ends when
+// shutdown begins, for the wait for a permit.
+func (w *Worker) attempt(ctx, wait context.Context, p *enqueue.Payload, n int, log zerolog.Logger) error {
 	req, err := apiclient.ParseRequest(p.Body)
 	if err == nil {
 		err = w.cfg.API.Validate(req)
@@ -134,10 +134,8 @@ func (w *Worker) attempt(ctx context.Context, p *enqueue.Payload, n int, log zer
 
 	// Wait for the fleet-wide rate limit. Neither this wait nor a put-back
 	// while waiting (shutdown, paused lane) counts as an attempt.
-	waitCtx, stop := w.drainable(ctx)
 	waitStart := time.Now()
-	permit, err := w.cfg.Gate.Wait(waitCtx, p.Model, int64(req.EstimatePromptTokens()+req.MaxOutputTokens()))
-	stop()
+	permit, err := w.cfg.Gate.Wait(wait, p.Model, int64(req.EstimatePromptTokens()+req.MaxOutputTokens()))
 	w.metrics.limiterWait.WithLabelValues(p.Model).Observe(time.Since(waitStart).Seconds())
 	if err != nil {
 		delay := time.Duration(0)

@@ -133,12 +133,8 @@ func TestMaxInFlight(t *testing.T) {
 	t.Parallel()
 	const n = 5
 	m, url := serve(t, mockapi.Config{Latency: 500 * time.Millisecond})
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
 	call := func() {
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/v1/chat/completions",
-			strings.NewReader(simple("mimo-v2-flash", "hi")))
-		req.Header.Set("Authorization", "Bearer "+testKey)
-		resp, err := client.Do(req)
+		resp, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"))
 		if err != nil {
 			t.Error(err)
 			return

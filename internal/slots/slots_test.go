@@ -149,14 +149,13 @@ func TestFIFOWithinClass(t *testing.T) {
 	}
 }
 
-// With both classes always waiting, slots go to them by weight, and the
-// lighter class is still served.
+// With both classes always waiting, slots go to them by weight: the lighter
+// class gets its share too (the upper bound).
 func TestWeightedBetweenClasses(t *testing.T) {
 	t.Parallel()
 	p, _ := New(1, map[string]int{"interactive": 4, "batch": 1})
 	hold, _ := p.Acquire(context.Background(), "x")
 	const perClass = 2000
-	var got sync.Map
 	var mu sync.Mutex
 	sequence := make([]string, 0, 2*perClass)
 	var wg sync.WaitGroup
@@ -171,7 +170,6 @@ func TestWeightedBetweenClasses(t *testing.T) {
 				mu.Lock()
 				sequence = append(sequence, class)
 				mu.Unlock()
-				got.Store(class, true)
 				r()
 			})
 		}
@@ -190,9 +188,6 @@ func TestWeightedBetweenClasses(t *testing.T) {
 	share := float64(interactive) / perClass
 	if share < 0.7 || share > 0.9 {
 		t.Fatalf("interactive got %.2f of the slots while both waited, want ≈ 0.8 (weights 4:1)", share)
-	}
-	if _, ok := got.Load("batch"); !ok {
-		t.Fatal("batch was never served")
 	}
 }
 
