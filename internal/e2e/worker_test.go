@@ -182,10 +182,13 @@ func TestSIGTERMBurnsNoAttempt(t *testing.T) {
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "20s")
 	w := f.startWorker("MIMOQ_CONCURRENCY=20", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0", "MIMOQ_SHUTDOWN_TIMEOUT=300ms")
 	ids := f.submit(30, "mimo-v2-flash", enqueue.QueueInteractive)
+	// max_in_flight counts calls as they arrive (total_requests only as
+	// they are answered, 20 s later, when the next ones may not have
+	// started yet).
 	Eventually(t, 30*time.Second, "20 calls in flight", func() bool {
 		var st mockStats
 		f.mock.Stats(t, &st)
-		return st.TotalRequests >= 20
+		return st.MaxInFlight >= 20
 	})
 	w.Signal(syscall.SIGTERM)
 	if code := w.Wait(30 * time.Second); code != 0 {
