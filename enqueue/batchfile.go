@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/jsonscan"
 )
 
@@ -22,7 +23,7 @@ import (
 const (
 	// DefaultMaxLineBytes is the longest line accepted: room for requests
 	// that carry images or audio as base64.
-	DefaultMaxLineBytes = 16 << 20
+	DefaultMaxLineBytes = job.DefaultMaxLineBytes
 	// MaxCustomIDLength is the longest custom_id accepted.
 	MaxCustomIDLength = 512
 )

@@ -2,9 +2,9 @@ package enqueue_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -14,6 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/mockapi"
+	"github.com/mimoq/mimoq/worker"
 )
 
 // exampleRedis starts a throwaway redis-server for an example (examples get
@@ -101,26 +103,27 @@ func ExampleClient_Wait() {
 	c, _ := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb})
 	defer c.Close()
 
-	id, _ := c.Submit(ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`))
-
-	// A worker would do this; here it is played by hand.
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		p := &enqueue.Payload{JobID: id, Queue: enqueue.QueueInteractive, Model: "mimo-v2-flash"}
-		_, _ = c.Records().Begin(ctx, p, "example-worker", time.Now())
-		u := &enqueue.Usage{PromptTokens: 3, CompletionTokens: 5, TotalTokens: 8}
-		_, _ = c.Records().Finish(ctx, id, enqueue.Outcome{State: enqueue.StateSucceeded, Counted: true,
-			Result: json.RawMessage(`{"choices":[{"message":{"role":"assistant","content":"Hello!"}}]}`), StatusCode: 200, Usage: u}, time.Now())
-		_ = c.Records().PublishDone(ctx, id, enqueue.StateSucceeded)
-	}()
-
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	j, err := c.Wait(wctx, id)
+	// A worker against the mock API (a real one needs MIMO_API_KEY).
+	mock, _ := mockapi.New(mockapi.Config{Key: "sk-example"})
+	api := httptest.NewServer(mock)
+	defer api.Close()
+	w, err := worker.New(worker.Config{Redis: rdb, BaseURL: api.URL + "/v1", APIKey: "sk-example"})
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println(j.State, j.Attempts, j.Usage.TotalTokens, string(j.Result))
+	wctx, stopWorker := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(wctx) }()
+	defer func() { stopWorker(); <-done }()
+
+	id, _ := c.Submit(ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`))
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	j, err := c.Wait(waitCtx, id)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(j.State, j.Attempts, j.Usage.TotalTokens > 0, len(j.Result) > 0)
 	// Output:
-	// succeeded 1 8 {"choices":[{"message":{"role":"assistant","content":"Hello!"}}]}
+	// succeeded 1 true true
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -12,9 +13,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mimoq/mimoq/apiclient"
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/records"
 )
 
 // Headers the worker sends with every call, so that the API side (and
@@ -24,367 +26,387 @@ const (
 	HeaderAttempt = "X-Mimoq-Attempt"
 )
 
-// maxInterrupts is how many interrupted deliveries (a worker crashing or
-// being stopped mid-call) a job survives before it is dead-lettered as
-// exhausted: a job that kills its worker every time must not loop forever.
-const maxInterrupts = 10
-
-// retryError asks asynq to run the task again after Delay. Requeue marks a
-// put-back that is no failure (shutdown, paused lane): it burns no attempt.
-type retryError struct {
+// laterError hands the task back to asynq, to be delivered again after
+// Delay. Requeue marks one that is no failure (a wait, a put-back, a
+// shutdown): it burns no attempt and is not counted as a failure.
+type laterError struct {
 	Delay   time.Duration
 	Requeue bool
 	Cause   error
 }
 
-func (e *retryError) Error() string {
+func (e *laterError) Error() string {
 	if e.Requeue {
-		return fmt.Sprintf("requeued (%v)", e.Cause)
+		return fmt.Sprintf("requeued for %s (%v)", e.Delay, e.Cause)
 	}
 	return fmt.Sprintf("retry in %s: %v", e.Delay, e.Cause)
 }
-func (e *retryError) Unwrap() error { return e.Cause }
+func (e *laterError) Unwrap() error { return e.Cause }
 
-// retryDelay is asynq's RetryDelayFunc: the delay the handler chose, or none
-// for a lease that expired (a crashed worker's job goes back at once).
-func retryDelay(_ int, err error, _ *asynq.Task) time.Duration {
-	var re *retryError
-	if errors.As(err, &re) {
-		return re.Delay
+// storageError is a failure of mimoq's own storage (Redis): the task comes
+// back with a backoff that grows with asynq's count of its retries, so a
+// persistent error neither spins nor ever turns the job into a dead letter.
+type storageError struct{ err error }
+
+func (e *storageError) Error() string { return "store: " + e.err.Error() }
+func (e *storageError) Unwrap() error { return e.err }
+
+// storageBackoff is the delay of the n-th retry of a task after storage
+// errors: 1 s doubling to 1 min, with jitter.
+func storageBackoff(n int) time.Duration {
+	d := time.Minute
+	if n < 6 {
+		d = time.Second << n
+	}
+	return d + time.Duration(rand.Float64()*float64(time.Second))
+}
+
+// retryDelay is asynq's RetryDelayFunc: the delay the handler chose, the
+// storage backoff, or none for a lease that expired (a crashed worker's job
+// goes back at once; Begin holds it until it is due).
+func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var le *laterError
+	if errors.As(err, &le) {
+		return le.Delay
+	}
+	var se *storageError
+	if errors.As(err, &se) {
+		return storageBackoff(n)
 	}
 	return 0
 }
 
 // isFailure tells asynq's statistics which errors are failures.
 func isFailure(err error) bool {
-	var re *retryError
-	return !errors.As(err, &re) || !re.Requeue
+	var le *laterError
+	return !errors.As(err, &le) || !le.Requeue
 }
 
-// ProcessTask handles one chat-completions job: it brings the job one step
-// towards its final state and returns nil once the outcome is safely stored.
+// decodePayload reads a task's payload. Tasks of earlier versions, which
+// carried the request too, decode the same.
+func decodePayload(b []byte) (job.Payload, error) {
+	var p job.Payload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, err
+	}
+	if p.JobID == "" {
+		return p, errors.New("no job_id")
+	}
+	return p, nil
+}
+
+// ProcessTask handles one delivery of a job: it brings the job one step
+// towards its final state and returns nil once the outcome is safely
+// stored, or an error that hands the task back to asynq.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	var p enqueue.Payload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == "" {
+	p, err := decodePayload(t.Payload())
+	if err != nil {
 		// Not a task mimoq wrote. Archive it; the sweeper dead-letters it.
 		return fmt.Errorf("decode payload: %v: %w", err, asynq.SkipRetry)
 	}
 	log := w.log.With().Str("job_id", p.JobID).Str("batch_id", p.BatchID).
 		Str("custom_id", p.CustomID).Str("model", p.Model).Logger()
 	ctx = log.WithContext(ctx)
-	// Every wait before the call (a slot, the retry's due time, a permit)
-	// ends when shutdown begins: the job goes back at once.
+	// Every wait before the call ends when shutdown begins: the job goes
+	// back at once.
 	wait, stopWait := w.drainable(ctx)
 	defer stopWait()
 
-	// One of the process's slots, shared by every model's server. A job
-	// still waiting for one when shutdown begins goes back untouched.
-	release, err := w.slots.Acquire(wait, p.Queue)
+	// One of the process's slots, shared by every model's server, for at
+	// most MaxHold: a job that cannot get one goes back for any worker.
+	hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
+	release, err := w.slots.Acquire(hold, p.Queue)
+	endHold()
 	if err != nil {
-		return &retryError{Requeue: true, Cause: err}
+		return &laterError{Requeue: true, Cause: fmt.Errorf("no slot free: %w", err)}
 	}
 	defer release()
 
-	b, err := w.records.Begin(ctx, &p, w.cfg.ID, time.Now())
-	if err != nil {
-		return err // Redis trouble: asynq retries the task later
-	}
-	if b.State.Final() {
-		// Redelivered after its outcome was stored: finish the side effects
-		// that may not have happened, never call the API again.
-		return w.settle(ctx, &p, b.State)
-	}
-	if b.Interrupted {
-		log.Warn().Int("interrupts", b.Interrupts).Msg("job was interrupted in an earlier delivery")
-		if b.Interrupts > maxInterrupts {
-			return w.deadLetter(ctx, &p, &enqueue.JobError{
-				Code: "worker_interrupted", Class: "exhausted", Reason: "interrupted",
-				Message: fmt.Sprintf("the job interrupted its worker %d times", b.Interrupts),
-			}, nil, nil)
+	lease := records.NewLease()
+	for {
+		var b records.Begun
+		if err := durably(ctx, func(ctx context.Context) (err error) {
+			b, err = w.records.Begin(ctx, p.JobID, lease, w.cfg.ID, time.Now())
+			return err
+		}); err != nil {
+			return &storageError{err}
+		}
+		act := decideStart(b, w.policy)
+		switch act.Kind {
+		case ActCall:
+			if b.Interrupted {
+				log.Warn().Int("interrupts", b.Interrupts).Msg("job was interrupted in an earlier delivery")
+			}
+			return w.attempt(ctx, wait, b, log)
+		case ActDrop:
+			// Its record expired after a final state (a canceled job's task
+			// found late): nothing to run, nothing lost.
+			w.metrics.dropped.Inc()
+			log.Info().Msg("task of a job without a record dropped")
+			return nil
+		case ActSettle:
+			return w.settle(ctx, p.JobID, b.State)
+		case ActDeadLetter:
+			return w.deadLetterUnstarted(ctx, b.Delivery, &job.Error{Code: "worker_interrupted", Class: act.Class,
+				Reason: act.Reason, Message: fmt.Sprintf("the job interrupted its worker %d times", b.Interrupts)})
+		case ActWait:
+			d := time.Until(act.At)
+			if d > w.policy.ShortWait {
+				return &laterError{Delay: d, Requeue: true, Cause: errors.New("not due yet")}
+			}
+			// asynq keeps retry times in whole seconds and hands retries
+			// over up to a second early: wait out the rest here, then ask
+			// again.
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-wait.Done():
+				t.Stop()
+				return &laterError{Delay: time.Until(act.At), Requeue: true, Cause: wait.Err()}
+			}
 		}
 	}
-	if w.isCanceled(ctx, &p) {
-		return w.finish(ctx, &p, enqueue.Outcome{State: enqueue.StateCanceled})
-	}
-	// asynq stores retry times in whole seconds and may hand a retry over
-	// up to a second early: the backoff (and Retry-After) is honoured here.
-	if due := time.Until(b.RetryAt); due > 0 {
-		t := time.NewTimer(min(due, 2*time.Second))
-		select {
-		case <-t.C:
-		case <-wait.Done():
-			t.Stop()
-			return w.putBack(ctx, &p, nil, &retryError{Requeue: true, Cause: wait.Err()})
-		}
-	}
-	return w.attempt(ctx, wait, &p, b.Attempts+1, log)
 }
 
-// attempt makes call number n of the job. wait is ctx that also ends when
-// shutdown begins, for the wait for a permit.
-func (w *Worker) attempt(ctx, wait context.Context, p *enqueue.Payload, n int, log zerolog.Logger) error {
-	req, err := apiclient.ParseRequest(p.Body)
+// timeLeft is the time until asynq ends this delivery, or -1 for no end.
+func timeLeft(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), 0)
+	}
+	return -1
+}
+
+// attempt makes the next call of the job begun as b. wait is ctx that also
+// ends when shutdown begins, for the wait for a permit.
+func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, log zerolog.Logger) error {
+	d, n := b.Delivery, b.Attempts+1
+	req, err := apiclient.ParseRequest(b.Body)
 	if err == nil {
-		err = w.cfg.API.Validate(req)
+		err = w.api.Validate(req)
 	}
 	if err != nil {
-		// Validated at submit time; the model list may have changed since.
-		return w.deadLetter(ctx, p, jobError(err, apiclient.Classify(err), 0), nil, nil)
+		// Validated at submit time; the catalog may have changed since.
+		return w.carryOut(ctx, d, b.Model, n, decide(apiclient.Classify(err), false, n, w.policy, time.Now()), nil, err, 0, time.Now(), log)
 	}
 
-	// Wait for the fleet-wide rate limit. Neither this wait nor a put-back
-	// while waiting (shutdown, paused lane) counts as an attempt.
+	// Wait for the fleet-wide rate limit, for at most MaxHold. Neither the
+	// wait nor a put-back while waiting (shutdown, paused lane) counts as
+	// an attempt.
 	waitStart := time.Now()
-	permit, err := w.cfg.Gate.Wait(wait, p.Model, int64(req.EstimatePromptTokens()+req.MaxOutputTokens()))
-	w.metrics.limiterWait.WithLabelValues(p.Model).Observe(time.Since(waitStart).Seconds())
+	hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
+	permit, err := w.gate.Wait(hold, b.Model, int64(req.EstimatePromptTokens()+req.MaxOutputTokens()))
+	endHold()
+	w.metrics.limiterWait.WithLabelValues(b.Model).Observe(time.Since(waitStart).Seconds())
 	if err != nil {
-		delay := time.Duration(0)
+		due := time.Time{}
+		reason := "no_permit"
 		if errors.Is(err, lane.ErrPaused) {
-			delay = time.Second
+			due, reason = time.Now().Add(time.Second), "lane_paused"
 		}
-		return w.putBack(ctx, p, nil, &retryError{Delay: delay, Requeue: true, Cause: err})
+		return w.putBack(ctx, d, nil, due, reason)
+	}
+	if act := decideCall(timeLeft(ctx), w.policy); act.Kind == ActPutBack {
+		permit.Cancel()
+		return w.putBack(ctx, d, nil, time.Time{}, act.Reason)
 	}
 
 	w.metrics.inflight.Inc()
 	start := time.Now()
-	resp, callErr := w.cfg.API.Do(ctx, req,
-		apiclient.WithHeader(HeaderJobID, p.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
+	resp, callErr := w.api.Do(ctx, req,
+		apiclient.WithHeader(HeaderJobID, d.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
 	elapsed := time.Since(start)
 	w.metrics.inflight.Dec()
 
 	cl := apiclient.Classify(callErr)
 	if cl.Class != apiclient.ClassNone || callErr == nil {
-		w.counts.add(p.Model, callErr == nil)
+		w.counts.add(b.Model, callErr == nil)
 	}
-	entry := &enqueue.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(),
-		Class: string(cl.Class), Reason: string(cl.Reason), Worker: w.cfg.ID}
-	ev := func(e *zerolog.Event) *zerolog.Event {
-		return e.Int("attempt", n).Int("status", entry.StatusCode).Str("error_code", entry.ErrorCode).
-			Str("class", entry.Class).Str("request_id", entry.RequestID).Int64("latency_ms", entry.DurationMs)
-	}
-
 	if callErr == nil {
 		u := usageOf(resp)
-		permit.Done(u.TotalTokens)
-		entry.StatusCode, entry.RequestID, entry.Class = resp.StatusCode, resp.RequestID, "success"
-		w.metrics.latency.WithLabelValues(p.Model, strconv.Itoa(resp.StatusCode)).Observe(elapsed.Seconds())
-		err := w.finish(ctx, p, enqueue.Outcome{State: enqueue.StateSucceeded, Counted: true, Entry: entry,
-			Result: resp.Raw, StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: u})
-		if err == nil {
-			w.metrics.jobs.WithLabelValues("succeeded", "success", p.Model).Inc()
-			ev(log.Info()).Msg("attempt succeeded")
+		if u.TotalTokens > 0 {
+			permit.Done(u.TotalTokens)
+		} else {
+			permit.Done(permit.Tokens) // no usage reported: the reservation stands
 		}
-		return err
+	} else {
+		permit.Done(permit.Tokens) // the API may have counted the call
+	}
+	act := decide(cl, callErr == nil, n, w.policy, time.Now())
+	return w.carryOut(ctx, d, b.Model, n, act, resp, callErr, elapsed, start, log)
+}
+
+// carryOut does what decide said after attempt n: the lane's effects, then
+// the job's new state.
+func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string, n int, act Action,
+	resp *apiclient.Response, callErr error, elapsed time.Duration, start time.Time, log zerolog.Logger) error {
+	if act.Cooldown > 0 {
+		if err := w.gate.Cooldown(ctx, model, act.Cooldown); err != nil {
+			log.Error().Err(err).Msg("start lane cooldown")
+		}
+	}
+	entry := &job.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(), Reason: act.Reason,
+		Worker: w.cfg.ID}
+	ev := func(e *zerolog.Event) *zerolog.Event {
+		return e.Int("attempt", n).Int("status", entry.StatusCode).Str("error_code", entry.ErrorCode).
+			Str("class", string(entry.Class)).Str("request_id", entry.RequestID).Int64("latency_ms", entry.DurationMs)
+	}
+	if act.Kind == ActSucceed {
+		entry.StatusCode, entry.RequestID, entry.Class = resp.StatusCode, resp.RequestID, job.ClassSuccess
+		w.metrics.latency.WithLabelValues(model, strconv.Itoa(resp.StatusCode)).Observe(elapsed.Seconds())
+		o := records.Outcome{State: job.StateSucceeded, Counted: true, Entry: entry, Result: resp.Raw,
+			StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: usageOf(resp)}
+		if err := w.finish(ctx, d, o); err != nil {
+			return err
+		}
+		w.metrics.jobs.WithLabelValues("succeeded", string(job.ClassSuccess), model).Inc()
+		ev(log.Debug()).Msg("attempt succeeded")
+		return nil
 	}
 
-	permit.Done(permit.Tokens) // the reservation stands: the API may have counted the call
-	jerr := jobError(callErr, cl, 0)
+	jerr := jobError(callErr, apiclient.Classify(callErr))
 	entry.StatusCode, entry.ErrorCode, entry.Message, entry.RequestID = jerr.StatusCode, jerr.Code, jerr.Message, jerr.RequestID
-	w.metrics.latency.WithLabelValues(p.Model, strconv.Itoa(jerr.StatusCode)).Observe(elapsed.Seconds())
-
-	switch cl.Class {
-	case apiclient.ClassNone:
-		// Our own context ended (shutdown past its grace, task deadline):
-		// not the API's failure, so no attempt is burnt.
-		entry.Class, entry.Reason = "", "interrupted"
-		w.metrics.jobs.WithLabelValues("requeued", "", p.Model).Inc()
+	entry.Class = jerr.Class
+	if jerr.StatusCode != 0 || elapsed > 0 {
+		w.metrics.latency.WithLabelValues(model, strconv.Itoa(jerr.StatusCode)).Observe(elapsed.Seconds())
+	}
+	switch act.Kind {
+	case ActPutBack:
+		entry.Class, entry.Reason = job.ClassNone, "interrupted"
 		ev(log.Warn()).Msg("attempt interrupted")
-		return w.putBack(ctx, p, entry, &retryError{Requeue: true, Cause: callErr})
+		return w.putBack(ctx, d, entry, act.At, act.Reason)
 
-	case apiclient.ClassRetryable:
-		if cl.StatusCode == 429 {
-			cool := cl.RetryAfter
-			if cool <= 0 {
-				cool = w.cfg.Backoff.Delay(n, 0)
-			}
-			if err := w.cfg.Gate.Cooldown(ctx, p.Model, cool); err != nil {
-				log.Error().Err(err).Msg("start lane cooldown")
-			}
-		}
-		if n >= w.cfg.MaxAttempts {
-			jerr.Class = "exhausted"
-			ev(log.Warn()).Msg("attempts exhausted")
-			return w.deadLetter(ctx, p, jerr, entry, errorBodyOf(callErr))
-		}
-		delay := w.cfg.Backoff.Delay(n, cl.RetryAfter)
-		entry.NextDelay = delay.Milliseconds()
-		if err := durably(ctx, func(ctx context.Context) error {
-			_, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateRetrying, Counted: true,
-				Entry: entry, Error: jerr, StatusCode: jerr.StatusCode, RequestID: jerr.RequestID,
-				RetryAt: time.Now().Add(delay)}, time.Now())
-			return err
-		}); err != nil {
+	case ActRetry:
+		entry.NextDelay = time.Until(act.At).Milliseconds()
+		o := records.Outcome{State: job.StateRetrying, Counted: true, Entry: entry, Error: jerr,
+			StatusCode: jerr.StatusCode, RequestID: jerr.RequestID, DueAt: act.At}
+		if err := w.finish(ctx, d, o); err != nil {
 			return err
 		}
-		w.metrics.jobs.WithLabelValues("retried", string(cl.Class), p.Model).Inc()
+		w.metrics.jobs.WithLabelValues("retried", string(job.ClassRetryable), model).Inc()
 		ev(log.Warn()).Int64("next_delay_ms", entry.NextDelay).Msg("attempt failed, will retry")
-		return &retryError{Delay: delay, Cause: callErr}
+		return &laterError{Delay: time.Until(act.At), Cause: callErr}
 
-	default: // terminal
-		if cl.PauseLane {
-			reason := fmt.Sprintf("%d %s on job %s", jerr.StatusCode, jerr.Code, p.JobID)
-			if _, err := w.cfg.Lanes.Pause(ctx, p.Model, reason); err != nil {
+	default: // ActDeadLetter
+		jerr.Class = act.Class
+		if !act.Counted {
+			entry = nil
+		}
+		if act.PauseLane {
+			reason := fmt.Sprintf("%d %s on job %s", jerr.StatusCode, jerr.Code, d.JobID)
+			if _, err := w.lanes.Pause(ctx, model, reason); err != nil {
 				log.Error().Err(err).Msg("pause lane")
 			} else {
 				log.Warn().Str("reason", reason).Msg("lane paused")
 			}
 		}
-		ev(log.Warn()).Msg("attempt failed, dead-lettered")
-		return w.deadLetter(ctx, p, jerr, entry, errorBodyOf(callErr))
+		ev(log.Warn()).Str("class", string(act.Class)).Msg("attempt failed, dead-lettered")
+		o := records.Outcome{State: job.StateDead, Counted: act.Counted, Entry: entry, Error: jerr,
+			StatusCode: jerr.StatusCode, RequestID: jerr.RequestID, ErrorBody: errorBodyOf(callErr)}
+		if err := w.finish(ctx, d, o); err != nil {
+			return err
+		}
+		w.metrics.jobs.WithLabelValues("dead", string(act.Class), model).Inc()
+		return nil
 	}
 }
 
 // drainable returns a context that also ends when the worker starts to shut
-// down, so that jobs still waiting for a permit are put back at once.
+// down, so that jobs still waiting for a slot or a permit go back at once.
 func (w *Worker) drainable(ctx context.Context) (context.Context, func()) {
 	c, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(w.drain, cancel)
 	return c, func() { stop(); cancel() }
 }
 
-// putBack returns the job to queued without counting an attempt and hands
-// asynq the error that reschedules the task.
-func (w *Worker) putBack(ctx context.Context, p *enqueue.Payload, entry *enqueue.Attempt, re *retryError) error {
-	if err := durably(ctx, func(ctx context.Context) error {
-		_, err := w.records.Finish(ctx, p.JobID, enqueue.Outcome{State: enqueue.StateQueued, Entry: entry}, time.Now())
+// putBack returns the job to queued without counting an attempt (not to be
+// taken before due, when set) and hands the task back to asynq.
+func (w *Worker) putBack(ctx context.Context, d records.Delivery, entry *job.Attempt, due time.Time, reason string) error {
+	w.metrics.jobs.WithLabelValues("requeued", "", "").Inc()
+	if err := w.finish(ctx, d, records.Outcome{State: job.StateQueued, Entry: entry, DueAt: due}); err != nil {
 		return err
-	}); err != nil {
-		zerolog.Ctx(ctx).Error().Err(err).Msg("put job back")
 	}
-	return re
+	return &laterError{Delay: max(time.Until(due), 0), Requeue: true, Cause: errors.New(reason)}
 }
 
-// deadLetter stores the job as dead (record, then dead-letter store, then
-// batch counters) before the task leaves asynq.
-func (w *Worker) deadLetter(ctx context.Context, p *enqueue.Payload, jerr *enqueue.JobError, entry *enqueue.Attempt, errorBody json.RawMessage) error {
-	o := enqueue.Outcome{State: enqueue.StateDead, Counted: entry != nil, Entry: entry, Error: jerr,
-		StatusCode: jerr.StatusCode, RequestID: jerr.RequestID, ErrorBody: errorBody}
-	if err := w.finish(ctx, p, o); err != nil {
+// finish writes an outcome, durably, and settles what it leaves to do: the
+// dead letter of a dead job. When the job has moved on meanwhile (requeued,
+// or taken by another delivery), this delivery's outcome is dropped; if the
+// job is waiting again, the task is kept for it.
+func (w *Worker) finish(ctx context.Context, d records.Delivery, o records.Outcome) error {
+	var f records.Finished
+	if err := durably(ctx, func(ctx context.Context) (err error) {
+		f, err = w.records.Finish(ctx, d, o, time.Now())
 		return err
+	}); err != nil {
+		return &storageError{err}
 	}
-	w.metrics.jobs.WithLabelValues("dead", jerr.Class, p.Model).Inc()
+	switch f.Written {
+	case records.Gone:
+		return nil
+	case records.Stale:
+		zerolog.Ctx(ctx).Warn().Str("state", string(f.State)).Msg("job moved on during this delivery; its outcome is dropped")
+		if f.State == job.StateQueued || f.State == job.StateRetrying {
+			return &laterError{Requeue: true, Cause: errRequeued}
+		}
+		return nil
+	}
+	if f.State == job.StateDead {
+		return w.settle(ctx, d.JobID, f.State)
+	}
 	return nil
 }
 
-// finish writes a final outcome and then settles its side effects.
-func (w *Worker) finish(ctx context.Context, p *enqueue.Payload, o enqueue.Outcome) error {
-	if o.State != enqueue.StateDead {
-		// The common case: the outcome, its batch count and its notice
-		// in one round trip.
-		return durably(ctx, func(wctx context.Context) error {
-			f, done, err := w.records.FinishAnnounce(wctx, p.BatchID, p.JobID, o, time.Now())
-			if err != nil {
-				return err
-			}
-			if f.State != o.State {
-				// Another delivery finished the job otherwise first.
-				return w.settle(wctx, p, f.State)
-			}
-			if done {
-				w.publishBatchDone(wctx, p.BatchID)
-			}
-			return nil
-		})
+// errRequeued says that a dead job was requeued while its delivery was
+// finishing: the task is kept for it.
+var errRequeued = errors.New("job requeued during its delivery")
+
+// settle makes the side effect of a final state true that its script could
+// not write in the same step: the dead letter of a dead job, in the
+// dead-letter store's own slot. It is idempotent; a redelivered task runs
+// it again. A job found requeued meanwhile gets no dead letter, and keeps
+// the task.
+func (w *Worker) settle(ctx context.Context, id string, st job.State) error {
+	if st != job.StateDead {
+		return nil
 	}
-	return durably(ctx, func(wctx context.Context) error {
-		f, err := w.records.Finish(wctx, p.JobID, o, time.Now())
+	requeued := false
+	if err := durably(ctx, func(ctx context.Context) error {
+		j, err := w.records.Get(ctx, id, true)
+		if errors.Is(err, records.ErrNotFound) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if !f.Changed || f.State == enqueue.StateDead {
-			// Final before (a redelivery, or a write that reached Redis
-			// but whose reply was lost), or dead: the slow path reads the
-			// record, which the dead letter is built from.
-			return w.settle(wctx, p, f.State)
+		if j.State != job.StateDead {
+			requeued = !j.State.Final() && j.State != job.StateRunning
+			return nil
 		}
-		return w.announce(wctx, p, f.State, o.Usage)
-	})
-}
-
-// settle makes the side effects of a final state true: the dead-letter
-// record, the batch counters and the completion notice. Each is idempotent,
-// so a redelivered task may run it again.
-func (w *Worker) settle(ctx context.Context, p *enqueue.Payload, st enqueue.State) error {
-	j, err := w.records.Get(ctx, p.JobID)
-	if err != nil {
-		return err
+		return w.dlq.Put(ctx, dlq.FromJob(j))
+	}); err != nil {
+		return &storageError{err}
 	}
-	if st == enqueue.StateDead {
-		if err := w.cfg.DLQ.Put(ctx, deadLetterRecord(p, j)); err != nil {
-			return err
-		}
-	}
-	return w.announce(ctx, p, st, j.Usage)
-}
-
-// announce counts a final job in its batch and publishes its completion (and
-// the batch's, when it was the last), in one round trip.
-func (w *Worker) announce(ctx context.Context, p *enqueue.Payload, st enqueue.State, u *enqueue.Usage) error {
-	done, err := w.records.Announce(ctx, p.BatchID, p.JobID, st, u)
-	if err != nil {
-		return err
-	}
-	if done {
-		w.publishBatchDone(ctx, p.BatchID)
+	if requeued {
+		return &laterError{Requeue: true, Cause: errRequeued}
 	}
 	return nil
 }
 
-func (w *Worker) publishBatchDone(ctx context.Context, batchID string) {
-	if err := w.records.PublishBatchDone(ctx, batchID); err != nil {
-		// Waiters poll as a fallback: a lost notice only delays them.
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("publish batch completion")
-	}
-}
-
-// isCanceled reports whether the job's batch was canceled. The answer is
-// cached for a second per batch: a canceled batch's remaining tasks are
-// drained quickly without a Redis round trip each.
-func (w *Worker) isCanceled(ctx context.Context, p *enqueue.Payload) bool {
-	if p.BatchID == "" {
-		return false
-	}
-	now := time.Now()
-	if v, ok := w.canceled.Load(p.BatchID); ok {
-		if c := v.(canceledEntry); now.Sub(c.at) < time.Second {
-			return c.canceled
-		}
-	}
-	st, err := w.records.BatchState(ctx, p.BatchID)
-	if err != nil {
-		return false // run the job; cancel is best effort for what already started
-	}
-	c := canceledEntry{canceled: st == enqueue.BatchCanceled, at: now}
-	w.canceled.Store(p.BatchID, c)
-	return c.canceled
-}
-
-type canceledEntry struct {
-	canceled bool
-	at       time.Time
-}
-
-// deadLetterRecord builds the dead-letter record of a dead job from its
-// record, so that a redelivered task writes the very same record again.
-func deadLetterRecord(p *enqueue.Payload, j *enqueue.Job) *dlq.Record {
-	e := j.Error
-	if e == nil {
-		e = &enqueue.JobError{Code: "unknown", Class: dlq.ClassTerminal, Message: "no error recorded"}
-	}
-	deadAt := j.FinishedAt
-	if deadAt.IsZero() {
-		deadAt = j.UpdatedAt
-	}
-	r := dlq.NewRecord(p, e, j.Attempts, j.History, deadAt)
-	if r.Class != dlq.ClassExhausted {
-		r.Class = dlq.ClassTerminal
-	}
-	return r
+// deadLetterUnstarted dead-letters a job this delivery holds but did not
+// call (it interrupted its workers too often).
+func (w *Worker) deadLetterUnstarted(ctx context.Context, d records.Delivery, e *job.Error) error {
+	zerolog.Ctx(ctx).Warn().Str("reason", e.Reason).Msg("job dead-lettered without a call")
+	w.metrics.jobs.WithLabelValues("dead", string(e.Class), "").Inc()
+	return w.finish(ctx, d, records.Outcome{State: job.StateDead, Error: e})
 }
 
 // jobError turns an attempt's error into the record's last error.
-func jobError(err error, cl apiclient.Classification, status int) *enqueue.JobError {
-	je := &enqueue.JobError{Class: string(cl.Class), Reason: string(cl.Reason), StatusCode: status, Code: string(cl.Reason), Message: err.Error()}
+func jobError(err error, cl apiclient.Classification) *job.Error {
+	if err == nil {
+		return &job.Error{}
+	}
+	je := &job.Error{Class: job.Class(cl.Class), Reason: string(cl.Reason), StatusCode: cl.StatusCode,
+		Code: string(cl.Reason), Message: err.Error()}
 	var ae *apiclient.APIError
 	if errors.As(err, &ae) {
 		je.StatusCode, je.Code, je.Message, je.Type, je.RequestID = ae.StatusCode, ae.Code, ae.Message, ae.Type, ae.RequestID
@@ -404,8 +426,8 @@ func errorBodyOf(err error) json.RawMessage {
 	return nil
 }
 
-func usageOf(r *apiclient.Response) *enqueue.Usage {
-	u := &enqueue.Usage{PromptTokens: int64(r.Usage.PromptTokens), CompletionTokens: int64(r.Usage.CompletionTokens),
+func usageOf(r *apiclient.Response) *job.Usage {
+	u := &job.Usage{PromptTokens: int64(r.Usage.PromptTokens), CompletionTokens: int64(r.Usage.CompletionTokens),
 		TotalTokens: int64(r.Usage.TotalTokens)}
 	if d := r.Usage.CompletionTokensDetails; d != nil {
 		u.ReasoningTokens = int64(d.ReasoningTokens)
@@ -413,18 +435,11 @@ func usageOf(r *apiclient.Response) *enqueue.Usage {
 	return u
 }
 
-// storeTimeout bounds how long a worker keeps trying to write an outcome
-// while Redis does not answer (a restart, a failover, a network fault). An
-// API answer already received is not given up after one failed write: it
-// would be lost and the API called again. asynq's lease of the task (30 s,
-// extended while Redis answers) bounds it from above: past the lease,
-// another worker may take the task.
-const storeTimeout = 25 * time.Second
-
 // durably runs write until it succeeds or storeTimeout passes, with a
 // context that keeps ctx's values but not its cancellation: outcomes must be
 // written even when the task's context has just ended. Every write given to
-// it is idempotent, so running it again after a lost reply is safe.
+// it is idempotent (fenced by the delivery's lease), so running it again
+// after a lost reply is safe.
 func durably(ctx context.Context, write func(context.Context) error) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
@@ -434,7 +449,7 @@ func durably(ctx context.Context, write func(context.Context) error) error {
 		if err == nil || wctx.Err() != nil {
 			return err
 		}
-		zerolog.Ctx(ctx).Warn().Err(err).Dur("retry_in", delay).Msg("store outcome failed, will retry")
+		zerolog.Ctx(ctx).Warn().Err(err).Dur("retry_in", delay).Msg("store failed, will retry")
 		select {
 		case <-wctx.Done():
 			return err

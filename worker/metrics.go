@@ -10,6 +10,12 @@ type metrics struct {
 	inflight    prometheus.Gauge
 	laneState   *prometheus.GaugeVec
 	dlqSize     prometheus.Gauge
+	// dropped counts tasks of jobs without a record (expired after a
+	// final state); repairs the reconciler's repairs by kind; and
+	// sweepFailures archived tasks the sweeper could not move.
+	dropped       prometheus.Counter
+	repairs       *prometheus.CounterVec
+	sweepFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,9 +46,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "dlq_size",
 			Help: "Dead letters in mimoq's dead-letter store.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "tasks_dropped_total",
+			Help: "Tasks dropped without a call because their job has no record (it expired after a final state).",
+		}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "reconciler_repairs_total",
+			Help: "Repairs by the reconciler: task_recreated, dead_letter_written, cancel_completed, lost.",
+		}, []string{"kind"}),
+		sweepFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "sweep_failures_total",
+			Help: "Tasks archived by asynq that the sweeper could not move into the dead-letter store (retried next sweep).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize)
+		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
+			m.sweepFailures)
 	}
 	return m
 }

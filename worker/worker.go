@@ -1,7 +1,11 @@
 // Package worker runs mimoq's workers: the asynq handler that calls the MiMo
-// API through apiclient at the fleet-wide rate of internal/lane, retries what
-// is retryable with backoff, dead-letters what is not into internal/dlq, and
-// stores results, so that every job ends in exactly one final state.
+// API at the fleet-wide rate limit, retries what is retryable with backoff,
+// dead-letters what is not and stores results, so that every job ends in
+// exactly one final state; and the maintenance that keeps that true after
+// crashes and failovers (the reconciler, the sweeper of asynq's archive).
+//
+// A worker is built from its Config alone — a Redis client and the API's
+// settings — so a Go service can embed one (see the example).
 package worker
 
 import (
@@ -21,69 +25,122 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mimoq/mimoq/apiclient"
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/slots"
 )
 
-// Config configures a Worker.
+// Limit is a model's fleet-wide rate limit: requests and tokens per minute,
+// all workers together. A negative field is unlimited.
+type Limit = lane.Limit
+
+// DefaultLimit is MiMo's documented limit per account and model: 100
+// requests and 10M tokens per minute.
+var DefaultLimit = lane.DefaultLimit
+
+// Config configures a Worker. Only Redis and APIKey (or API) are required;
+// every other field has the default its comment gives.
 type Config struct {
 	// Redis holds the queues and mimoq's records. Required.
 	Redis redis.UniversalClient
-	// API calls the MiMo API. Required.
+
+	// BaseURL is the API's base URL. Default https://api.xiaomimimo.com/v1.
+	BaseURL string
+	// APIKey is the API key. Required unless API is set. It is never
+	// logged, stored or put in an error.
+	APIKey string
+	// RequestTimeout bounds one API attempt, body included. Default 5m.
+	RequestTimeout time.Duration
+	// Models is the model catalog: requests are checked against it before
+	// each call, and the worker consumes the queues of each of its models.
+	// Default apiclient.DefaultModels().
+	Models apiclient.Models
+	// API, when set, is the client the worker calls the API with, instead
+	// of one built from BaseURL, APIKey, RequestTimeout and Models.
 	API *apiclient.Client
-	// Gate is the fleet-wide rate limit and cooldown. Required.
-	Gate *lane.Gate
-	// Lanes pauses a model's lane after 401, 402 and 403. Required.
-	Lanes *lane.Lanes
-	// DLQ stores dead letters. Required.
-	DLQ *dlq.Store
-	// Records stores job records. Required.
-	Records *enqueue.Records
-	// Models are the models whose queues this worker consumes. Required.
-	Models []string
-	// Queues maps each mimoq queue to its weight. Default interactive 4,
-	// batch 1: a long batch never starves single submissions.
+
+	// Limit is every model's fleet-wide rate limit, and ModelLimits
+	// overrides it per model. The zero Limit means DefaultLimit.
+	Limit       Limit
+	ModelLimits map[string]Limit
+
+	// Queues maps each mimoq queue this worker consumes to its weight.
+	// Default interactive 4, batch 1: a long batch never starves single
+	// submissions.
 	Queues map[string]int
-	// Concurrency is the number of jobs in flight, over all models. Default 50.
+	// Concurrency is the number of API calls in flight, over all models.
+	// Default 50.
 	Concurrency int
-	// MaxAttempts is the attempt budget of a job, the first included. Default 5.
+	// MaxAttempts is the attempt budget of a job, the first included.
+	// Default 5.
 	MaxAttempts int
-	// Backoff is the delay between attempts.
+	// Backoff is the delay between attempts. Default base 1s, max 60s.
 	Backoff Backoff
-	// ShutdownTimeout is the grace for in-flight calls on shutdown. Default 30s.
+	// ResultTTL is how long final records are kept. Default 168h.
+	ResultTTL time.Duration
+	// ShutdownTimeout is the grace for in-flight calls on shutdown.
+	// Default 30s.
 	ShutdownTimeout time.Duration
+	// MaxHold is the longest a job waits in this process for a slot or a
+	// permit before it goes back to its queue, burning no attempt, for
+	// whichever worker can serve it first. Default 30s.
+	MaxHold time.Duration
+
 	// TaskCheckInterval is how often an idle worker looks for new jobs.
 	// Default 10ms (asynq's 1s default gives a pickup latency of ~0.5 s).
 	TaskCheckInterval time.Duration
 	// DelayedTaskCheckInterval is how often due retries are moved back to
-	// their queue. Default 100ms (asynq's 5s default fires retries ~5 s late).
+	// their queue. Default 100ms (asynq's 5s default fires retries ~5 s
+	// late).
 	DelayedTaskCheckInterval time.Duration
 	// SweepInterval is how often tasks asynq archived by itself are moved
 	// into the dead-letter store. Default 30s.
 	SweepInterval time.Duration
+	// ReconcileInterval is how often the fleet's reconciler runs (one
+	// worker at a time): it gives lost jobs a task again. Default 1m.
+	ReconcileInterval time.Duration
+	// ReconcileGrace is how old a job must be before the reconciler looks
+	// at it. Default 2m.
+	ReconcileGrace time.Duration
+
 	// ID names this worker process in job histories. Default host:pid.
 	ID string
-	// Logger is the root logger.
+	// Logger is the root logger. Default: none (the zero Logger is off).
 	Logger zerolog.Logger
 	// Registerer receives the worker's metrics. Optional.
 	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {
+	if c.Models == nil {
+		c.Models = apiclient.DefaultModels()
+	}
+	if c.Limit == (Limit{}) {
+		c.Limit = DefaultLimit
+	}
 	if len(c.Queues) == 0 {
-		c.Queues = map[string]int{enqueue.QueueInteractive: 4, enqueue.QueueBatch: 1}
+		c.Queues = job.DefaultQueueWeights()
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 50
+		c.Concurrency = job.DefaultConcurrency
 	}
 	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
+		c.MaxAttempts = job.DefaultMaxAttempts
 	}
 	c.Backoff = c.Backoff.withDefaults()
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = job.DefaultRequestTimeout
+	}
+	if c.ResultTTL <= 0 {
+		c.ResultTTL = job.DefaultResultTTL
+	}
 	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = 30 * time.Second
+		c.ShutdownTimeout = job.DefaultShutdownTimeout
+	}
+	if c.MaxHold <= 0 {
+		c.MaxHold = 30 * time.Second
 	}
 	if c.TaskCheckInterval <= 0 {
 		c.TaskCheckInterval = 10 * time.Millisecond
@@ -93,6 +150,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = 30 * time.Second
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = time.Minute
+	}
+	if c.ReconcileGrace <= 0 {
+		c.ReconcileGrace = 2 * time.Minute
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
@@ -105,20 +168,22 @@ func (c Config) validate() error {
 	switch {
 	case c.Redis == nil:
 		return errors.New("worker: Config.Redis is required")
-	case c.API == nil:
-		return errors.New("worker: Config.API is required")
-	case c.Gate == nil || c.Lanes == nil:
-		return errors.New("worker: Config.Gate and Config.Lanes are required")
-	case c.DLQ == nil:
-		return errors.New("worker: Config.DLQ is required")
-	case c.Records == nil:
-		return errors.New("worker: Config.Records is required")
+	case c.API == nil && c.APIKey == "":
+		return errors.New("worker: Config.APIKey is required")
 	case len(c.Models) == 0:
 		return errors.New("worker: Config.Models is empty")
 	}
 	for q, wt := range c.Queues {
 		if wt < 1 {
 			return fmt.Errorf("worker: queue %q has weight %d, want at least 1", q, wt)
+		}
+	}
+	for m, l := range c.ModelLimits {
+		if m == "" {
+			return errors.New("worker: Config.ModelLimits has an empty model name")
+		}
+		if l == (Limit{}) {
+			return fmt.Errorf("worker: Config.ModelLimits[%s] is zero: give a limit, or a negative field for unlimited", m)
 		}
 	}
 	return nil
@@ -128,8 +193,14 @@ func (c Config) validate() error {
 type Worker struct {
 	cfg     Config
 	log     zerolog.Logger
-	records *enqueue.Records
+	api     *apiclient.Client
+	records *records.Store
+	dlq     *dlq.Store
+	lanes   *lane.Lanes
+	gate    *lane.Gate // set by Run
 	metrics *metrics
+	policy  Policy
+	models  []string
 	// srvs holds one asynq server per model: asynq's dequeue loop tries its
 	// queues one round trip at a time, so one server over every model's
 	// queues spends most of its time asking empty queues. slots keeps the
@@ -138,18 +209,26 @@ type Worker struct {
 	slots *slots.Pool
 	insp  *asynq.Inspector
 
-	// drain ends when shutdown begins: jobs still waiting for a permit are
-	// put back at once instead of holding the shutdown grace.
+	// drain ends when shutdown begins: jobs still waiting for a slot or a
+	// permit are put back at once instead of holding the shutdown grace.
 	drain     context.Context
 	stopDrain context.CancelFunc
 
 	ready   chan struct{}
 	readyMu sync.Once
-
-	// canceled caches batch ID → canceledEntry.
-	canceled sync.Map
-	counts   attemptCounts
+	counts  attemptCounts
 }
+
+// storeTimeout bounds how long a worker keeps trying to write an outcome
+// while Redis does not answer (a restart, a failover, a network fault). An
+// API answer already received is not given up after one failed write: it
+// would be lost and the API called again. asynq's lease of the task (30 s,
+// extended while Redis answers) bounds it from above: past the lease,
+// another worker may take the task, and this delivery's writes are stale.
+const storeTimeout = 25 * time.Second
+
+// maxInterrupts is Policy.MaxInterrupts.
+const maxInterrupts = 10
 
 // New returns a worker. Run starts it.
 func New(cfg Config) (*Worker, error) {
@@ -157,16 +236,30 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	api := cfg.API
+	if api == nil {
+		var err error
+		api, err = apiclient.New(apiclient.Options{BaseURL: cfg.BaseURL, APIKey: cfg.APIKey,
+			RequestTimeout: cfg.RequestTimeout, Models: cfg.Models})
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
 	w := &Worker{
-		cfg: cfg, log: cfg.Logger, records: cfg.Records, metrics: newMetrics(cfg.Registerer),
+		cfg: cfg, log: cfg.Logger, api: api, records: records.New(cfg.Redis, cfg.ResultTTL), dlq: dlq.New(cfg.Redis),
+		lanes: lane.NewLanes(cfg.Redis, asynq.NewInspectorFromRedisClient(cfg.Redis), lane.WithActor("worker "+cfg.ID),
+			lane.WithLimits(cfg.Limit, cfg.ModelLimits)),
+		metrics: newMetrics(cfg.Registerer), models: cfg.Models.Names(),
 		insp: asynq.NewInspectorFromRedisClient(cfg.Redis), ready: make(chan struct{}),
+		policy: Policy{MaxAttempts: cfg.MaxAttempts, MaxInterrupts: maxInterrupts, Backoff: cfg.Backoff,
+			ShortWait: 2 * time.Second, CallBudget: cfg.RequestTimeout + storeTimeout},
 	}
 	w.drain, w.stopDrain = context.WithCancel(context.Background())
 	var err error
 	if w.slots, err = slots.New(cfg.Concurrency, cfg.Queues); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	for _, m := range cfg.Models {
+	for _, m := range w.models {
 		// Each server may hold Concurrency tasks, so that one busy model
 		// can use every slot; the tasks beyond the slots wait in ProcessTask.
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
@@ -187,8 +280,8 @@ func New(cfg Config) (*Worker, error) {
 // AsynqQueues is the asynq queue → weight map this worker consumes: each
 // mimoq queue's weight, for each model.
 func (w *Worker) AsynqQueues() map[string]int {
-	qs := make(map[string]int, len(w.cfg.Queues)*len(w.cfg.Models))
-	for _, m := range w.cfg.Models {
+	qs := make(map[string]int, len(w.cfg.Queues)*len(w.models))
+	for _, m := range w.models {
 		maps.Copy(qs, w.modelQueues(m))
 	}
 	return qs
@@ -198,12 +291,12 @@ func (w *Worker) AsynqQueues() map[string]int {
 func (w *Worker) modelQueues(model string) map[string]int {
 	qs := make(map[string]int, len(w.cfg.Queues))
 	for q, wt := range w.cfg.Queues {
-		qs[enqueue.AsynqQueue(q, model)] = wt
+		qs[job.AsynqQueue(q, model)] = wt
 	}
 	return qs
 }
 
-// QueueNames lists the mimoq queues, sorted.
+// QueueNames lists the mimoq queues this worker consumes, sorted.
 func (w *Worker) QueueNames() []string {
 	names := make([]string, 0, len(w.cfg.Queues))
 	for q := range w.cfg.Queues {
@@ -213,30 +306,50 @@ func (w *Worker) QueueNames() []string {
 	return names
 }
 
+// LimiterStats counts this process's round trips to the fleet-wide rate
+// limiter and the permits they gave, since Run started (zero before Ready).
+func (w *Worker) LimiterStats() (calls, permits int64) {
+	select {
+	case <-w.ready:
+	default:
+		return 0, 0
+	}
+	s := w.gate.Stats()
+	return s.LimiterCalls, s.Permits
+}
+
 // Ready is closed once the worker consumes jobs.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // Run consumes jobs until ctx ends, then shuts down gracefully: it stops
-// taking jobs, puts back those still waiting for a permit, lets calls in
-// flight finish within ShutdownTimeout and puts back the rest, burning no
-// attempt.
+// taking jobs, puts back those still waiting for a slot or a permit, lets
+// calls in flight finish within ShutdownTimeout and puts back the rest,
+// burning no attempt. It fails when Redis does not answer at start.
 func (w *Worker) Run(ctx context.Context) error {
+	gate, err := lane.NewGate(lane.GateConfig{Redis: w.cfg.Redis, Default: w.cfg.Limit, PerModel: w.cfg.ModelLimits,
+		Logger: &w.log})
+	if err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	defer gate.Close()
+	w.gate = gate
 	mux := asynq.NewServeMux()
-	mux.Handle(enqueue.TaskType, w)
+	mux.Handle(job.TaskType, w)
 	for i, srv := range w.srvs {
 		if err := srv.Start(mux); err != nil {
 			w.stopDrain()
 			w.shutdown(w.srvs[:i])
-			return fmt.Errorf("start worker (model %s): %w", w.cfg.Models[i], err)
+			return fmt.Errorf("start worker (model %s): %w", w.models[i], err)
 		}
 	}
 	w.readyMu.Do(func() { close(w.ready) })
-	w.log.Info().Int("concurrency", w.cfg.Concurrency).Strs("models", w.cfg.Models).
+	w.log.Info().Int("concurrency", w.cfg.Concurrency).Strs("models", w.models).
 		Strs("queues", w.QueueNames()).Msg("worker started")
 
 	var bg sync.WaitGroup
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	bg.Go(func() { w.sweepLoop(bgCtx) })
+	bg.Go(func() { w.reconcileLoop(bgCtx) })
 	bg.Go(func() { w.gaugeLoop(bgCtx) })
 	bg.Go(func() { w.countLoop(bgCtx) })
 
@@ -268,9 +381,9 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		if states, err := w.cfg.Lanes.List(ctx, w.cfg.Models); err == nil {
+		if states, err := w.lanes.List(ctx, w.models); err == nil {
 			for _, s := range states {
-				for _, st := range []string{"running", "cooling_down", "paused"} {
+				for _, st := range []string{lane.StatusRunning, lane.StatusCoolingDown, lane.StatusPaused} {
 					v := 0.0
 					if s.Status == st {
 						v = 1
@@ -279,7 +392,7 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 				}
 			}
 		}
-		if n, err := w.cfg.DLQ.Count(ctx, dlq.Filter{}); err == nil {
+		if n, err := w.dlq.Count(ctx, dlq.Filter{}); err == nil {
 			w.metrics.dlqSize.Set(float64(n))
 		}
 		select {

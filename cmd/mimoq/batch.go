@@ -25,18 +25,9 @@ func (a *app) batchCmd() *cobra.Command {
 	return cmd
 }
 
-// withProducer loads the environment and opens a producer client for fn.
+// withProducer opens the deps and hands fn the producer client.
 func (a *app) withProducer(ctx context.Context, fn func(*enqueue.Client) error) error {
-	e, err := loadEnv()
-	if err != nil {
-		return err
-	}
-	c, closeAll, err := a.producer(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer closeAll()
-	return fn(c)
+	return a.withDeps(ctx, func(d *deps) error { return fn(d.client) })
 }
 
 // isTerminal reports whether w is a terminal (progress bars, tables).

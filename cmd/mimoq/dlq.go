@@ -14,124 +14,41 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
-	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/ops"
 )
 
 // dlqFilterFlags are the filters every dlq subcommand shares.
-type dlqFilterFlags struct {
-	queue, batch, model, code, class, since string
-	status                                  int
-}
+type dlqFilterFlags struct{ in dlq.FilterInput }
 
 func (f *dlqFilterFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.queue, "queue", "", "only dead letters of this queue")
-	fs.StringVar(&f.batch, "batch", "", "only dead letters of this batch ID")
-	fs.StringVar(&f.model, "model", "", "only dead letters of this model")
-	fs.StringVar(&f.code, "code", "", "only dead letters with this error code, e.g. not_found")
-	fs.IntVar(&f.status, "status", 0, "only dead letters with this HTTP status, e.g. 404")
-	fs.StringVar(&f.class, "class", "", "only dead letters of this class: terminal or exhausted")
-	fs.StringVar(&f.since, "since", "", "only dead letters that died since T: a duration back from now (2h, 30m) or an RFC 3339 time")
+	fs.StringVar(&f.in.Queue, "queue", "", "only dead letters of this queue")
+	fs.StringVar(&f.in.Batch, "batch", "", "only dead letters of this batch ID")
+	fs.StringVar(&f.in.Model, "model", "", "only dead letters of this model")
+	fs.StringVar(&f.in.Code, "code", "", "only dead letters with this error code, e.g. not_found")
+	fs.StringVar(&f.in.Status, "status", "", "only dead letters with this HTTP status, e.g. 404")
+	fs.StringVar(&f.in.Class, "class", "", "only dead letters of this class: terminal or exhausted")
+	fs.StringVar(&f.in.Since, "since", "", "only dead letters that died since T: a duration back from now (2h, 30m, 3d), a date or a time (UTC unless it has an offset)")
+	fs.StringVar(&f.in.Until, "until", "", "only dead letters that died before T (as --since)")
 }
 
 // set reports whether any filter was given.
-func (f *dlqFilterFlags) set() bool {
-	return f.queue != "" || f.batch != "" || f.model != "" || f.code != "" || f.class != "" || f.since != "" || f.status != 0
-}
+func (f *dlqFilterFlags) set() bool { return f.in != (dlq.FilterInput{}) }
 
-// filter checks the flags and builds the filter; a bad value is a usage
-// error naming its flag.
+// filter checks the flags through dlq.ParseFilter, the parser the HTTP API
+// and the web page use too; a bad value is a usage error naming its flag.
 func (f *dlqFilterFlags) filter(now time.Time) (dlq.Filter, error) {
-	out := dlq.Filter{Queue: f.queue, BatchID: f.batch, Model: f.model, Code: f.code, Status: f.status}
-	if f.status != 0 && (f.status < 100 || f.status > 599) {
-		return out, usagef("invalid --status %d: want an HTTP status from 100 to 599", f.status)
+	out, err := dlq.ParseFilter(f.in, now)
+	var fe *dlq.FieldError
+	if errors.As(err, &fe) {
+		return out, usagef("invalid --%s %q: want %s", fe.Field, fe.Value, fe.Want)
 	}
-	switch f.class {
-	case "", dlq.ClassTerminal, dlq.ClassExhausted:
-		out.Class = f.class
-	default:
-		return out, usagef("invalid --class %q: want terminal or exhausted", f.class)
-	}
-	if f.since != "" {
-		t, err := parseSince(f.since, now)
-		if err != nil {
-			return out, usagef("invalid --since %q: %v", f.since, err)
-		}
-		out.Since = t
-	}
-	return out, nil
-}
-
-// parseSince reads a duration back from now ("2h", "90m", "3d") or a time
-// (RFC 3339, or a date).
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, errors.New("want a duration back from now, without a sign")
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, errors.New("want a duration such as 2h or 30m, or a time such as 2026-03-01T12:00:00Z")
-}
-
-// opsDeps is what the dlq and stats commands work with.
-type opsDeps struct {
-	env    *env
-	client *enqueue.Client
-	store  *dlq.Store
-	ops    *ops.Ops
-	models []string
-	close  func()
-}
-
-func (a *app) openOps(ctx context.Context) (*opsDeps, error) {
-	e, err := loadEnv()
-	if err != nil {
-		return nil, err
-	}
-	models, err := e.models()
-	if err != nil {
-		return nil, err
-	}
-	limits, err := lane.ParseLimits(e.ModelLimits)
-	if err != nil {
-		return nil, usagef("invalid MIMOQ_MODEL_LIMITS: %v", err)
-	}
-	rdb, err := e.redisClient(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c, err := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb, Models: models, ResultTTL: e.ResultTTL})
-	if err != nil {
-		_ = rdb.Close()
-		return nil, err
-	}
-	queues := []string{enqueue.QueueInteractive, enqueue.QueueBatch}
-	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), queues,
-		lane.WithLimits(lane.Limit{RPM: e.RPM, TPM: e.TPM}, limits))
-	store := dlq.New(rdb)
-	return &opsDeps{
-		env: e, client: c, store: store, models: models.Names(),
-		ops:   ops.New(rdb, c, store, ops.WithLanes(lanes), ops.WithQueues(queues...)),
-		close: func() { _ = c.Close(); _ = rdb.Close() },
-	}, nil
+	return out, err
 }
 
 func (a *app) dlqCmd() *cobra.Command {
@@ -201,7 +118,7 @@ listed (one JSON object per line with --json), streamed page by page.`,
 					limit = defaultTableLimit
 				}
 			}
-			d, err := a.openOps(cmd.Context())
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -237,11 +154,11 @@ func (a *app) listDead(ctx context.Context, store *dlq.Store, f dlq.Filter, limi
 		n++
 		if asJSON {
 			return enc.Encode(listLine{ID: r.ID, BatchID: r.BatchID, CustomID: r.CustomID, Queue: r.Queue, Model: r.Model,
-				Class: r.Class, StatusCode: r.StatusCode, ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage,
+				Class: string(r.Class), StatusCode: r.StatusCode, ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage,
 				RequestID: r.RequestID, Attempts: r.Attempts, DeadAt: r.DeadAt})
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, dash(r.BatchID), dash(short(r.CustomID, 24)),
-			r.Model, r.Class, dash(statusText(r.StatusCode)), dash(r.ErrorCode), dash(short(oneLine(r.ErrorMessage), 48)),
+			r.Model, string(r.Class), dash(statusText(r.StatusCode)), dash(r.ErrorCode), dash(short(oneLine(r.ErrorMessage), 48)),
 			r.Attempts, fmtTime(r.DeadAt))
 		if n%500 == 0 {
 			return tw.Flush() // keep memory bounded: columns re-align every 500 rows
@@ -273,7 +190,7 @@ func (a *app) dlqShowCmd() *cobra.Command {
 		Short: "One dead letter with its full request, last error and every attempt",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			d, err := a.openOps(cmd.Context())
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -299,11 +216,11 @@ func (a *app) dlqShowCmd() *cobra.Command {
 // notDeadError says why id is not a dead letter: unknown, or alive in some
 // state.
 func notDeadError(ctx context.Context, c *enqueue.Client, id string) error {
-	st, err := c.Records().State(ctx, id)
+	j, err := c.Get(ctx, id)
 	if err != nil {
 		return fmt.Errorf("job %s is not in the dead-letter queue (no such job, or its record expired)", id)
 	}
-	return fmt.Errorf("job %s is not in the dead-letter queue (it is %s)", id, st)
+	return fmt.Errorf("job %s is not in the dead-letter queue (it is %s)", id, j.State)
 }
 
 func printDead(w io.Writer, r *dlq.Record) {
@@ -318,7 +235,7 @@ func printDead(w io.Writer, r *dlq.Record) {
 	row("custom_id", r.CustomID)
 	row("queue", r.Queue)
 	row("model", r.Model)
-	row("class", r.Class)
+	row("class", string(r.Class))
 	row("reason", r.Reason)
 	row("status", statusText(r.StatusCode))
 	row("error_code", r.ErrorCode)
@@ -338,7 +255,7 @@ func printDead(w io.Writer, r *dlq.Record) {
 				note = short(oneLine(h.Message), 60)
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", attemptNo(h), fmtTime(h.Start), dash(statusText(h.StatusCode)),
-				dash(h.ErrorCode), dash(h.RequestID), (time.Duration(h.DurationMs) * time.Millisecond).String(), dash(h.Class), note)
+				dash(h.ErrorCode), dash(h.RequestID), (time.Duration(h.DurationMs) * time.Millisecond).String(), dash(string(h.Class)), note)
 		}
 		_ = tw.Flush()
 	}
@@ -398,7 +315,7 @@ stderr and makes the exit status 1; the others are still handled.`,
 			if err != nil {
 				return err
 			}
-			d, err := a.openOps(cmd.Context())
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -478,15 +395,14 @@ func describeFilter(f *dlqFilterFlags) string {
 			parts = append(parts, k+"="+v)
 		}
 	}
-	add("queue", f.queue)
-	add("batch", f.batch)
-	add("model", f.model)
-	add("code", f.code)
-	if f.status != 0 {
-		add("status", strconv.Itoa(f.status))
-	}
-	add("class", f.class)
-	add("since", f.since)
+	add("queue", f.in.Queue)
+	add("batch", f.in.Batch)
+	add("model", f.in.Model)
+	add("code", f.in.Code)
+	add("status", f.in.Status)
+	add("class", f.in.Class)
+	add("since", f.in.Since)
+	add("until", f.in.Until)
 	return " with " + strings.Join(parts, " ")
 }
 
@@ -532,7 +448,7 @@ func (a *app) dlqExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := a.openOps(cmd.Context())
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}

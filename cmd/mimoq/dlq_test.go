@@ -9,41 +9,10 @@ import (
 	"github.com/mimoq/mimoq/internal/dlq"
 )
 
-func TestParseSince(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Time
-		bad  bool
-	}{
-		{in: "2h", want: now.Add(-2 * time.Hour)},
-		{in: "90m", want: now.Add(-90 * time.Minute)},
-		{in: "3d", want: now.Add(-72 * time.Hour)},
-		{in: "2026-02-28T10:00:00Z", want: time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC)},
-		{in: "2026-02-28T10:00:00+08:00", want: time.Date(2026, 2, 28, 2, 0, 0, 0, time.UTC)},
-		{in: "-2h", bad: true},
-		{in: "yesterday", bad: true},
-		{in: "", bad: true},
-	}
-	for _, tt := range tests {
-		got, err := parseSince(tt.in, now)
-		if tt.bad {
-			if err == nil {
-				t.Errorf("parseSince(%q) = %v, want an error", tt.in, got)
-			}
-			continue
-		}
-		if err != nil || !got.Equal(tt.want) {
-			t.Errorf("parseSince(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
-		}
-	}
-}
-
 func TestDLQFilterFlags(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	f, err := (&dlqFilterFlags{batch: "B", model: "m", status: 404, class: "terminal", since: "1h", code: "c", queue: "q"}).filter(now)
+	f, err := (&dlqFilterFlags{dlq.FilterInput{Batch: "B", Model: "m", Status: "404", Class: "terminal", Since: "1h", Code: "c", Queue: "q"}}).filter(now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +25,11 @@ func TestDLQFilterFlags(t *testing.T) {
 		flags dlqFilterFlags
 		name  string
 	}{
-		{dlqFilterFlags{status: 42}, "--status"},
-		{dlqFilterFlags{status: 600}, "--status"},
-		{dlqFilterFlags{class: "fatal"}, "--class"},
-		{dlqFilterFlags{since: "soon"}, "--since"},
+		{dlqFilterFlags{dlq.FilterInput{Status: "42"}}, "--status"},
+		{dlqFilterFlags{dlq.FilterInput{Status: "600"}}, "--status"},
+		{dlqFilterFlags{dlq.FilterInput{Class: "fatal"}}, "--class"},
+		{dlqFilterFlags{dlq.FilterInput{Since: "soon"}}, "--since"},
+		{dlqFilterFlags{dlq.FilterInput{Until: "later"}}, "--until"},
 	} {
 		_, err := tt.flags.filter(now)
 		var ue *usageError

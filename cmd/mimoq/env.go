@@ -148,7 +148,24 @@ func (e *env) modelLimits() (apiclient.Models, map[string]lane.Limit, error) {
 	if err != nil {
 		return nil, nil, usagef("invalid MIMOQ_MODEL_LIMITS: %v", err)
 	}
+	for m, l := range limits {
+		limits[m] = lane.Limit{RPM: unlimitedIfZero(l.RPM), TPM: int64(unlimitedIfZero(int(l.TPM)))}
+	}
 	return models, limits, nil
+}
+
+// defaultLimit is every model's limit (MIMOQ_RPM, MIMOQ_TPM).
+func (e *env) defaultLimit() lane.Limit {
+	return lane.Limit{RPM: unlimitedIfZero(e.RPM), TPM: int64(unlimitedIfZero(int(e.TPM)))}
+}
+
+// unlimitedIfZero maps the SPEC's 0 (unlimited) to lane's -1; lane reads a
+// zero Limit as "the default".
+func unlimitedIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // httpAddr returns MIMOQ_HTTP_ADDR or the command's own default.

@@ -24,15 +24,12 @@ func (a *app) jobCmd() *cobra.Command {
 		Short: "Status and result of one job",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			e, err := loadEnv()
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			c, closeAll, err := a.producer(cmd.Context(), e)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
+			defer d.close()
+			c := d.client
 			if wait > 0 {
 				return a.waitAndPrint(cmd.Context(), c, argv[0], wait, asJSON)
 			}

@@ -7,11 +7,7 @@ import (
 	"slices"
 	"text/tabwriter"
 
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
-
-	"github.com/mimoq/mimoq/enqueue"
-	"github.com/mimoq/mimoq/internal/lane"
 )
 
 func (a *app) laneCmd() *cobra.Command {
@@ -22,8 +18,8 @@ func (a *app) laneCmd() *cobra.Command {
 		Short: "Stop calls for one model, fleet-wide; its jobs stay queued",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			return a.withLanes(cmd.Context(), argv[0], func(ctx context.Context, l *lane.Lanes) error {
-				changed, err := l.Pause(ctx, argv[0], reason)
+			return a.withLanes(cmd.Context(), argv[0], func(ctx context.Context, d *deps) error {
+				changed, err := d.lanes.Pause(ctx, argv[0], reason)
 				if err != nil {
 					return err
 				}
@@ -42,8 +38,8 @@ func (a *app) laneCmd() *cobra.Command {
 		Short: "Restart calls for one model, fleet-wide",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			return a.withLanes(cmd.Context(), argv[0], func(ctx context.Context, l *lane.Lanes) error {
-				changed, err := l.Resume(ctx, argv[0])
+			return a.withLanes(cmd.Context(), argv[0], func(ctx context.Context, d *deps) error {
+				changed, err := d.lanes.Resume(ctx, argv[0])
 				if err != nil {
 					return err
 				}
@@ -62,13 +58,8 @@ func (a *app) laneCmd() *cobra.Command {
 		Short: "State of every model's lane",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withLanes(cmd.Context(), "", func(ctx context.Context, l *lane.Lanes) error {
-				e, _ := loadEnv()
-				models, err := e.models()
-				if err != nil {
-					return err
-				}
-				states, err := l.List(ctx, models.Names())
+			return a.withLanes(cmd.Context(), "", func(ctx context.Context, d *deps) error {
+				states, err := d.lanes.List(ctx, d.models.Names())
 				if err != nil {
 					return err
 				}
@@ -102,25 +93,13 @@ func (a *app) laneCmd() *cobra.Command {
 	return cmd
 }
 
-// withLanes opens Redis and the lanes, after checking that model (when
-// given) is a known model.
-func (a *app) withLanes(ctx context.Context, model string, fn func(context.Context, *lane.Lanes) error) error {
-	e, err := loadEnv()
-	if err != nil {
-		return err
-	}
-	models, err := e.models()
-	if err != nil {
-		return err
-	}
-	if model != "" && !slices.Contains(models.Names(), model) {
-		return usagef("model %q is not one of %v", model, models.Names())
-	}
-	rdb, err := e.redisClient(ctx)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	l := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), []string{enqueue.QueueInteractive, enqueue.QueueBatch})
-	return fn(ctx, l)
+// withLanes opens the deps for fn, after checking that model (when given)
+// is a known model.
+func (a *app) withLanes(ctx context.Context, model string, fn func(context.Context, *deps) error) error {
+	return a.withDeps(ctx, func(d *deps) error {
+		if model != "" && !slices.Contains(d.models.Names(), model) {
+			return usagef("model %q is not one of %v", model, d.models.Names())
+		}
+		return fn(ctx, d)
+	})
 }

@@ -8,16 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/auth"
-	"github.com/mimoq/mimoq/internal/dlq"
-	"github.com/mimoq/mimoq/internal/lane"
-	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/server"
 	"github.com/mimoq/mimoq/internal/webui"
 )
@@ -66,28 +61,14 @@ func (a *app) runServe(ctx context.Context, f *serveFlags) error {
 	if tok.Len() == 0 {
 		return usagef("MIMOQ_API_TOKENS is required by mimoq serve: set one or more comma-separated bearer tokens (serving without authentication is not offered)")
 	}
-	models, limits, err := e.modelLimits()
+	d, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
+	defer d.close()
 	log := e.logger(a.stderr)
-	rdb, err := e.redisClient(ctx)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	client, err := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb, Models: models, ResultTTL: e.ResultTTL})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	store := dlq.New(rdb)
-	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb),
-		[]string{enqueue.QueueInteractive, enqueue.QueueBatch},
-		lane.WithLimits(lane.Limit{RPM: e.RPM, TPM: e.TPM}, limits))
-	operator := ops.New(rdb, client, store, ops.WithLanes(lanes))
-	ui, err := webui.New(webui.Config{Tokens: tok, Client: client, Ops: operator, DLQ: store,
-		Lanes: lanes, Models: models.Names(), Redis: rdb,
+	ui, err := webui.New(webui.Config{Tokens: tok, Client: d.client, Ops: d.ops, DLQ: d.store,
+		Lanes: d.lanes, Models: d.models.Names(), Redis: d.rdb,
 		Logger: log.With().Str("component", "webui").Logger()})
 	if err != nil {
 		return err
@@ -96,7 +77,7 @@ func (a *app) runServe(ctx context.Context, f *serveFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := server.New(server.Config{
-		Tokens: tok, Client: client, Redis: rdb, DLQ: store, Ops: operator,
+		Tokens: tok, Client: d.client, Redis: d.rdb, DLQ: d.store, Ops: d.ops,
 		UI: ui, Registry: reg, Logger: log.With().Str("component", "serve").Logger(),
 		MaxJobBytes: int64(f.maxJobBytes), MaxBatchBytes: int64(f.maxBatchBytes), MaxWait: f.maxWait,
 		ShutdownTimeout: e.ShutdownTimeout,

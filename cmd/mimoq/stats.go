@@ -34,7 +34,7 @@ dead letters by error code and HTTP status.
 object per refresh.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := a.openOps(cmd.Context())
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -42,7 +42,7 @@ object per refresh.`,
 			ctx := cmd.Context()
 			clear := watch && !asJSON && isTerminal(a.stdout)
 			for {
-				st, err := d.ops.Stats(ctx, d.models)
+				st, err := d.ops.Stats(ctx, d.models.Names())
 				if err != nil {
 					if watch && ctx.Err() != nil {
 						return nil

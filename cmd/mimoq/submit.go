@@ -29,15 +29,12 @@ func (a *app) submitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, err := loadEnv()
+			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			c, closeAll, err := a.producer(cmd.Context(), e)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
+			defer d.close()
+			c := d.client
 			opts := []enqueue.SubmitOption{enqueue.WithQueue(queue)}
 			if idemKey != "" {
 				opts = append(opts, enqueue.WithIdempotencyKey(idemKey))
@@ -108,24 +105,6 @@ func (a *app) submitBody(model, prompt, bodyPath string) ([]byte, error) {
 	default:
 		return nil, usagef("give the request with --prompt TEXT or --body FILE")
 	}
-}
-
-// producer opens Redis and a producer client.
-func (a *app) producer(ctx context.Context, e *env) (*enqueue.Client, func(), error) {
-	models, err := e.models()
-	if err != nil {
-		return nil, nil, err
-	}
-	rdb, err := e.redisClient(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb, Models: models, ResultTTL: e.ResultTTL})
-	if err != nil {
-		_ = rdb.Close()
-		return nil, nil, err
-	}
-	return c, func() { _ = c.Close(); _ = rdb.Close() }, nil
 }
 
 // waitAndPrint waits for job id (at most d when d > 0) and prints it. A job

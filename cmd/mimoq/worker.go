@@ -10,16 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/mimoq/mimoq/apiclient"
-	"github.com/mimoq/mimoq/enqueue"
-	"github.com/mimoq/mimoq/internal/dlq"
-	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/worker"
 )
 
@@ -46,59 +42,38 @@ SIGTERM or SIGINT within MIMOQ_SHUTDOWN_TIMEOUT.`,
 }
 
 func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
-	e, err := loadEnv()
+	d, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
+	defer d.close()
+	e := d.env
 	if e.APIKey == "" {
 		return usagef("MIMO_API_KEY is required by mimoq worker")
-	}
-	models, limits, err := e.modelLimits()
-	if err != nil {
-		return err
 	}
 	log := e.logger(a.stderr)
 	redis.SetLogger(redisLog{l: log})
 	api, err := apiclient.New(apiclient.Options{
-		BaseURL: e.BaseURL, APIKey: e.APIKey.Value(), RequestTimeout: e.RequestTimeout, Models: models,
+		BaseURL: e.BaseURL, APIKey: e.APIKey.Value(), RequestTimeout: e.RequestTimeout, Models: d.models,
 	})
 	if err != nil {
 		return usagef("%v", err)
 	}
 	defer api.CloseIdleConnections()
-	rdb, err := e.redisClient(ctx)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-
-	gate, err := lane.NewGate(lane.GateConfig{
-		Redis: rdb, Default: lane.Limit{RPM: unlimitedIfZero(e.RPM), TPM: int64(unlimitedIfZero(int(e.TPM)))},
-		PerModel: limits, Logger: &log,
-	})
-	if err != nil {
-		return err
-	}
-	defer gate.Close()
-	queueNames := make([]string, 0, len(weights))
-	for q := range weights {
-		queueNames = append(queueNames, q)
-	}
-	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), queueNames, lane.WithActor("worker"))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w, err := worker.New(worker.Config{
-		Redis: rdb, API: api, Gate: gate, Lanes: lanes, DLQ: dlq.New(rdb),
-		Records: enqueue.NewRecords(rdb, "", e.ResultTTL), Models: models.Names(), Queues: weights,
-		Concurrency: e.Concurrency, MaxAttempts: e.MaxAttempts,
-		Backoff:         worker.Backoff{Base: e.BackoffBase, Max: e.BackoffMax},
-		ShutdownTimeout: e.ShutdownTimeout, Logger: log, Registerer: reg,
+		Redis: d.rdb, API: api, Models: d.models, Limit: e.defaultLimit(), ModelLimits: d.limits,
+		Queues: weights, Concurrency: e.Concurrency, MaxAttempts: e.MaxAttempts,
+		Backoff:   worker.Backoff{Base: e.BackoffBase, Max: e.BackoffMax},
+		ResultTTL: e.ResultTTL, RequestTimeout: e.RequestTimeout, ShutdownTimeout: e.ShutdownTimeout,
+		Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(worker.NewQueueCollector(rdb, w.AsynqQueues()))
+	reg.MustRegister(worker.NewQueueCollector(d.rdb, w.AsynqQueues()))
 
 	addr := e.httpAddr("127.0.0.1:9464")
 	ln, err := net.Listen("tcp", addr)
@@ -117,15 +92,6 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return err
-}
-
-// unlimitedIfZero maps the SPEC's 0 (unlimited) to lane's -1; lane reads 0
-// as "use the default".
-func unlimitedIfZero(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
 }
 
 // parseWeights reads "interactive=4,batch=1".

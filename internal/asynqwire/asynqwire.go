@@ -83,6 +83,10 @@ redis.call("LPUSH", KEYS[2], ARGV[2])
 return 1
 `)
 
+// TaskKey is the key of asynq's hash of task id in queue (its "state" field
+// says pending, active, scheduled, retry, archived or completed).
+func TaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
+
 // Result counts what EnqueueMany did.
 type Result struct {
 	Enqueued int // new tasks
@@ -109,13 +113,12 @@ func EnqueueMany(ctx context.Context, rdb redis.UniversalClient, tasks []Task) (
 		names = append(names, q)
 	}
 	// asynq lists every queue in asynq:queues (its Client does this SADD
-	// once per queue); Inspector and Server find queues there.
-	if err := rdb.SAdd(ctx, "asynq:queues", names...).Err(); err != nil {
-		return res, fmt.Errorf("asynqwire: register queues: %w", err)
-	}
-	cmds, err := RunPipelined(ctx, rdb, enqueueScript, len(tasks), func(i int) ([]string, []any) {
+	// on every enqueue); Inspector and Server find queues there. It goes
+	// first in the same pipeline.
+	before := func(pipe redis.Pipeliner) { pipe.SAdd(ctx, "asynq:queues", names...) }
+	cmds, err := runPipelined(ctx, rdb, enqueueScript, len(tasks), before, func(i int) ([]string, []any) {
 		t := &tasks[i]
-		return []string{"asynq:{" + t.Queue + "}:t:" + t.ID, "asynq:{" + t.Queue + "}:pending"},
+		return []string{TaskKey(t.Queue, t.ID), "asynq:{" + t.Queue + "}:pending"},
 			[]any{Encode(t), t.ID, time.Now().UnixNano()}
 	})
 	if err != nil {
@@ -136,8 +139,18 @@ func EnqueueMany(ctx context.Context, rdb redis.UniversalClient, tasks []Task) (
 // script it loads it and runs the pipeline again (each of mimoq's pipelined
 // scripts is idempotent, so a partial first run is harmless).
 func RunPipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int, args func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
+	return runPipelined(ctx, rdb, s, n, nil, args)
+}
+
+// runPipelined is RunPipelined with commands that before adds to the
+// pipeline ahead of the scripts.
+func runPipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int,
+	before func(redis.Pipeliner), args func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
 	for try := 0; ; try++ {
 		pipe := rdb.Pipeline()
+		if before != nil {
+			before(pipe)
+		}
 		cmds := make([]*redis.Cmd, n)
 		for i := range n {
 			keys, argv := args(i)

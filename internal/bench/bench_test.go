@@ -18,6 +18,7 @@ import (
 
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/asynqwire"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/mockapi"
 	"github.com/mimoq/mimoq/worker"
 )
@@ -39,7 +40,7 @@ func asynqEnqueueRate(b *testing.B, w *world, n, g int) float64 {
 				if i > int64(n) {
 					return
 				}
-				if _, err := c.Enqueue(asynq.NewTask(enqueue.TaskType, []byte(payloadSample)),
+				if _, err := c.Enqueue(asynq.NewTask(job.TaskType, []byte(payloadSample)),
 					asynq.Queue("baseline"), asynq.TaskID(fmt.Sprintf("base-%d-%d", g, i))); err != nil {
 					b.Error(err)
 					return
@@ -368,9 +369,9 @@ func BenchmarkFleetRateLimit(b *testing.B) {
 		}
 		var calls, permits int64
 		for _, fm := range fleet {
-			s := fm.gate.Stats()
-			calls += s.LimiterCalls
-			permits += s.Permits
+			c, p := fm.w.LimiterStats()
+			calls += c
+			permits += p
 		}
 		var first, last time.Time
 		_ = w.client.Results(ctx, batch.ID, false, func(l *enqueue.ResultLine) error {

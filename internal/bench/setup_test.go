@@ -16,14 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 
-	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/enqueue"
-	"github.com/mimoq/mimoq/internal/dlq"
-	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/mockapi"
 	"github.com/mimoq/mimoq/internal/redistest"
 	"github.com/mimoq/mimoq/worker"
@@ -149,10 +144,9 @@ func newWorld(b *testing.B, mockCfg mockapi.Config) *world {
 	return w
 }
 
-// fleetMember is one in-process worker with its own gate: what one worker
-// process is, as far as Redis is concerned.
+// fleetMember is one in-process worker (with its own rate limiter): what one
+// worker process is, as far as Redis is concerned.
 type fleetMember struct {
-	gate   *lane.Gate
 	w      *worker.Worker
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -163,28 +157,19 @@ func (w *world) startWorker(rpm, concurrency int, backoff worker.Backoff) *fleet
 	w.b.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr(), PoolSize: concurrency + 20})
 	w.b.Cleanup(func() { _ = rdb.Close() })
-	api, err := apiclient.New(apiclient.Options{BaseURL: w.mockTS.URL + "/v1", APIKey: w.key})
-	if err != nil {
-		w.b.Fatal(err)
-	}
-	limit := lane.Limit{RPM: -1, TPM: -1}
+	limit := worker.Limit{RPM: -1, TPM: -1}
 	if rpm > 0 {
 		limit.RPM = rpm
 	}
-	gate, err := lane.NewGate(lane.GateConfig{Redis: rdb, Default: limit})
-	if err != nil {
-		w.b.Fatal(err)
-	}
 	wk, err := worker.New(worker.Config{
-		Redis: rdb, API: api, Gate: gate, Lanes: lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), []string{"interactive", "batch"}),
-		DLQ: dlq.New(rdb), Records: enqueue.NewRecords(rdb, "", time.Hour), Models: apiclient.DefaultModels().Names(),
-		Concurrency: concurrency, Backoff: backoff, Logger: zerolog.Nop(),
+		Redis: rdb, BaseURL: w.mockTS.URL + "/v1", APIKey: w.key, Limit: limit, ResultTTL: time.Hour,
+		Concurrency: concurrency, Backoff: backoff,
 	})
 	if err != nil {
 		w.b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	fm := &fleetMember{gate: gate, w: wk, cancel: cancel, done: make(chan struct{})}
+	fm := &fleetMember{w: wk, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(fm.done); _ = wk.Run(ctx) }()
 	<-wk.Ready()
 	w.b.Cleanup(fm.stop)
@@ -194,7 +179,6 @@ func (w *world) startWorker(rpm, concurrency int, backoff worker.Backoff) *fleet
 func (fm *fleetMember) stop() {
 	fm.cancel()
 	<-fm.done
-	fm.gate.Close()
 }
 
 // batchFile writes n request lines to a temp file.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // benchRecord is a dead letter of realistic size: a 1 KB request and five
@@ -17,13 +17,13 @@ func benchRecord(i int) *dlq.Record {
 	models := []string{"mimo-v2-pro", "mimo-v2-flash", "mimo-v2-omni"}
 	codes := []string{"invalid_request", "authentication_failed", "rate_limit_exceeded", "server_error"}
 	r := record(i, t0.Add(time.Duration(i)*time.Millisecond))
-	r.Queue = []string{enqueue.QueueInteractive, enqueue.QueueBatch}[i%2]
+	r.Queue = []string{job.QueueInteractive, job.QueueBatch}[i%2]
 	r.Model = models[i%3]
 	r.ErrorCode = codes[i%4]
 	r.BatchID = fmt.Sprintf("batch-%d", i%10)
 	r.Request = json.RawMessage(`{"model":"` + r.Model + `","messages":[{"role":"user","content":"` + strings.Repeat("x", 1000) + `"}]}`)
 	for a := 1; a <= 5; a++ {
-		r.History = append(r.History, enqueue.Attempt{Attempt: a, Start: t0, DurationMs: 100, StatusCode: 503, ErrorCode: "server_error", Class: "retryable", NextDelay: 2000})
+		r.History = append(r.History, job.Attempt{Attempt: a, Start: t0, DurationMs: 100, StatusCode: 503, ErrorCode: "server_error", Class: "retryable", NextDelay: 2000})
 	}
 	return r
 }
@@ -64,7 +64,7 @@ func BenchmarkListFiltered(b *testing.B) {
 	}{
 		{"all", dlq.Filter{}},
 		{"code", dlq.Filter{Code: "rate_limit_exceeded"}},
-		{"queue+model", dlq.Filter{Queue: enqueue.QueueBatch, Model: "mimo-v2-flash"}},
+		{"queue+model", dlq.Filter{Queue: job.QueueBatch, Model: "mimo-v2-flash"}},
 		{"batch+code+model", dlq.Filter{BatchID: "batch-3", Code: "server_error", Model: "mimo-v2-pro"}},
 		{"since+model", dlq.Filter{Since: t0.Add(15 * time.Second), Model: "mimo-v2-omni"}},
 	} {

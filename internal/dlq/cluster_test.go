@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -27,7 +28,7 @@ func TestStoreOnCluster(t *testing.T) {
 	for i := range 300 {
 		r := record(i, t0.Add(time.Duration(i)*time.Second))
 		if i%3 == 0 {
-			r.Model, r.Class, r.StatusCode, r.ErrorCode = "mimo-v2-pro", dlq.ClassExhausted, 503, "service_unavailable"
+			r.Model, r.Class, r.StatusCode, r.ErrorCode = "mimo-v2-pro", job.ClassExhausted, 503, "service_unavailable"
 		}
 		r.BatchID = "b1"
 		recs = append(recs, r)
@@ -59,7 +60,7 @@ func TestStoreOnCluster(t *testing.T) {
 	if n := count(dlq.Filter{Model: "mimo-v2-omni", BatchID: "b1"}); n != 1 {
 		t.Errorf("%d omni records; want the one upserted", n)
 	}
-	recsPage, next, err := store.List(ctx, dlq.Filter{Class: dlq.ClassTerminal}, "", 10)
+	recsPage, next, err := store.List(ctx, dlq.Filter{Class: job.ClassTerminal}, "", 10)
 	if err != nil || len(recsPage) != 10 || next == "" {
 		t.Fatalf("list: %d records, cursor %q, %v", len(recsPage), next, err)
 	}

@@ -197,7 +197,7 @@ func (s *Store) plan(ctx context.Context, f Filter) (plan, error) {
 	var dims []dim
 	for _, d := range []dim{
 		{"queue", f.Queue}, {"batch", f.BatchID}, {"model", f.Model},
-		{"code", f.Code}, {"class", f.Class}, {"status", statusValue(f.Status)},
+		{"code", f.Code}, {"class", string(f.Class)}, {"status", statusValue(f.Status)},
 	} {
 		if d.val != "" {
 			dims = append(dims, d)
@@ -310,7 +310,7 @@ func fieldsMatch(f Filter, v []any) bool {
 		f.Model != "" && str(v[2]) != f.Model ||
 		f.Code != "" && str(v[3]) != f.Code ||
 		f.Status != 0 && str(v[4]) != statusValue(f.Status) ||
-		f.Class != "" && str(v[5]) != f.Class {
+		f.Class != "" && str(v[5]) != string(f.Class) {
 		return false
 	}
 	if !f.Since.IsZero() || !f.Until.IsZero() {

@@ -5,68 +5,70 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mimoq/mimoq/enqueue"
-)
-
-// The classes of a dead letter (see "Failure classes" in SPEC.md).
-const (
-	ClassTerminal  = "terminal"
-	ClassExhausted = "exhausted"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // Record is one dead job: what was asked, why it died and every attempt made.
 // Its JSON is the `--json` shape of `mimoq dlq show`; `mimoq dlq list` leaves
 // out Request and History, which List does not load unless asked.
 type Record struct {
-	ID           string            `json:"id"` // job ID (ULID)
-	BatchID      string            `json:"batch_id"`
-	CustomID     string            `json:"custom_id"`
-	Queue        string            `json:"queue"` // mimoq queue: interactive | batch | ...
-	Model        string            `json:"model"`
-	Class        string            `json:"class"`            // terminal | exhausted
-	Reason       string            `json:"reason,omitempty"` // machine-readable reason from classification
-	StatusCode   int               `json:"status_code"`      // 0 when there was no HTTP status (transport error)
-	ErrorCode    string            `json:"error_code"`
-	ErrorMessage string            `json:"error_message"`
-	ErrorType    string            `json:"error_type,omitempty"`
-	RequestID    string            `json:"request_id"`
-	Attempts     int               `json:"attempts"`
-	DeadAt       time.Time         `json:"dead_at"`
-	Request      json.RawMessage   `json:"request,omitempty"` // the full chat request body
-	History      []enqueue.Attempt `json:"history,omitempty"`
+	ID           string          `json:"id"` // job ID (ULID)
+	BatchID      string          `json:"batch_id"`
+	CustomID     string          `json:"custom_id"`
+	Queue        string          `json:"queue"` // mimoq queue: interactive | batch | ...
+	Model        string          `json:"model"`
+	Class        job.Class       `json:"class"`            // terminal | exhausted
+	Reason       string          `json:"reason,omitempty"` // machine-readable reason from classification
+	StatusCode   int             `json:"status_code"`      // 0 when there was no HTTP status (transport error)
+	ErrorCode    string          `json:"error_code"`
+	ErrorMessage string          `json:"error_message"`
+	ErrorType    string          `json:"error_type,omitempty"`
+	RequestID    string          `json:"request_id"`
+	Attempts     int             `json:"attempts"`
+	DeadAt       time.Time       `json:"dead_at"`
+	Request      json.RawMessage `json:"request,omitempty"` // the full chat request body
+	History      []job.Attempt   `json:"history,omitempty"`
 }
 
-// NewRecord builds the dead letter of the job described by p that died with
-// error e after attempts counted attempts, at deadAt. history is kept as
-// given (it may hold interruptions that did not count as attempts).
-func NewRecord(p *enqueue.Payload, e *enqueue.JobError, attempts int, history []enqueue.Attempt, deadAt time.Time) *Record {
+// FromJob builds the dead letter of dead job j from its record (with its
+// request and history), so that every writer of a job's dead letter — the
+// worker, a redelivery, the reconciler — writes the very same record.
+func FromJob(j *job.Job) *Record {
 	r := &Record{
-		ID:       p.JobID,
-		BatchID:  p.BatchID,
-		CustomID: p.CustomID,
-		Queue:    p.Queue,
-		Model:    p.Model,
-		Attempts: attempts,
-		DeadAt:   deadAt,
-		Request:  p.Body,
-		History:  history,
+		ID:       j.ID,
+		BatchID:  j.BatchID,
+		CustomID: j.CustomID,
+		Queue:    j.Queue,
+		Model:    j.Model,
+		Attempts: j.Attempts,
+		DeadAt:   j.FinishedAt,
+		Request:  j.Request,
+		History:  j.History,
+		Class:    job.ClassTerminal,
 	}
-	if e != nil {
-		r.Class = e.Class
+	if r.DeadAt.IsZero() {
+		r.DeadAt = j.UpdatedAt
+	}
+	if e := j.Error; e != nil {
+		if e.Class == job.ClassExhausted {
+			r.Class = job.ClassExhausted
+		}
 		r.Reason = e.Reason
 		r.StatusCode = e.StatusCode
 		r.ErrorCode = e.Code
 		r.ErrorMessage = e.Message
 		r.ErrorType = e.Type
 		r.RequestID = e.RequestID
+	} else {
+		r.ErrorCode, r.ErrorMessage = "unknown", "no error recorded"
 	}
 	return r
 }
 
 // JobError is the record's last error in the shape job records and batch
 // results use.
-func (r *Record) JobError() *enqueue.JobError {
-	return &enqueue.JobError{
+func (r *Record) JobError() *job.Error {
+	return &job.Error{
 		StatusCode: r.StatusCode,
 		Code:       r.ErrorCode,
 		Message:    r.ErrorMessage,
@@ -84,7 +86,7 @@ type Filter struct {
 	BatchID string
 	Model   string
 	Code    string // ErrorCode
-	Class   string
+	Class   job.Class
 	Status  int       // HTTP status, 0 = any
 	Since   time.Time // DeadAt >= Since; zero = any
 	Until   time.Time // DeadAt < Until; zero = any

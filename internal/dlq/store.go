@@ -42,7 +42,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // ErrNotFound is returned (wrapped; test with errors.Is) when no dead letter
@@ -58,22 +58,9 @@ type Store struct {
 	base string // prefix + "{dlq}:"
 }
 
-// Option configures a Store.
-type Option func(*Store)
-
-// WithPrefix sets the key prefix (default "mimoq:", enqueue.DefaultPrefix).
-// It must not contain '{' or '}', which would move the {dlq} hash tag.
-func WithPrefix(prefix string) Option {
-	return func(s *Store) { s.base = prefix + "{dlq}:" }
-}
-
 // New returns a store on rdb.
-func New(rdb redis.UniversalClient, opts ...Option) *Store {
-	s := &Store{rdb: rdb, base: enqueue.DefaultPrefix + "{dlq}:"}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+func New(rdb redis.UniversalClient) *Store {
+	return &Store{rdb: rdb, base: job.KeyPrefix + "{dlq}:"}
 }
 
 func (s *Store) recKey(id string) string { return s.base + "rec:" + id }
@@ -163,8 +150,8 @@ return 1
 
 // detail is what the d field holds: the parts of a record List leaves out.
 type detail struct {
-	Request json.RawMessage   `json:"request,omitempty"`
-	History []enqueue.Attempt `json:"history,omitempty"`
+	Request json.RawMessage `json:"request,omitempty"`
+	History []job.Attempt   `json:"history,omitempty"`
 }
 
 // encoded is a validated record ready for putScript.
@@ -208,7 +195,7 @@ func (s *Store) encode(rec *Record) (encoded, error) {
 		keys: []string{s.recKey(rec.ID), s.allKey()},
 		args: []any{
 			s.base, rec.ID, rec.DeadAt.UnixMilli(), strconv.FormatInt(rec.DeadAt.UnixNano(), 10),
-			rec.Queue, rec.BatchID, rec.Model, rec.ErrorCode, st, rec.Class, laneField(rec.Queue, rec.Model),
+			rec.Queue, rec.BatchID, rec.Model, rec.ErrorCode, st, string(rec.Class), laneField(rec.Queue, rec.Model),
 			sb, db,
 		},
 	}, nil
@@ -289,6 +276,25 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 		return nil, fmt.Errorf("get dead letter %s: %w", id, ErrNotFound)
 	}
 	return rec, nil
+}
+
+// Missing returns those of ids that have no dead letter, in order.
+func (s *Store) Missing(ctx context.Context, ids []string) ([]string, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Exists(ctx, s.recKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
+	var out []string
+	for i, c := range cmds {
+		if c.Val() == 0 {
+			out = append(out, ids[i])
+		}
+	}
+	return out, nil
 }
 
 // decode builds a record from the s and d hash fields as HMGET returns

@@ -8,15 +8,14 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -39,7 +38,7 @@ func id(i int) string { return fmt.Sprintf("01J%023d", i) }
 
 func record(i int, deadAt time.Time) *dlq.Record {
 	return &dlq.Record{
-		ID: id(i), Queue: enqueue.QueueBatch, Model: "mimo-v2-flash", Class: dlq.ClassTerminal,
+		ID: id(i), Queue: job.QueueBatch, Model: "mimo-v2-flash", Class: job.ClassTerminal,
 		StatusCode: 400, ErrorCode: "invalid_request", ErrorMessage: "bad", Attempts: 1, DeadAt: deadAt,
 	}
 }
@@ -85,11 +84,11 @@ func TestPutGetRoundTrip(t *testing.T) {
 	dead := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("CST", 8*3600))
 	want := &dlq.Record{
 		ID: "01JQ0000000000000000000001", BatchID: "batch-1", CustomID: "req-7",
-		Queue: enqueue.QueueBatch, Model: "mimo-v2-pro", Class: dlq.ClassExhausted, Reason: "server_error",
+		Queue: job.QueueBatch, Model: "mimo-v2-pro", Class: job.ClassExhausted, Reason: "server_error",
 		StatusCode: 503, ErrorCode: "service_unavailable", ErrorMessage: "try later", ErrorType: "error",
 		RequestID: "req-abc", Attempts: 5, DeadAt: dead,
 		Request: json.RawMessage(`{"model":"mimo-v2-pro","messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"enabled"}}`),
-		History: []enqueue.Attempt{
+		History: []job.Attempt{
 			{Attempt: 1, Start: t0, DurationMs: 120, StatusCode: 503, ErrorCode: "service_unavailable", Class: "retryable", NextDelay: 2000, Worker: "w1"},
 			{Attempt: 2, Start: t0.Add(3 * time.Second), Reason: "interrupted", Worker: "w2"},
 			{Attempt: 2, Start: t0.Add(9 * time.Second), DurationMs: 80, StatusCode: 503, RequestID: "req-abc"},
@@ -143,10 +142,10 @@ func TestPutValidates(t *testing.T) {
 		rec  *dlq.Record
 	}{
 		{"nil", nil},
-		{"no id", &dlq.Record{Class: dlq.ClassTerminal, DeadAt: t0}},
+		{"no id", &dlq.Record{Class: job.ClassTerminal, DeadAt: t0}},
 		{"no class", &dlq.Record{ID: "a", DeadAt: t0}},
-		{"no dead_at", &dlq.Record{ID: "a", Class: dlq.ClassTerminal}},
-		{"bad request json", &dlq.Record{ID: "a", Class: dlq.ClassTerminal, DeadAt: t0, Request: json.RawMessage(`{"x":`)}},
+		{"no dead_at", &dlq.Record{ID: "a", Class: job.ClassTerminal}},
+		{"bad request json", &dlq.Record{ID: "a", Class: job.ClassTerminal, DeadAt: t0, Request: json.RawMessage(`{"x":`)}},
 	} {
 		if err := b.store.Put(b.ctx, tc.rec); err == nil {
 			t.Errorf("%s: Put succeeded", tc.name)
@@ -177,13 +176,13 @@ func TestPutUpsertMovesIndexes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	r := record(1, t0)
-	r.ErrorCode, r.Queue, r.StatusCode, r.BatchID = "code_a", enqueue.QueueInteractive, 400, "b1"
+	r.ErrorCode, r.Queue, r.StatusCode, r.BatchID = "code_a", job.QueueInteractive, 400, "b1"
 	other := record(2, t0.Add(-time.Hour))
 	other.ErrorCode = "code_a"
 	putAll(t, b, []*dlq.Record{r, other})
 
 	moved := *r
-	moved.ErrorCode, moved.Queue, moved.StatusCode, moved.BatchID = "code_b", enqueue.QueueBatch, 422, ""
+	moved.ErrorCode, moved.Queue, moved.StatusCode, moved.BatchID = "code_b", job.QueueBatch, 422, ""
 	moved.DeadAt = t0.Add(time.Minute)
 	moved.Attempts = 2
 	if err := b.store.Put(b.ctx, &moved); err != nil {
@@ -196,8 +195,8 @@ func TestPutUpsertMovesIndexes(t *testing.T) {
 	}{
 		{dlq.Filter{Code: "code_a"}, []string{id(2)}},
 		{dlq.Filter{Code: "code_b"}, []string{id(1)}},
-		{dlq.Filter{Queue: enqueue.QueueInteractive}, nil},
-		{dlq.Filter{Queue: enqueue.QueueBatch}, []string{id(1), id(2)}},
+		{dlq.Filter{Queue: job.QueueInteractive}, nil},
+		{dlq.Filter{Queue: job.QueueBatch}, []string{id(1), id(2)}},
 		{dlq.Filter{BatchID: "b1"}, nil},
 		{dlq.Filter{Status: 400}, []string{id(2)}},
 		{dlq.Filter{Status: 422}, []string{id(1)}},
@@ -220,7 +219,7 @@ func TestPutUpsertMovesIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if sum.Total != 2 || !reflect.DeepEqual(sum.ByCode, map[string]int64{"code_a": 1, "code_b": 1}) ||
-		!reflect.DeepEqual(sum.ByQueue, map[string]int64{enqueue.QueueBatch: 2}) {
+		!reflect.DeepEqual(sum.ByQueue, map[string]int64{job.QueueBatch: 2}) {
 		t.Errorf("Summary after upsert = %+v", sum)
 	}
 	// Nothing is left of the old version's index entries.
@@ -301,7 +300,7 @@ func TestListPagingStable(t *testing.T) {
 	}{
 		{"all", dlq.Filter{}},
 		{"one index", dlq.Filter{Model: "mimo-v2-flash"}},
-		{"checked fields", dlq.Filter{Model: "mimo-v2-flash", Class: dlq.ClassTerminal}},
+		{"checked fields", dlq.Filter{Model: "mimo-v2-flash", Class: job.ClassTerminal}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -406,7 +405,7 @@ func TestListTiesWithDeletedCursor(t *testing.T) {
 	var got []string
 	cursor := ""
 	for {
-		page, next, err := b.store.List(b.ctx, dlq.Filter{Class: dlq.ClassTerminal}, cursor, 7)
+		page, next, err := b.store.List(b.ctx, dlq.Filter{Class: job.ClassTerminal}, cursor, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -462,7 +461,7 @@ func TestFilterMatch(t *testing.T) {
 func TestListFilters(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	queues := []string{enqueue.QueueInteractive, enqueue.QueueBatch}
+	queues := []string{job.QueueInteractive, job.QueueBatch}
 	models := []string{"mimo-v2-pro", "mimo-v2-flash", "mimo-v2-omni"}
 	codes := []string{"invalid_request", "authentication_failed", "rate_limit_exceeded", ""}
 	statuses := []int{400, 401, 429, 0}
@@ -473,11 +472,11 @@ func TestListFilters(t *testing.T) {
 		r.Model = models[i%3]
 		r.ErrorCode = codes[i%4]
 		r.StatusCode = statuses[i%4]
-		r.Class = dlq.ClassTerminal
+		r.Class = job.ClassTerminal
 		if i%4 >= 2 {
-			r.Class = dlq.ClassExhausted
+			r.Class = job.ClassExhausted
 		}
-		if r.Queue == enqueue.QueueBatch {
+		if r.Queue == job.QueueBatch {
 			r.BatchID = fmt.Sprintf("batch-%d", i%5)
 		}
 		recs = append(recs, r)
@@ -490,20 +489,20 @@ func TestListFilters(t *testing.T) {
 		want int // -1: only compare with Match over the data
 	}{
 		{"none", dlq.Filter{}, 240},
-		{"queue+model", dlq.Filter{Queue: enqueue.QueueBatch, Model: "mimo-v2-flash"}, 40},
+		{"queue+model", dlq.Filter{Queue: job.QueueBatch, Model: "mimo-v2-flash"}, 40},
 		{"batch+code", dlq.Filter{BatchID: "batch-1", Code: "authentication_failed"}, 12},
 		{"status", dlq.Filter{Status: 429}, 60},
-		{"class", dlq.Filter{Class: dlq.ClassExhausted}, 120},
+		{"class", dlq.Filter{Class: job.ClassExhausted}, 120},
 		{"since", dlq.Filter{Since: t0.Add(200 * time.Minute)}, 40},
 		{"since sub-ms", dlq.Filter{Since: t0.Add(200*time.Minute + 3*time.Microsecond)}, 39},
 		{"until sub-ms", dlq.Filter{Until: t0.Add(10*time.Minute + 2*time.Microsecond)}, 11},
 		{"since+until", dlq.Filter{Since: t0.Add(10 * time.Minute), Until: t0.Add(20 * time.Minute)}, 10},
-		{"queue+status+class", dlq.Filter{Queue: enqueue.QueueInteractive, Status: 401, Class: dlq.ClassTerminal}, 0},
-		{"model+class+since", dlq.Filter{Model: "mimo-v2-pro", Class: dlq.ClassTerminal, Since: t0.Add(120 * time.Minute)}, -1},
+		{"queue+status+class", dlq.Filter{Queue: job.QueueInteractive, Status: 401, Class: job.ClassTerminal}, 0},
+		{"model+class+since", dlq.Filter{Model: "mimo-v2-pro", Class: job.ClassTerminal, Since: t0.Add(120 * time.Minute)}, -1},
 		{"ids", dlq.Filter{IDs: []string{id(5), id(7), id(7), id(100), "absent"}}, 3},
-		{"ids+queue", dlq.Filter{IDs: []string{id(5), id(6), id(100)}, Queue: enqueue.QueueInteractive}, 2},
+		{"ids+queue", dlq.Filter{IDs: []string{id(5), id(6), id(100)}, Queue: job.QueueInteractive}, 2},
 		{"ids+until", dlq.Filter{IDs: []string{id(5), id(6), id(100)}, Until: t0.Add(6 * time.Minute)}, 1},
-		{"batch in other queue", dlq.Filter{BatchID: "batch-1", Queue: enqueue.QueueInteractive}, 0},
+		{"batch in other queue", dlq.Filter{BatchID: "batch-1", Queue: job.QueueInteractive}, 0},
 		{"unknown model", dlq.Filter{Model: "gpt-4"}, 0},
 		{"code+status mismatch", dlq.Filter{Code: "invalid_request", Status: 401}, 0},
 		{"since after all", dlq.Filter{Since: t0.Add(24 * time.Hour)}, 0},
@@ -546,7 +545,7 @@ func TestBeyondAsynqArchiveCap(t *testing.T) {
 		recs[i].Request = json.RawMessage(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hello"}]}`)
 	}
 	putAll(t, b, recs)
-	for _, f := range []dlq.Filter{{}, {BatchID: "big"}, {BatchID: "big", Class: dlq.ClassTerminal}} {
+	for _, f := range []dlq.Filter{{}, {BatchID: "big"}, {BatchID: "big", Class: job.ClassTerminal}} {
 		if c, err := b.store.Count(b.ctx, f); err != nil || c != n {
 			t.Errorf("Count(%+v) = %d, %v; want %d", f, c, err, n)
 		}
@@ -566,7 +565,7 @@ func TestBeyondAsynqArchiveCap(t *testing.T) {
 		t.Fatalf("Iterate saw %d records, %v; want %d", len(seen), err, n)
 	}
 	sum, err := b.store.Summary(b.ctx)
-	if err != nil || sum.Total != n || sum.ByQueueModel[enqueue.QueueBatch]["mimo-v2-flash"] != n {
+	if err != nil || sum.Total != n || sum.ByQueueModel[job.QueueBatch]["mimo-v2-flash"] != n {
 		t.Fatalf("Summary = %+v, %v", sum, err)
 	}
 }
@@ -656,7 +655,7 @@ func TestSummary(t *testing.T) {
 	b := setup(t)
 	mk := func(i int, q, m, class, code string, status int) *dlq.Record {
 		r := record(i, t0.Add(time.Duration(i)*time.Second))
-		r.Queue, r.Model, r.Class, r.ErrorCode, r.StatusCode = q, m, class, code, status
+		r.Queue, r.Model, r.Class, r.ErrorCode, r.StatusCode = q, m, job.Class(class), code, status
 		return r
 	}
 	putAll(t, b, []*dlq.Record{
@@ -694,38 +693,29 @@ func TestSummary(t *testing.T) {
 	}
 }
 
-func TestPrefix(t *testing.T) {
+func TestFromJob(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	a, other := dlq.New(b.rdb, dlq.WithPrefix("a:")), dlq.New(b.rdb, dlq.WithPrefix("b:"))
-	if err := a.Put(b.ctx, record(1, t0)); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := other.Count(b.ctx, dlq.Filter{}); err != nil || n != 0 {
-		t.Fatalf("other prefix counts %d, %v", n, err)
-	}
-	keys, err := b.rdb.Keys(b.ctx, "*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if !strings.HasPrefix(k, "a:{dlq}:") {
-			t.Errorf("key %q outside prefix a:{dlq}:", k)
-		}
-	}
-}
-
-func TestNewRecord(t *testing.T) {
-	t.Parallel()
-	p := &enqueue.Payload{JobID: "j", BatchID: "b", CustomID: "c", Queue: "batch", Model: "m", Body: json.RawMessage(`{"model":"m"}`)}
-	e := &enqueue.JobError{StatusCode: 402, Code: "insufficient_funds", Message: "no money", Type: "server_error", Class: "terminal", Reason: "payment", RequestID: "r"}
-	hist := []enqueue.Attempt{{Attempt: 1, StatusCode: 402}}
-	r := dlq.NewRecord(p, e, 1, hist, t0)
+	e := &job.Error{StatusCode: 402, Code: "insufficient_funds", Message: "no money", Type: "server_error",
+		Class: job.ClassTerminal, Reason: "payment", RequestID: "r"}
+	j := &job.Job{ID: "j", BatchID: "b", CustomID: "c", Queue: "batch", Model: "m", State: job.StateDead, Attempts: 1,
+		FinishedAt: t0, Error: e, Request: json.RawMessage(`{"model":"m"}`), History: []job.Attempt{{Attempt: 1, StatusCode: 402}}}
+	r := dlq.FromJob(j)
 	if r.ID != "j" || r.BatchID != "b" || r.CustomID != "c" || r.Queue != "batch" || r.Model != "m" ||
-		string(r.Request) != `{"model":"m"}` || r.Attempts != 1 || !r.DeadAt.Equal(t0) || len(r.History) != 1 {
-		t.Errorf("NewRecord = %+v", r)
+		string(r.Request) != `{"model":"m"}` || r.Attempts != 1 || !r.DeadAt.Equal(t0) || len(r.History) != 1 ||
+		r.Class != job.ClassTerminal {
+		t.Errorf("FromJob = %+v", r)
 	}
 	if got := r.JobError(); !reflect.DeepEqual(got, e) {
 		t.Errorf("JobError() = %+v, want %+v", got, e)
+	}
+	// An exhausted job's dead letter is exhausted; one without an error
+	// still says so.
+	j.Error = &job.Error{Class: job.ClassExhausted, Code: "server_error"}
+	if r := dlq.FromJob(j); r.Class != job.ClassExhausted {
+		t.Errorf("class of an exhausted job: %s", r.Class)
+	}
+	j.Error = nil
+	if r := dlq.FromJob(j); r.Class != job.ClassTerminal || r.ErrorCode != "unknown" {
+		t.Errorf("dead letter of a job without error: %+v", r)
 	}
 }

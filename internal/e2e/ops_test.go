@@ -11,6 +11,7 @@ import (
 
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // opsN is how many jobs TestOperatorRepairsABatch kills and requeues:
@@ -25,7 +26,7 @@ type deadLine struct {
 	CustomID     string    `json:"custom_id"`
 	Queue        string    `json:"queue"`
 	Model        string    `json:"model"`
-	Class        string    `json:"class"`
+	Class        job.Class `json:"class"`
 	StatusCode   int       `json:"status_code"`
 	ErrorCode    string    `json:"error_code"`
 	ErrorMessage string    `json:"error_message"`
@@ -52,7 +53,7 @@ func TestOperatorRepairsABatch(t *testing.T) {
 	f.waitFinal([]string{alive}, time.Minute)
 
 	// asynq's archive is not where they went: it would have kept 10,000.
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetQueueInfo(enqueue.AsynqQueue(enqueue.QueueBatch, ghostModel))
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetQueueInfo(job.AsynqQueue(enqueue.QueueBatch, ghostModel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestOperatorRepairsABatch(t *testing.T) {
 	}
 	seen := make(map[string]bool, opsN)
 	for i, l := range lines {
-		if l.BatchID != batchID || l.Model != ghostModel || l.Queue != enqueue.QueueBatch || l.Class != dlq.ClassTerminal ||
+		if l.BatchID != batchID || l.Model != ghostModel || l.Queue != enqueue.QueueBatch || l.Class != job.ClassTerminal ||
 			l.StatusCode != 404 || l.ErrorCode == "" || l.ErrorMessage == "" || l.Attempts != 1 || l.DeadAt.IsZero() ||
 			!strings.HasPrefix(l.CustomID, "req-") {
 			t.Fatalf("dead letter %d: %+v", i, l)
@@ -140,8 +141,8 @@ func TestOperatorRepairsABatch(t *testing.T) {
 	}
 	// …and dies again, as a new dead letter of the same batch.
 	Eventually(t, time.Minute, "requeued job dead again", func() bool {
-		st, err := f.client.Records().State(t.Context(), lines[1].ID)
-		return err == nil && st == enqueue.StateDead && f.deadCount(dlq.Filter{BatchID: batchID}) == opsN
+		j, err := f.client.Get(t.Context(), lines[1].ID)
+		return err == nil && j.State == enqueue.StateDead && f.deadCount(dlq.Filter{BatchID: batchID}) == opsN
 	})
 
 	// Fix the cause: the API now serves the model (a mock restarted with it

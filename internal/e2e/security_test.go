@@ -24,6 +24,7 @@ import (
 
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -317,17 +318,12 @@ func (f *fleet) getJobIDs(batchID string) []string {
 	if err := json.Unmarshal([]byte(out), &b); err != nil {
 		f.t.Fatal(err)
 	}
-	// Job records carry their batch; the batch's job IDs follow from its
-	// creation time and index, which only enqueue knows: read them off the
-	// records.
-	keys, err := f.rdb.Keys(context.Background(), "mimoq:job:{*}").Result()
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	// The batch's job IDs follow from its ID, creation time and line.
 	var ids []string
-	for _, k := range keys {
-		if f.rdb.HGet(context.Background(), k, "batch_id").Val() == batchID {
-			ids = append(ids, f.rdb.HGet(context.Background(), k, "id").Val())
+	for i := range b.Total {
+		id := records.BatchJobID(batchID, b.CreatedAt.UnixMilli(), i)
+		if j, err := f.client.Get(context.Background(), id); err == nil && j.BatchID == batchID {
+			ids = append(ids, id)
 		}
 	}
 	if len(ids) != b.Total {

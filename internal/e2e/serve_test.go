@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/records"
 )
 
 // These tests play a service written in another language: they talk to
@@ -294,7 +295,7 @@ func TestServeShutdownAnswersLongPolls(t *testing.T) {
 		status, out := s.call(t, "GET", "/v1/jobs/"+sub.ID+"?wait=4m", s.Token, "", nil)
 		done <- answer{status, out}
 	}()
-	ch := enqueue.DoneChannel(enqueue.DefaultPrefix, sub.ID)
+	ch := records.DoneChannel(sub.ID)
 	Eventually(t, 30*time.Second, "long poll subscribed", func() bool {
 		n, _ := f.rdb.PubSubNumSub(context.Background(), ch).Result()
 		return n[ch] == 1

@@ -14,6 +14,7 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/browsertest"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // TestBrowserRepairsADeadLetter: jobs die at the API (404); an operator
@@ -77,10 +78,10 @@ func TestBrowserRepairsADeadLetter(t *testing.T) {
 	if _, err := dlq.New(f.rdb).Get(context.Background(), target); !errors.Is(err, dlq.ErrNotFound) {
 		t.Errorf("job %s is still a dead letter: %v", target, err)
 	}
-	if st, err := f.client.Records().State(context.Background(), target); err != nil || st != enqueue.StateQueued {
-		t.Errorf("job %s is %s (%v), want queued", target, st, err)
+	if j, err := f.client.Get(context.Background(), target); err != nil || j.State != enqueue.StateQueued {
+		t.Errorf("job %s is %+v (%v), want queued", target, j, err)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(enqueue.AsynqQueue(enqueue.QueueBatch, ghostModel), target)
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo(job.AsynqQueue(enqueue.QueueBatch, ghostModel), target)
 	if err != nil || info.State != asynq.TaskStatePending {
 		t.Errorf("task of job %s: %v %v, want pending", target, info, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -27,7 +28,7 @@ func TestLanesOnCluster(t *testing.T) {
 	ctx := context.Background()
 	cluster := redistest.NewCluster(t)
 	client := func() *redis.ClusterClient { return cluster.Client() }
-	ks := keyspace{prefix: DefaultPrefix}
+	ks := keyspace{prefix: job.KeyPrefix}
 
 	// One model per master.
 	byNode := map[string]string{}
@@ -62,7 +63,7 @@ func TestLanesOnCluster(t *testing.T) {
 	rdb := client()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	queues := []string{enqueue.QueueInteractive, enqueue.QueueBatch}
-	lanes := NewLanes(rdb, insp, queues)
+	lanes := NewLanes(rdb, insp)
 
 	for _, m := range models {
 		// Both Gates use the lane first, so that they listen for its events.
@@ -102,9 +103,9 @@ func TestLanesOnCluster(t *testing.T) {
 			return errors.Is(err, ErrPaused)
 		})
 		for _, q := range queues {
-			info, err := insp.GetQueueInfo(enqueue.AsynqQueue(q, m))
+			info, err := insp.GetQueueInfo(job.AsynqQueue(q, m))
 			if err == nil && !info.Paused {
-				t.Errorf("asynq queue %s not paused", enqueue.AsynqQueue(q, m))
+				t.Errorf("asynq queue %s not paused", job.AsynqQueue(q, m))
 			}
 		}
 		if changed, err := lanes.Resume(ctx, m); err != nil || !changed {

@@ -13,14 +13,14 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // GateConfig configures a Gate.
 type GateConfig struct {
 	// Redis holds the fleet's limiter state. Required.
 	Redis redis.UniversalClient
-	// Prefix is put in front of every key and channel. Default "mimoq:".
-	Prefix string
 	// Default is the limit of models not in PerModel. The zero Limit means
 	// DefaultLimit (100 RPM, 10M TPM); a field that is negative, or zero
 	// while the other is set, is unlimited.
@@ -52,9 +52,6 @@ type GateConfig struct {
 }
 
 func (c GateConfig) withDefaults() GateConfig {
-	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
-	}
 	if c.Default == (Limit{}) {
 		c.Default = DefaultLimit
 	}
@@ -134,7 +131,7 @@ func NewGate(cfg GateConfig) (*Gate, error) {
 	cfg.PerModel = maps.Clone(cfg.PerModel)
 	g := &Gate{
 		cfg:     cfg,
-		ks:      keyspace{prefix: cfg.Prefix},
+		ks:      keyspace{prefix: job.KeyPrefix},
 		log:     cfg.Logger.With().Str("component", "lane").Logger(),
 		limiter: redis_rate.NewLimiter(cfg.Redis),
 		lanes:   make(map[string]*lane),

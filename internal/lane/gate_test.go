@@ -39,7 +39,7 @@ func (b *bundle) gate(cfg GateConfig) *Gate {
 }
 
 func (b *bundle) lanes(opts ...LanesOption) *Lanes {
-	return NewLanes(b.redis.Client(), nil, nil, opts...)
+	return NewLanes(b.redis.Client(), nil, opts...)
 }
 
 // maxInWindow is the largest number of times in any half-open window

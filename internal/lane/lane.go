@@ -103,13 +103,10 @@ const (
 	StatusPaused      = "paused"
 )
 
-// DefaultPrefix is the prefix of every Redis key and channel of this package.
-const DefaultPrefix = "mimoq:"
-
 // rateKeyPrefix is what redis_rate puts in front of the keys it is given.
 const rateKeyPrefix = "rate:"
 
-// keyspace names one prefix's keys.
+// keyspace names the package's keys (prefix job.KeyPrefix).
 type keyspace struct{ prefix string }
 
 func (k keyspace) lane(model string) string     { return k.prefix + "{lane:" + model + "}" }

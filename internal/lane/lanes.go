@@ -11,7 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // State is a lane as operators see it.
@@ -32,7 +32,6 @@ type State struct {
 type Lanes struct {
 	rdb      redis.UniversalClient
 	insp     *asynq.Inspector
-	queues   []string
 	ks       keyspace
 	actor    string
 	def      Limit
@@ -41,15 +40,6 @@ type Lanes struct {
 
 // LanesOption configures Lanes.
 type LanesOption func(*Lanes)
-
-// WithPrefix sets the prefix of keys and channel. Default "mimoq:".
-func WithPrefix(prefix string) LanesOption {
-	return func(l *Lanes) {
-		if prefix != "" {
-			l.ks = keyspace{prefix: prefix}
-		}
-	}
-}
 
 // WithActor names who pauses through these Lanes, stored with the pause as
 // State.PausedBy, e.g. "worker host-3". Default "operator".
@@ -72,17 +62,17 @@ func WithLimits(def Limit, perModel map[string]Limit) LanesOption {
 	}
 }
 
-// NewLanes returns Lanes for the mimoq queues given (e.g. "interactive",
-// "batch"): pausing model M pauses the asynq queue enqueue.AsynqQueue(q, M)
-// of each. insp may be nil to leave the asynq queues alone.
-func NewLanes(rdb redis.UniversalClient, insp *asynq.Inspector, queues []string, opts ...LanesOption) *Lanes {
+// NewLanes returns Lanes: pausing model M pauses the asynq queue
+// job.AsynqQueue(q, M) of every mimoq queue q, whichever queues the pausing
+// process consumes itself, so that a pause covers the model everywhere.
+// insp may be nil to leave the asynq queues alone.
+func NewLanes(rdb redis.UniversalClient, insp *asynq.Inspector, opts ...LanesOption) *Lanes {
 	l := &Lanes{
-		rdb:    rdb,
-		insp:   insp,
-		queues: append([]string(nil), queues...),
-		ks:     keyspace{prefix: DefaultPrefix},
-		actor:  "operator",
-		def:    DefaultLimit,
+		rdb:   rdb,
+		insp:  insp,
+		ks:    keyspace{prefix: job.KeyPrefix},
+		actor: "operator",
+		def:   DefaultLimit,
 	}
 	for _, o := range opts {
 		o(l)
@@ -174,8 +164,8 @@ func (l *Lanes) eachQueue(model string, fn func(string) error) error {
 		return nil
 	}
 	var errs []error
-	for _, q := range l.queues {
-		if err := fn(enqueue.AsynqQueue(q, model)); err != nil {
+	for _, q := range job.Queues() {
+		if err := fn(job.AsynqQueue(q, model)); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 func TestPauseResume(t *testing.T) {
@@ -20,7 +21,7 @@ func TestPauseResume(t *testing.T) {
 	rdb := b.redis.Client()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	queues := []string{enqueue.QueueInteractive, enqueue.QueueBatch}
-	lanes := NewLanes(rdb, insp, queues, WithActor("worker"),
+	lanes := NewLanes(rdb, insp, WithActor("worker"),
 		WithLimits(Limit{}, map[string]Limit{model: {RPM: 50, TPM: 2000000}}))
 	g := b.gate(GateConfig{})
 
@@ -35,7 +36,7 @@ func TestPauseResume(t *testing.T) {
 	}
 	client := asynq.NewClientFromRedisClient(rdb)
 	for _, q := range queues {
-		if _, err := client.EnqueueContext(ctx, asynq.NewTask(enqueue.TaskType, []byte(`{}`)), asynq.Queue(enqueue.AsynqQueue(q, model))); err != nil {
+		if _, err := client.EnqueueContext(ctx, asynq.NewTask(job.TaskType, []byte(`{}`)), asynq.Queue(job.AsynqQueue(q, model))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -89,9 +90,9 @@ func TestPauseResume(t *testing.T) {
 func assertQueuesPaused(t *testing.T, insp *asynq.Inspector, queues []string, model string, want bool) {
 	t.Helper()
 	for _, q := range queues {
-		info, err := insp.GetQueueInfo(enqueue.AsynqQueue(q, model))
+		info, err := insp.GetQueueInfo(job.AsynqQueue(q, model))
 		if err != nil {
-			t.Fatalf("GetQueueInfo(%s): %v", enqueue.AsynqQueue(q, model), err)
+			t.Fatalf("GetQueueInfo(%s): %v", job.AsynqQueue(q, model), err)
 		}
 		if info.Paused != want || info.Size != 1 {
 			t.Errorf("queue %s: paused %v with %d tasks, want paused %v with its 1 task", info.Queue, info.Paused, info.Size, want)

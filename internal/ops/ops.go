@@ -13,7 +13,6 @@ package ops
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,13 +21,14 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/records"
 )
 
-// DefaultWorkers is how many dead letters a bulk action handles at once.
-const DefaultWorkers = 16
+// workers is how many dead letters a bulk action handles at once.
+const workers = 16
 
 // pageSize is how many dead letters a bulk action reads from the store at a
 // time; it bounds the memory of a bulk action with the number of workers.
@@ -37,14 +37,10 @@ const pageSize = 500
 // Ops performs operator actions. It is safe for concurrent use.
 type Ops struct {
 	rdb     redis.UniversalClient
-	client  *enqueue.Client
-	records *enqueue.Records
+	records *records.Store
 	store   *dlq.Store
 	insp    *asynq.Inspector
 	lanes   *lane.Lanes
-	queues  []string
-	workers int
-	prefix  string
 	now     func() time.Time
 }
 
@@ -55,41 +51,26 @@ type Option func(*Ops)
 // Default: lanes with lane.DefaultLimit for every model.
 func WithLanes(l *lane.Lanes) Option { return func(o *Ops) { o.lanes = l } }
 
-// WithQueues sets the mimoq queues Stats always reports, besides those it
-// finds in Redis. Default interactive and batch.
-func WithQueues(queues ...string) Option {
-	return func(o *Ops) { o.queues = slices.Clone(queues) }
+// WithResultTTL sets how long the records of requeued jobs are kept once
+// final again. Default job.DefaultResultTTL.
+func WithResultTTL(d time.Duration) Option {
+	return func(o *Ops) { o.records = records.New(o.rdb, d) }
 }
 
-// WithWorkers sets how many dead letters a bulk action handles at once.
-// Default DefaultWorkers.
-func WithWorkers(n int) Option {
-	return func(o *Ops) {
-		if n > 0 {
-			o.workers = n
-		}
-	}
-}
-
-// New returns Ops on rdb, re-enqueueing through client and reading dead
-// letters from store.
-func New(rdb redis.UniversalClient, client *enqueue.Client, store *dlq.Store, opts ...Option) *Ops {
+// New returns Ops on rdb.
+func New(rdb redis.UniversalClient, opts ...Option) *Ops {
 	o := &Ops{
 		rdb:     rdb,
-		client:  client,
-		records: client.Records(),
-		store:   store,
+		records: records.New(rdb, job.DefaultResultTTL),
+		store:   dlq.New(rdb),
 		insp:    asynq.NewInspectorFromRedisClient(rdb),
-		queues:  []string{enqueue.QueueInteractive, enqueue.QueueBatch},
-		workers: DefaultWorkers,
-		prefix:  client.Records().Prefix(),
 		now:     time.Now,
 	}
 	for _, opt := range opts {
 		opt(o)
 	}
 	if o.lanes == nil {
-		o.lanes = lane.NewLanes(rdb, nil, o.queues)
+		o.lanes = lane.NewLanes(rdb, nil)
 	}
 	return o
 }
@@ -175,9 +156,9 @@ func (o *Ops) each(ctx context.Context, sel Selection, opts Options, detail bool
 		opts.Progress(int(matched.Load()), int(max(total.Load(), matched.Load())))
 	}
 
-	work := make(chan *dlq.Record, o.workers*2)
+	work := make(chan *dlq.Record, workers*2)
 	if !opts.DryRun {
-		for range o.workers {
+		for range workers {
 			wg.Go(func() {
 				for rec := range work {
 					if ctx.Err() != nil {
@@ -267,112 +248,30 @@ func (o *Ops) byIDs(ctx context.Context, ids []string, f dlq.Filter, detail bool
 	return notDead, nil
 }
 
-// requeueOne requeues one dead letter and reports whether it was requeued
-// (false: it was gone or had died again in the meantime). The steps, each
-// idempotent, in an order that never leaves a job both queued and listed as
-// dead for longer than this call:
-//
-//  1. Reset the job record to queued with a fresh attempt budget (recreate
-//     it from the dead letter if it expired). A job found running or
-//     succeeded was requeued by an earlier, interrupted run: only step 4
-//     is left to do.
-//  2. Take the job out of its batch's final count.
-//  3. Enqueue its asynq task again (task ID = job ID).
-//  4. Delete the dead letter, if it is still the one read (same DeadAt).
+// requeueOne requeues one dead letter and reports whether it was requeued.
+// The job's record is reset to queued with a fresh attempt budget and taken
+// out of its batch's dead count in one step (written anew from the dead
+// letter if it expired), which also ends every earlier delivery's lease:
+// the delivery that dead-lettered the job, if it is still finishing, then
+// changes nothing. The job gets its task, and last the dead letter is
+// deleted if it is still the one read. Run again after an interruption, it
+// finds the job reset by the first run and finishes the rest. A job of a
+// canceled batch runs again all the same: a requeue is the operator's own
+// decision, made after the cancel; the batch is over again once it ends.
 func (o *Ops) requeueOne(ctx context.Context, rec *dlq.Record) (bool, error) {
-	st, err := o.records.Reset(ctx, rec.ID, o.now())
-	fresh := err == nil && st == enqueue.StateQueued
-	if errors.Is(err, enqueue.ErrNotFound) {
-		if _, _, err = o.records.Create(ctx, payloadOf(rec)); err != nil {
-			return false, err
-		}
-		st, fresh = enqueue.StateQueued, true
-	} else if err != nil {
+	res, st, err := o.records.Requeue(ctx, records.DeadJob{ID: rec.ID, BatchID: rec.BatchID, CustomID: rec.CustomID,
+		Queue: rec.Queue, Model: rec.Model, Request: rec.Request, DeadAt: rec.DeadAt}, o.now())
+	if err != nil {
 		return false, err
 	}
-	switch st {
-	case enqueue.StateQueued:
-		if err := o.enqueue(ctx, rec, fresh); err != nil {
-			return false, err
-		}
-	case enqueue.StateRunning, enqueue.StateRetrying, enqueue.StateSucceeded:
-		// An earlier requeue went through and a worker took the job.
-	default:
-		// Dead or canceled again: Reset changes those, so this cannot be
-		// reached; leave the dead letter alone rather than lose it.
-		return false, fmt.Errorf("requeue job %s: job is %s after reset", rec.ID, st)
+	if res == records.NotDead && st == job.StateDead {
+		// It died again after this dead letter was read: the newer death
+		// has its own dead letter, which replaces this one.
+		return false, nil
 	}
 	ok, err := o.store.DeleteIf(ctx, rec.ID, rec.DeadAt)
 	if err != nil {
 		return false, err
 	}
-	// A dead letter replaced since it was read means the job ran and died
-	// again: it was requeued all the same.
-	return ok || st == enqueue.StateQueued, nil
-}
-
-// enqueue does steps 2 and 3 of requeueOne for a job whose record is
-// queued. fresh is false when Reset found the job queued already, i.e. an
-// earlier run reset it: if that run also enqueued the task, the batch count
-// was taken back then, and the task may have run and been counted anew.
-func (o *Ops) enqueue(ctx context.Context, rec *dlq.Record, fresh bool) error {
-	qname := enqueue.AsynqQueue(rec.Queue, rec.Model)
-	if !fresh {
-		info, err := o.insp.GetTaskInfo(qname, rec.ID)
-		if err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
-			return nil // enqueued by the earlier run
-		}
-	}
-	if rec.BatchID != "" {
-		if err := o.records.UncountFinal(ctx, rec.BatchID, rec.ID, enqueue.StateDead); err != nil {
-			return err
-		}
-	}
-	p := payloadOf(rec)
-	// A conflict means asynq still holds a task with the job's ID: the
-	// delivery that dead-lettered the job may not have returned yet
-	// (active), or asynq archived it. Wait for the first, replace the second.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := o.client.Requeue(ctx, p)
-		if !errors.Is(err, asynq.ErrTaskIDConflict) {
-			return err
-		}
-		info, ierr := o.insp.GetTaskInfo(qname, rec.ID)
-		switch {
-		case errors.Is(ierr, asynq.ErrTaskNotFound), errors.Is(ierr, asynq.ErrQueueNotFound):
-			continue // gone in between: enqueue again
-		case ierr != nil:
-			return fmt.Errorf("requeue job %s: %w", rec.ID, ierr)
-		}
-		switch info.State {
-		case asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry, asynq.TaskStateAggregating:
-			return nil // it will run
-		case asynq.TaskStateArchived, asynq.TaskStateCompleted:
-			if err := o.insp.DeleteTask(qname, rec.ID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-				return fmt.Errorf("requeue job %s: remove old task: %w", rec.ID, err)
-			}
-		case asynq.TaskStateActive:
-			if time.Now().After(deadline) {
-				return fmt.Errorf("requeue job %s: its previous delivery is still active", rec.ID)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
-}
-
-// payloadOf rebuilds the task payload of a dead letter's job.
-func payloadOf(rec *dlq.Record) *enqueue.Payload {
-	submitted := rec.DeadAt
-	if len(rec.History) > 0 && !rec.History[0].Start.IsZero() {
-		submitted = rec.History[0].Start
-	}
-	return &enqueue.Payload{
-		JobID: rec.ID, BatchID: rec.BatchID, CustomID: rec.CustomID, Queue: rec.Queue, Model: rec.Model,
-		Body: rec.Request, SubmittedAt: submitted.UTC(),
-	}
+	return res != records.NotDead && (ok || res == records.AlreadyRequeued), nil
 }

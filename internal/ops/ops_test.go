@@ -18,7 +18,9 @@ import (
 
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -30,7 +32,7 @@ type bundle struct {
 	ctx     context.Context
 	rdb     *redis.Client
 	client  *enqueue.Client
-	records *enqueue.Records
+	records *records.Store
 	store   *dlq.Store
 	insp    *asynq.Inspector
 	ops     *Ops
@@ -46,20 +48,20 @@ func setup(t testing.TB) *bundle {
 	t.Cleanup(func() { _ = c.Close() })
 	store := dlq.New(rdb)
 	return &bundle{
-		ctx: context.Background(), rdb: rdb, client: c, records: c.Records(), store: store,
-		insp: asynq.NewInspectorFromRedisClient(rdb), ops: New(rdb, c, store),
+		ctx: context.Background(), rdb: rdb, client: c, records: records.New(rdb, 0), store: store,
+		insp: asynq.NewInspectorFromRedisClient(rdb), ops: New(rdb),
 	}
 }
 
-// job describes one job to kill.
-type job struct {
+// deadJob describes one job to kill.
+type deadJob struct {
 	batch, queue, model string
 	submit              bool // through SubmitBatch, batch record and all
 	status              int
 	code, class         string
 }
 
-func (j job) withDefaults() job {
+func (j deadJob) withDefaults() deadJob {
 	if j.queue == "" {
 		j.queue = enqueue.QueueBatch
 	}
@@ -70,27 +72,29 @@ func (j job) withDefaults() job {
 		j.status, j.code = 400, "invalid_request"
 	}
 	if j.class == "" {
-		j.class = dlq.ClassTerminal
+		j.class = string(job.ClassTerminal)
 	}
 	return j
 }
 
-// kill makes a job die the way the worker does: record created, taken,
-// finished dead, dead-lettered, counted in its batch. No asynq task is left
-// (the worker's task completes when the job is dead-lettered). With
+// kill makes a job die the way the worker does: record written, taken,
+// finished dead (counted in its batch), dead-lettered. No asynq task is
+// left (the worker's task completes when the job is dead-lettered). With
 // j.submit the job is a line of a batch submitted with SubmitBatch.
-func (b *bundle) kill(t testing.TB, j job) *enqueue.Payload {
+func (b *bundle) kill(t testing.TB, j deadJob) job.Payload {
 	t.Helper()
 	j = j.withDefaults()
-	var p *enqueue.Payload
-	if j.submit {
+	var p job.Payload
+	if j.batch != "" {
 		p = b.submitBatch(t, j, 1)[0]
 	} else {
-		p = &enqueue.Payload{
-			JobID: enqueue.NewID(), BatchID: j.batch, Queue: j.queue, Model: j.model, SubmittedAt: time.Now().UTC(),
-			Body: json.RawMessage(fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hi"}]}`, j.model)),
+		p = job.Payload{JobID: enqueue.NewID(), Queue: j.queue, Model: j.model}
+		body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hi"}]}`, j.model)
+		if _, err := b.records.Submit(b.ctx, records.NewJob{ID: p.JobID, Queue: j.queue, Model: j.model,
+			Body: []byte(body), SubmittedAt: time.Now()}); err != nil {
+			t.Fatal(err)
 		}
-		if _, _, err := b.records.Create(b.ctx, p); err != nil {
+		if err := b.insp.DeleteTask(job.AsynqQueue(p.Queue, p.Model), p.JobID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,82 +105,70 @@ func (b *bundle) kill(t testing.TB, j job) *enqueue.Payload {
 // submitBatch submits a batch of n lines with ID j.batch, or "<j.batch>-N"
 // when j.batch is taken, and returns their payloads, taking their tasks out
 // of asynq as a worker does.
-func (b *bundle) submitBatch(t testing.TB, j job, n int) []*enqueue.Payload {
+func (b *bundle) submitBatch(t testing.TB, j deadJob, n int) []job.Payload {
+	t.Helper()
+	models := make([]string, n)
+	for i := range models {
+		models[i] = j.model
+	}
+	return b.submitLines(t, j.batch, j.queue, models)
+}
+
+// submitLines submits a batch with ID id (or "<id>-N" when id is taken)
+// and one line per model, and returns their payloads in line order, taking
+// their tasks out of asynq as a worker does.
+func (b *bundle) submitLines(t testing.TB, id, queue string, models []string) []job.Payload {
 	t.Helper()
 	var buf bytes.Buffer
-	for i := range n {
+	for i, m := range models {
 		fmt.Fprintf(&buf, `{"custom_id":"c-%s-%d","body":{"model":%q,"messages":[{"role":"user","content":"hi"}]}}`+"\n",
-			enqueue.NewID(), i, j.model)
+			enqueue.NewID(), i, m)
 	}
-	id := j.batch
+	base := id
 	for i := 2; ; i++ {
 		if _, err := b.client.GetBatch(b.ctx, id); errors.Is(err, enqueue.ErrNotFound) {
 			break
 		}
-		id = j.batch + "-" + strconv.Itoa(i)
+		id = base + "-" + strconv.Itoa(i)
 	}
-	if _, err := b.client.SubmitBatch(b.ctx, bytes.NewReader(buf.Bytes()), enqueue.BatchOptions{ID: id, Queue: j.queue}); err != nil {
+	bt, err := b.client.SubmitBatch(b.ctx, bytes.NewReader(buf.Bytes()), enqueue.BatchOptions{ID: id, Queue: queue})
+	if err != nil {
 		t.Fatal(err)
 	}
-	qname := enqueue.AsynqQueue(j.queue, j.model)
-	var out []*enqueue.Payload
-	for page := 1; ; page++ {
-		tasks, err := b.insp.ListPendingTasks(qname, asynq.PageSize(1000), asynq.Page(page))
-		if err != nil {
-			t.Fatal(err)
+	out := make([]job.Payload, len(models))
+	for i, m := range models {
+		out[i] = job.Payload{JobID: records.BatchJobID(id, bt.CreatedAt.UnixMilli(), i), BatchID: id, Queue: queue, Model: m}
+		if err := b.insp.DeleteTask(job.AsynqQueue(queue, m), out[i].JobID); err != nil {
+			t.Fatalf("line %d of batch %s has no task: %v", i, id, err)
 		}
-		if len(tasks) == 0 {
-			break
-		}
-		for _, ti := range tasks {
-			var p enqueue.Payload
-			if err := json.Unmarshal(ti.Payload, &p); err != nil {
-				t.Fatal(err)
-			}
-			if p.BatchID == id {
-				out = append(out, &p)
-			}
-		}
-	}
-	for _, p := range out {
-		if err := b.insp.DeleteTask(qname, p.JobID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(out) != n {
-		t.Fatalf("batch %s: %d pending tasks, want %d", id, len(out), n)
 	}
 	return out
 }
 
 // die does what the worker does when job p fails terminally.
-func (b *bundle) die(t testing.TB, p *enqueue.Payload, j job) {
+func (b *bundle) die(t testing.TB, p job.Payload, j deadJob) {
 	t.Helper()
-	if _, err := b.records.Begin(b.ctx, p, "test", time.Now()); err != nil {
-		t.Fatal(err)
+	bg, err := b.records.Begin(b.ctx, p.JobID, records.NewLease(), "test", time.Now())
+	if err != nil || bg.Verdict != records.Run {
+		t.Fatalf("begin %s: %+v, %v", p.JobID, bg, err)
 	}
-	jerr := &enqueue.JobError{StatusCode: j.status, Code: j.code, Message: "boom", Class: j.class}
-	entry := &enqueue.Attempt{Attempt: 1, Start: time.Now().UTC(), StatusCode: j.status, ErrorCode: j.code, Class: j.class}
-	if _, err := b.records.Finish(b.ctx, p.JobID, enqueue.Outcome{State: enqueue.StateDead, Counted: true, Entry: entry,
-		Error: jerr, StatusCode: j.status}, time.Now()); err != nil {
-		t.Fatal(err)
+	jerr := &job.Error{StatusCode: j.status, Code: j.code, Message: "boom", Class: job.Class(j.class)}
+	entry := &job.Attempt{Attempt: 1, Start: time.Now().UTC(), StatusCode: j.status, ErrorCode: j.code, Class: job.Class(j.class)}
+	if f, err := b.records.Finish(b.ctx, bg.Delivery, records.Outcome{State: job.StateDead, Counted: true, Entry: entry,
+		Error: jerr, StatusCode: j.status}, time.Now()); err != nil || f.Written != records.Applied {
+		t.Fatalf("finish %s: %+v, %v", p.JobID, f, err)
 	}
-	got, err := b.records.Get(b.ctx, p.JobID)
+	got, err := b.records.Get(b.ctx, p.JobID, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.store.Put(b.ctx, dlq.NewRecord(p, jerr, got.Attempts, got.History, got.FinishedAt)); err != nil {
+	if err := b.store.Put(b.ctx, dlq.FromJob(got)); err != nil {
 		t.Fatal(err)
-	}
-	if p.BatchID != "" {
-		if _, err := b.records.Announce(b.ctx, p.BatchID, p.JobID, enqueue.StateDead, nil); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
 // killBatch submits a batch of n lines and kills them all.
-func (b *bundle) killBatch(t testing.TB, n int, j job) []*enqueue.Payload {
+func (b *bundle) killBatch(t testing.TB, n int, j deadJob) []job.Payload {
 	t.Helper()
 	j = j.withDefaults()
 	ps := b.submitBatch(t, j, n)
@@ -188,11 +180,11 @@ func (b *bundle) killBatch(t testing.TB, n int, j job) []*enqueue.Payload {
 
 // killN kills n jobs described by j (in one batch when j.batch is set)
 // and returns their IDs.
-func (b *bundle) killN(t testing.TB, n int, j job) []string {
+func (b *bundle) killN(t testing.TB, n int, j deadJob) []string {
 	t.Helper()
 	j = j.withDefaults()
 	ids := make([]string, n)
-	if j.submit {
+	if j.batch != "" {
 		for i, p := range b.killBatch(t, n, j) {
 			ids[i] = p.JobID
 		}
@@ -204,13 +196,24 @@ func (b *bundle) killN(t testing.TB, n int, j job) []string {
 	return ids
 }
 
-func (b *bundle) state(t testing.TB, id string) enqueue.State {
+func (b *bundle) state(t testing.TB, id string) job.State {
 	t.Helper()
 	st, err := b.records.State(b.ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// recordKey finds the Redis key of job id's record, as an operator would
+// with redis-cli.
+func recordKey(t testing.TB, rdb *redis.Client, id string) string {
+	t.Helper()
+	keys, err := rdb.Keys(context.Background(), job.KeyPrefix+"job:*"+id).Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("record key of %s: %v, %v", id, keys, err)
+	}
+	return keys[0]
 }
 
 func (b *bundle) dead(t testing.TB, f dlq.Filter) int64 {
@@ -223,10 +226,10 @@ func (b *bundle) dead(t testing.TB, f dlq.Filter) int64 {
 }
 
 // taskState returns the asynq state of job id's task, or "" when none.
-func (b *bundle) taskState(t testing.TB, p job, id string) string {
+func (b *bundle) taskState(t testing.TB, p deadJob, id string) string {
 	t.Helper()
 	p = p.withDefaults()
-	info, err := b.insp.GetTaskInfo(enqueue.AsynqQueue(p.queue, p.model), id)
+	info, err := b.insp.GetTaskInfo(job.AsynqQueue(p.queue, p.model), id)
 	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 		return ""
 	}
@@ -239,17 +242,17 @@ func (b *bundle) taskState(t testing.TB, p job, id string) string {
 // batchCount reads one counter of a batch's record.
 func (b *bundle) batchCount(t testing.TB, batch, field string) int {
 	t.Helper()
-	v, err := b.rdb.HGet(b.ctx, enqueue.DefaultPrefix+"batch:{"+batch+"}", field).Int()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	bt, err := b.client.GetBatch(b.ctx, batch)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return v
+	return map[string]int{"dead": bt.Dead, "succeeded": bt.Succeeded, "canceled": bt.Canceled}[field]
 }
 
 func TestRequeueIsIdempotent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	j := job{batch: "B1", submit: true}
+	j := deadJob{batch: "B1", submit: true}
 	ids := b.killN(t, 5, j)
 	if got := b.batchCount(t, "B1", "dead"); got != 5 {
 		t.Fatalf("batch dead count before requeue = %d, want 5", got)
@@ -279,7 +282,7 @@ func TestRequeueIsIdempotent(t *testing.T) {
 		if ts := b.taskState(t, j, id); ts != "pending" {
 			t.Errorf("job %s: task %q, want pending", id, ts)
 		}
-		jb, _ := b.records.Get(b.ctx, id)
+		jb, _ := b.records.Get(b.ctx, id, false)
 		if jb.Attempts != 0 || jb.Error != nil {
 			t.Errorf("job %s: attempts %d error %+v, want a fresh budget", id, jb.Attempts, jb.Error)
 		}
@@ -299,51 +302,46 @@ func TestRequeueIsIdempotent(t *testing.T) {
 func TestRequeueConvergesAfterInterruption(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	j := job{batch: "B2", submit: true}
+	j := deadJob{batch: "B2", submit: true}
 	now := time.Now()
 
 	ps := b.killBatch(t, 5, j)
 	p1, p2, p3, p4, p5 := ps[0], ps[1], ps[2], ps[3], ps[4]
-	// 1: reset, nothing else.
-	if _, err := b.records.Reset(b.ctx, p1.JobID, now); err != nil {
-		t.Fatal(err)
+	requeue := func(p job.Payload) {
+		rec, err := b.store.Get(b.ctx, p.JobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := b.records.Requeue(b.ctx, records.DeadJob{ID: p.JobID, BatchID: p.BatchID, CustomID: p.CustomID,
+			Queue: p.Queue, Model: p.Model, Request: rec.Request, DeadAt: rec.DeadAt}, now); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// 2: reset and uncounted, not enqueued.
-	if _, err := b.records.Reset(b.ctx, p2.JobID, now); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.records.UncountFinal(b.ctx, "B2", p2.JobID, enqueue.StateDead); err != nil {
-		t.Fatal(err)
+	// 1 and 2: record reset (and uncounted, in the same step), but the
+	// task was never written: the process died in between.
+	for _, p := range []job.Payload{p1, p2} {
+		requeue(p)
+		if err := b.insp.DeleteTask(job.AsynqQueue(p.Queue, p.Model), p.JobID); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// 3: everything but the dead letter's removal.
-	if _, err := b.records.Reset(b.ctx, p3.JobID, now); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.records.UncountFinal(b.ctx, "B2", p3.JobID, enqueue.StateDead); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.client.Requeue(b.ctx, p3); err != nil {
-		t.Fatal(err)
-	}
+	requeue(p3)
 	// 4: as 3, and a worker has run the job to success since.
-	if _, err := b.records.Reset(b.ctx, p4.JobID, now); err != nil {
-		t.Fatal(err)
+	requeue(p4)
+	bg, err := b.records.Begin(b.ctx, p4.JobID, records.NewLease(), "w", now)
+	if err != nil || bg.Verdict != records.Run {
+		t.Fatalf("begin: %+v %v", bg, err)
 	}
-	if err := b.records.UncountFinal(b.ctx, "B2", p4.JobID, enqueue.StateDead); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.records.Begin(b.ctx, p4, "w", now); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.records.Finish(b.ctx, p4.JobID, enqueue.Outcome{State: enqueue.StateSucceeded, Counted: true,
+	if _, err := b.records.Finish(b.ctx, bg.Delivery, records.Outcome{State: job.StateSucceeded, Counted: true,
 		Result: json.RawMessage(`{}`)}, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.records.Announce(b.ctx, "B2", p4.JobID, enqueue.StateSucceeded, nil); err != nil {
+	if err := b.insp.DeleteTask(job.AsynqQueue(p4.Queue, p4.Model), p4.JobID); err != nil {
 		t.Fatal(err)
 	}
 	// 5: the job record expired.
-	if err := b.rdb.Del(b.ctx, enqueue.DefaultPrefix+"job:{"+p5.JobID+"}").Err(); err != nil {
+	if err := b.rdb.Del(b.ctx, recordKey(t, b.rdb, p5.JobID)).Err(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -356,7 +354,7 @@ func TestRequeueConvergesAfterInterruption(t *testing.T) {
 			t.Errorf("run %d: matched %d, want %d", run+1, res.Matched, want)
 		}
 	}
-	for _, p := range []*enqueue.Payload{p1, p2, p3, p5} {
+	for _, p := range []job.Payload{p1, p2, p3, p5} {
 		if st := b.state(t, p.JobID); st != enqueue.StateQueued {
 			t.Errorf("job %s is %s, want queued", p.JobID, st)
 		}
@@ -376,7 +374,7 @@ func TestRequeueConvergesAfterInterruption(t *testing.T) {
 	if dead, ok := b.batchCount(t, "B2", "dead"), b.batchCount(t, "B2", "succeeded"); dead != 0 || ok != 1 {
 		t.Errorf("batch counts dead %d succeeded %d, want 0 and 1", dead, ok)
 	}
-	rec, err := b.records.Get(b.ctx, p5.JobID)
+	rec, err := b.records.Get(b.ctx, p5.JobID, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +388,7 @@ func TestRequeueConvergesAfterInterruption(t *testing.T) {
 func TestRequeueKeepsNewerDeath(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	p := b.kill(t, job{})
+	p := b.kill(t, deadJob{})
 	old, err := b.store.Get(b.ctx, p.JobID)
 	if err != nil {
 		t.Fatal(err)
@@ -422,16 +420,16 @@ func TestRequeueKeepsNewerDeath(t *testing.T) {
 func TestRequeueReplacesArchivedTask(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	j := job{}
+	j := deadJob{}
 	p := b.kill(t, j)
 	// asynq archived the task by itself (the sweeper's case).
 	data, _ := json.Marshal(p)
 	ac := asynq.NewClientFromRedisClient(b.rdb)
-	if _, err := ac.Enqueue(asynq.NewTask(enqueue.TaskType, data), asynq.TaskID(p.JobID),
-		asynq.Queue(enqueue.AsynqQueue(p.Queue, p.Model))); err != nil {
+	if _, err := ac.Enqueue(asynq.NewTask(job.TaskType, data), asynq.TaskID(p.JobID),
+		asynq.Queue(job.AsynqQueue(p.Queue, p.Model))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.insp.ArchiveTask(enqueue.AsynqQueue(p.Queue, p.Model), p.JobID); err != nil {
+	if err := b.insp.ArchiveTask(job.AsynqQueue(p.Queue, p.Model), p.JobID); err != nil {
 		t.Fatal(err)
 	}
 	res, err := b.ops.Requeue(b.ctx, Selection{IDs: []string{p.JobID}}, Options{})
@@ -446,7 +444,7 @@ func TestRequeueReplacesArchivedTask(t *testing.T) {
 func TestDryRunChangesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ids := b.killN(t, 4, job{batch: "B3", submit: true})
+	ids := b.killN(t, 4, deadJob{batch: "B3", submit: true})
 	before := b.snapshot(t)
 	for _, sel := range []Selection{{All: true}, {IDs: ids[:2]}, {All: true, Filter: dlq.Filter{BatchID: "B3"}}} {
 		for name, fn := range map[string]func(context.Context, Selection, Options) (Result, error){
@@ -513,7 +511,7 @@ func (b *bundle) snapshot(t testing.TB) string {
 func TestNotDeadIDsAreReported(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	dead := b.kill(t, job{}).JobID
+	dead := b.kill(t, deadJob{}).JobID
 	alive, err := b.client.Submit(b.ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -535,16 +533,30 @@ func TestNotDeadIDsAreReported(t *testing.T) {
 func TestFiltersCombine(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	target := job{batch: "BX", model: "mimo-v2-pro", status: 404, code: "not_found"}
-	want := b.killN(t, 3, target)
-	// Each differs from target in one field only.
-	b.killN(t, 2, job{batch: "BX", model: "mimo-v2-flash", status: 404, code: "not_found"})
-	b.killN(t, 2, job{batch: "BY", model: "mimo-v2-pro", status: 404, code: "not_found"})
-	b.killN(t, 2, job{batch: "BX", model: "mimo-v2-pro", status: 400, code: "invalid_request"})
-	b.killN(t, 2, job{batch: "BX", model: "mimo-v2-pro", status: 404, code: "not_found", class: dlq.ClassExhausted})
-	b.killN(t, 2, job{batch: "BX", model: "mimo-v2-pro", status: 404, code: "not_found", queue: enqueue.QueueInteractive})
+	target := deadJob{model: "mimo-v2-pro", status: 404, code: "not_found"}
+	// One batch BX of lines that differ from target in one field only,
+	// one batch BY like target, and single (interactive) jobs like target.
+	lines := []deadJob{target, target, target,
+		{model: "mimo-v2-flash", status: 404, code: "not_found"}, {model: "mimo-v2-flash", status: 404, code: "not_found"},
+		{model: "mimo-v2-pro", status: 400, code: "invalid_request"}, {model: "mimo-v2-pro", status: 400, code: "invalid_request"},
+		{model: "mimo-v2-pro", status: 404, code: "not_found", class: string(job.ClassExhausted)},
+		{model: "mimo-v2-pro", status: 404, code: "not_found", class: string(job.ClassExhausted)},
+	}
+	models := make([]string, len(lines))
+	for i, l := range lines {
+		models[i] = l.model
+	}
+	var want []string
+	for i, p := range b.submitLines(t, "BX", enqueue.QueueBatch, models) {
+		b.die(t, p, lines[i].withDefaults())
+		if i < 3 {
+			want = append(want, p.JobID)
+		}
+	}
+	b.killN(t, 2, deadJob{batch: "BY", model: "mimo-v2-pro", status: 404, code: "not_found"})
+	b.killN(t, 2, deadJob{model: "mimo-v2-pro", status: 404, code: "not_found", queue: enqueue.QueueInteractive})
 
-	f := dlq.Filter{BatchID: "BX", Model: "mimo-v2-pro", Status: 404, Class: dlq.ClassTerminal, Queue: enqueue.QueueBatch}
+	f := dlq.Filter{BatchID: "BX", Model: "mimo-v2-pro", Status: 404, Class: job.ClassTerminal, Queue: enqueue.QueueBatch}
 	res, err := b.ops.Requeue(b.ctx, Selection{All: true, Filter: f}, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -571,7 +583,7 @@ func TestFiltersCombine(t *testing.T) {
 func TestDeleteKeepsJobRecords(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ids := b.killN(t, 3, job{})
+	ids := b.killN(t, 3, deadJob{})
 	res, err := b.ops.Delete(b.ctx, Selection{All: true}, Options{})
 	if err != nil || res.Done != 3 {
 		t.Fatalf("delete: %+v %v", res, err)
@@ -589,8 +601,8 @@ func TestDeleteKeepsJobRecords(t *testing.T) {
 func TestExportWritesFullRecords(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.killN(t, 3, job{batch: "BE", submit: true})
-	b.killN(t, 2, job{batch: "BF"})
+	b.killN(t, 3, deadJob{batch: "BE", submit: true})
+	b.killN(t, 2, deadJob{batch: "BF", submit: true})
 	var buf bytes.Buffer
 	n, err := b.ops.Export(b.ctx, dlq.Filter{BatchID: "BE"}, &buf)
 	if err != nil || n != 3 {
@@ -616,7 +628,7 @@ func TestExportWritesFullRecords(t *testing.T) {
 func TestProgressReachesTotal(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.killN(t, 250, job{})
+	b.killN(t, 250, deadJob{})
 	var last [2]int
 	calls := 0
 	res, err := b.ops.Delete(b.ctx, Selection{All: true}, Options{Progress: func(done, total int) {
@@ -660,7 +672,7 @@ func TestRequeueBulk(t *testing.T) {
 	if left := b.dead(t, dlq.Filter{}); left != 0 {
 		t.Errorf("%d dead letters left", left)
 	}
-	info, err := b.insp.GetQueueInfo(enqueue.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"))
+	info, err := b.insp.GetQueueInfo(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,7 +690,7 @@ func putDead(t testing.TB, b *bundle, n int, batch string) {
 	for i := range n {
 		recs = append(recs, &dlq.Record{
 			ID: enqueue.NewID(), BatchID: batch, CustomID: "line-" + strconv.Itoa(i), Queue: enqueue.QueueBatch,
-			Model: "mimo-v2-flash", Class: dlq.ClassTerminal, StatusCode: 404, ErrorCode: "not_found",
+			Model: "mimo-v2-flash", Class: job.ClassTerminal, StatusCode: 404, ErrorCode: "not_found",
 			ErrorMessage: "model not found", Attempts: 1, DeadAt: deadAt.Add(time.Duration(i) * time.Millisecond),
 			Request: json.RawMessage(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`),
 		})
@@ -705,9 +717,9 @@ func BenchmarkRequeue(b *testing.B) {
 func TestStats(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	lanes := lane.NewLanes(b.rdb, asynq.NewInspectorFromRedisClient(b.rdb), []string{enqueue.QueueInteractive, enqueue.QueueBatch},
+	lanes := lane.NewLanes(b.rdb, asynq.NewInspectorFromRedisClient(b.rdb),
 		lane.WithLimits(lane.DefaultLimit, map[string]lane.Limit{"mimo-v2-pro": {RPM: 50, TPM: 2_000_000}}))
-	o := New(b.rdb, b.client, b.store, WithLanes(lanes))
+	o := New(b.rdb, WithLanes(lanes))
 	now := time.Date(2026, 11, 25, 10, 30, 30, 0, time.UTC) // half-way through a minute
 	o.now = func() time.Time { return now }
 
@@ -716,7 +728,7 @@ func TestStats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b.killN(t, 2, job{model: "mimo-v2-pro"})
+	b.killN(t, 2, deadJob{model: "mimo-v2-pro"})
 	if _, err := lanes.Pause(b.ctx, "mimo-v2-pro", "key rotation"); err != nil {
 		t.Fatal(err)
 	}
@@ -725,7 +737,11 @@ func TestStats(t *testing.T) {
 	// hours ago (outside every window). One through a pipeline.
 	count := func(at time.Time, n int, ok bool) {
 		for range n {
-			if err := CountAttempt(b.ctx, b.rdb, "mimo-v2-flash", ok, at); err != nil {
+			var succeeded int64
+			if ok {
+				succeeded = 1
+			}
+			if err := CountAttempts(b.ctx, b.rdb, "mimo-v2-flash", 1, succeeded, at); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -733,7 +749,7 @@ func TestStats(t *testing.T) {
 	count(now.Add(-time.Minute), 10, false)
 	count(now, 3, true)
 	pipe := b.rdb.Pipeline()
-	if err := CountAttempt(b.ctx, pipe, "mimo-v2-flash", false, now); err != nil {
+	if err := CountAttempts(b.ctx, pipe, "mimo-v2-flash", 1, 0, now); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pipe.Exec(b.ctx); err != nil {

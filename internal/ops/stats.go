@@ -15,9 +15,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/records"
 )
 
 // Export writes every dead letter that matches f as one JSON object per
@@ -46,41 +47,21 @@ const (
 	fieldOK    = "ok"
 )
 
-func counterKey(prefix, model string, minute int64) string {
-	return prefix + "{stats:" + model + "}:" + strconv.FormatInt(minute, 10)
+func counterKey(model string, minute int64) string {
+	return job.KeyPrefix + "{stats:" + model + "}:" + strconv.FormatInt(minute, 10)
 }
 
-// CountAttempt counts one API call of model at now, and whether it
-// succeeded, in the fleet-wide counters that Stats reads (requests in the
+// CountAttempts counts calls API calls of model at now, ok of them
+// successful, in the fleet-wide counters that Stats reads (requests in the
 // last minute, successes in the last hour). rdb may be a pipeline: the
-// counters are then written with it, and the error comes from Exec. The
-// worker calls it once per attempt; it costs one round trip, or none in a
-// pipeline. Keys use enqueue.DefaultPrefix.
-func CountAttempt(ctx context.Context, rdb redis.Cmdable, model string, success bool, now time.Time) error {
-	ok := int64(0)
-	if success {
-		ok = 1
-	}
-	return countAttempts(ctx, rdb, enqueue.DefaultPrefix, model, 1, ok, now)
-}
-
-// CountAttempts is CountAttempt for many attempts at once: calls attempts of
-// model, ok of them successful. A worker adds up its attempts and writes
-// them once a second instead of once per attempt.
+// counters are then written with it, and the error comes from Exec. A
+// worker adds up its attempts and writes them once a second.
 func CountAttempts(ctx context.Context, rdb redis.Cmdable, model string, calls, ok int64, now time.Time) error {
-	return countAttempts(ctx, rdb, enqueue.DefaultPrefix, model, calls, ok, now)
+	return countAttempts(ctx, rdb, model, calls, ok, now)
 }
 
-func countAttempt(ctx context.Context, rdb redis.Cmdable, prefix, model string, success bool, now time.Time) error {
-	ok := int64(0)
-	if success {
-		ok = 1
-	}
-	return countAttempts(ctx, rdb, prefix, model, 1, ok, now)
-}
-
-func countAttempts(ctx context.Context, rdb redis.Cmdable, prefix, model string, calls, ok int64, now time.Time) error {
-	key := counterKey(prefix, model, now.Unix()/60)
+func countAttempts(ctx context.Context, rdb redis.Cmdable, model string, calls, ok int64, now time.Time) error {
+	key := counterKey(model, now.Unix()/60)
 	queue := func(p redis.Cmdable) {
 		p.HIncrBy(ctx, key, fieldCalls, calls)
 		if ok > 0 {
@@ -110,6 +91,8 @@ type Stats struct {
 	DLQ dlq.Summary `json:"dlq"`
 	// Totals adds up Models.
 	Totals Counts `json:"totals"`
+	// Reconciler is what the fleet's reconciler has repaired so far.
+	Reconciler records.ReconcilerTotals `json:"reconciler"`
 }
 
 // Counts are the jobs of a queue or model by state.
@@ -167,10 +150,13 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 		return nil, err
 	}
 	st.DLQ = sum
+	if st.Reconciler, err = o.records.ReconcilerStats(ctx); err != nil {
+		return nil, err
+	}
 
 	// Queues: the configured ones, those asynq knows and those with dead
 	// letters, for the models asked about.
-	queues := slices.Clone(o.queues)
+	queues := slices.Clone(job.Queues())
 	known, err := o.insp.Queues()
 	if err != nil {
 		return nil, fmt.Errorf("stats: list queues: %w", err)
@@ -200,7 +186,7 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 		for _, m := range models {
 			qs := QueueStats{Queue: q, Model: m}
 			qs.Dead = sum.ByQueueModel[q][m]
-			qn := enqueue.AsynqQueue(q, m)
+			qn := job.AsynqQueue(q, m)
 			if exists[qn] {
 				info, err := o.insp.GetQueueInfo(qn)
 				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
@@ -212,7 +198,7 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 					qs.Paused, qs.Latency = info.Paused, info.Latency
 				}
 			}
-			if qs.Counts == (Counts{}) && !slices.Contains(o.queues, q) {
+			if qs.Counts == (Counts{}) && !slices.Contains(job.Queues(), q) {
 				continue // nothing to show for a queue this model never used
 			}
 			st.Queues = append(st.Queues, qs)
@@ -254,10 +240,10 @@ func (o *Ops) counters(ctx context.Context, models []string, now time.Time) (cal
 	reads := make([]read, len(models))
 	_, err = o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range models {
-			reads[i].cur = p.HMGet(ctx, counterKey(o.prefix, m, minute), fieldCalls, fieldOK)
-			reads[i].prev = p.HMGet(ctx, counterKey(o.prefix, m, minute-1), fieldCalls)
+			reads[i].cur = p.HMGet(ctx, counterKey(m, minute), fieldCalls, fieldOK)
+			reads[i].prev = p.HMGet(ctx, counterKey(m, minute-1), fieldCalls)
 			for k := int64(1); k < 60; k++ {
-				reads[i].hour = append(reads[i].hour, p.HGet(ctx, counterKey(o.prefix, m, minute-k), fieldOK))
+				reads[i].hour = append(reads[i].hour, p.HGet(ctx, counterKey(m, minute-k), fieldOK))
 			}
 		}
 		return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/mimoq/mimoq/enqueue"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // batchFile is a JSONL batch of n requests with custom IDs c1…cn.
@@ -28,7 +29,7 @@ func batchFile(n int) string {
 // batchJobs maps custom ID to job ID for the batch lines waiting in asynq.
 func (b *bundle) batchJobs(batchID string) map[string]string {
 	b.t.Helper()
-	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(enqueue.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"), asynq.PageSize(1000))
+	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"), asynq.PageSize(1000))
 	out := map[string]string{}
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		return out
@@ -37,7 +38,7 @@ func (b *bundle) batchJobs(batchID string) map[string]string {
 		b.t.Fatal(err)
 	}
 	for _, task := range tasks {
-		var p enqueue.Payload
+		var p job.Payload
 		if err := json.Unmarshal(task.Payload, &p); err != nil {
 			b.t.Fatal(err)
 		}

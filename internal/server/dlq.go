@@ -22,51 +22,16 @@ import (
 // same names as the flags of `mimoq dlq list`.
 var filterFields = []string{"queue", "batch", "model", "code", "status", "class", "since", "until"}
 
-// parseFilter builds a dlq.Filter from name/value pairs; get returns ""
-// for an absent one. now anchors relative times ("24h" = the last 24 hours).
+// parseFilter builds a dlq.Filter from name/value pairs (get returns ""
+// for an absent one) through dlq.ParseFilter, the one parser of filters.
 func parseFilter(get func(string) string, now time.Time) (dlq.Filter, *fieldError) {
-	f := dlq.Filter{
-		Queue: get("queue"), BatchID: get("batch"), Model: get("model"),
-		Code: get("code"), Class: get("class"),
-	}
-	switch f.Class {
-	case "", dlq.ClassTerminal, dlq.ClassExhausted:
-	default:
-		return f, &fieldError{param: "class", message: fmt.Sprintf("class %q is not one of terminal, exhausted", f.Class)}
-	}
-	if v := get("status"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 100 || n > 599 {
-			return f, &fieldError{param: "status", message: fmt.Sprintf("status %q is not an HTTP status code (100–599)", v)}
-		}
-		f.Status = n
-	}
-	var err error
-	if f.Since, err = parseTime(get("since"), now); err != nil {
-		return f, &fieldError{param: "since", message: "since " + err.Error()}
-	}
-	if f.Until, err = parseTime(get("until"), now); err != nil {
-		return f, &fieldError{param: "until", message: "until " + err.Error()}
+	f, err := dlq.ParseFilter(dlq.FilterInput{Queue: get("queue"), Batch: get("batch"), Model: get("model"),
+		Code: get("code"), Status: get("status"), Class: get("class"), Since: get("since"), Until: get("until")}, now)
+	var fe *dlq.FieldError
+	if errors.As(err, &fe) {
+		return f, &fieldError{param: fe.Field, message: fe.Error()}
 	}
 	return f, nil
-}
-
-// parseTime reads an RFC 3339 time, a date (2006-01-02, UTC) or a
-// duration counted back from now ("24h" = 24 hours ago).
-func parseTime(v string, now time.Time) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.DateOnly, v); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("%q is not a time: use RFC 3339 (2025-01-02T15:04:05Z), a date (2025-01-02) or a duration back from now (24h)", v)
 }
 
 // listDLQ is GET /v1/dlq: dead letters matching the query filters, newest

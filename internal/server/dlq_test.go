@@ -11,6 +11,7 @@ import (
 
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 type dlqPage struct {
@@ -24,21 +25,21 @@ type dlqPage struct {
 func (b *bundle) deadLetters() []string {
 	b.t.Helper()
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	mk := func(model, queue string, status int, code, class string, age time.Duration) string {
+	mk := func(model, queue string, status int, code string, class job.Class, age time.Duration) string {
 		id := enqueue.NewID()
-		p := &enqueue.Payload{JobID: id, Queue: queue, Model: model, SubmittedAt: now.Add(-age - time.Minute),
-			Body: json.RawMessage(`{"model":"` + model + `","messages":[{"role":"user","content":"x"}]}`)}
-		e := &enqueue.JobError{StatusCode: status, Code: code, Message: "m", Class: class}
-		hist := []enqueue.Attempt{{Attempt: 1, Start: now.Add(-age), StatusCode: status, ErrorCode: code, Class: class}}
-		if err := b.store.Put(context.Background(), dlq.NewRecord(p, e, 1, hist, now.Add(-age))); err != nil {
+		j := &job.Job{ID: id, Queue: queue, Model: model, State: job.StateDead, Attempts: 1, FinishedAt: now.Add(-age),
+			Request: json.RawMessage(`{"model":"` + model + `","messages":[{"role":"user","content":"x"}]}`),
+			Error:   &job.Error{StatusCode: status, Code: code, Message: "m", Class: class},
+			History: []job.Attempt{{Attempt: 1, Start: now.Add(-age), StatusCode: status, ErrorCode: code, Class: class}}}
+		if err := b.store.Put(context.Background(), dlq.FromJob(j)); err != nil {
 			b.t.Fatal(err)
 		}
 		return id
 	}
 	return []string{
-		mk("mimo-v2-flash", "batch", 400, "invalid_request", dlq.ClassTerminal, 0),
-		mk("mimo-v2-flash", "batch", 400, "invalid_request", dlq.ClassTerminal, time.Hour),
-		mk("mimo-v2-pro", "interactive", 429, "rate_limit_exceeded", dlq.ClassExhausted, 2*time.Hour),
+		mk("mimo-v2-flash", "batch", 400, "invalid_request", job.ClassTerminal, 0),
+		mk("mimo-v2-flash", "batch", 400, "invalid_request", job.ClassTerminal, time.Hour),
+		mk("mimo-v2-pro", "interactive", 429, "rate_limit_exceeded", job.ClassExhausted, 2*time.Hour),
 	}
 }
 

@@ -35,28 +35,6 @@ func TestParseWait(t *testing.T) {
 	}
 }
 
-func TestParseTime(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		in   string
-		want time.Time
-		ok   bool
-	}{
-		{"", time.Time{}, true},
-		{"24h", now.Add(-24 * time.Hour), true},
-		{"2025-05-01", time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC), true},
-		{"2025-05-01T10:00:00+02:00", time.Date(2025, 5, 1, 8, 0, 0, 0, time.UTC), true},
-		{"-1h", time.Time{}, false},
-		{"yesterday", time.Time{}, false},
-	} {
-		got, err := parseTime(tc.in, now)
-		if (err == nil) != tc.ok || !got.Equal(tc.want) {
-			t.Errorf("parseTime(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
-}
-
 func TestBatchFileMessage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

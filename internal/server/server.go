@@ -25,6 +25,7 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/auth"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/ops"
 )
 
@@ -39,7 +40,7 @@ type Config struct {
 	Redis redis.UniversalClient
 	// DLQ is the dead-letter store. Default dlq.New(Redis).
 	DLQ *dlq.Store
-	// Ops requeues dead letters. Default ops.New(Redis, Client, DLQ).
+	// Ops requeues dead letters. Default ops.New(Redis).
 	Ops *ops.Ops
 	// UI, when set, is mounted at /ui and /monitoring. It does its own
 	// authentication (a session cookie), so the bearer check is not applied.
@@ -86,17 +87,17 @@ func (c Config) withDefaults() Config {
 	if c.DLQ == nil && c.Redis != nil {
 		c.DLQ = dlq.New(c.Redis)
 	}
-	if c.Ops == nil && c.Redis != nil && c.Client != nil {
-		c.Ops = ops.New(c.Redis, c.Client, c.DLQ)
+	if c.Ops == nil && c.Redis != nil {
+		c.Ops = ops.New(c.Redis)
 	}
 	if c.MaxJobBytes <= 0 {
-		c.MaxJobBytes = 8 << 20
+		c.MaxJobBytes = job.DefaultMaxJobBytes
 	}
 	if c.MaxBatchBytes <= 0 {
-		c.MaxBatchBytes = 256 << 20
+		c.MaxBatchBytes = job.DefaultMaxBatchBytes
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = 60 * time.Second
+		c.MaxWait = job.DefaultMaxWait
 	}
 	if c.MaxWaiters <= 0 {
 		c.MaxWaiters = 1024

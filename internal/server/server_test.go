@@ -21,6 +21,9 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/auth"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
+	"github.com/mimoq/mimoq/internal/records"
+	"github.com/mimoq/mimoq/internal/records/recordstest"
 	"github.com/mimoq/mimoq/internal/redistest"
 	"github.com/mimoq/mimoq/internal/server"
 )
@@ -170,7 +173,7 @@ func (b *bundle) submit() string {
 // finish ends job id in state st as a worker would, and announces it.
 func (b *bundle) finish(id string, st enqueue.State) {
 	b.t.Helper()
-	o := enqueue.Outcome{State: st, Counted: true}
+	o := records.Outcome{State: st, Counted: true}
 	switch st {
 	case enqueue.StateSucceeded:
 		o.Result = json.RawMessage(`{"id":"r","choices":[{"index":0,"message":{"role":"assistant","content":"hello <b>"}}]}`)
@@ -178,16 +181,10 @@ func (b *bundle) finish(id string, st enqueue.State) {
 		o.RequestID = "req-" + id
 	case enqueue.StateDead:
 		o.StatusCode = 400
-		o.Error = &enqueue.JobError{StatusCode: 400, Code: "invalid_request", Message: "bad", Class: "terminal"}
+		o.Error = &enqueue.JobError{StatusCode: 400, Code: "invalid_request", Message: "bad", Class: job.ClassTerminal}
 		o.ErrorBody = json.RawMessage(`{"error":{"code":"invalid_request","message":"bad","type":"error"}}`)
 	}
-	ctx := context.Background()
-	if _, err := b.client.Records().Finish(ctx, id, o, time.Now()); err != nil {
-		b.t.Fatal(err)
-	}
-	if err := b.client.Records().PublishDone(ctx, id, st); err != nil {
-		b.t.Fatal(err)
-	}
+	recordstest.Finish(b.t, b.rdb, id, o)
 }
 
 // routes lists one request for every authenticated route.
@@ -371,16 +368,18 @@ func TestSubmitAndGetJob(t *testing.T) {
 	if j.Queue != enqueue.QueueBatch {
 		t.Errorf("queue %q, want batch", j.Queue)
 	}
-	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(enqueue.AsynqQueue("batch", "mimo-v2-flash"))
+	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue("batch", "mimo-v2-flash"))
 	if err != nil || len(tasks) != 1 {
 		t.Fatalf("pending batch tasks %v, %v", tasks, err)
 	}
-	var p enqueue.Payload
+	var p job.Payload
 	_ = json.Unmarshal(tasks[0].Payload, &p)
-	var want bytes.Buffer
-	_ = json.Compact(&want, []byte(raw))
-	if string(p.Body) != want.String() {
-		t.Errorf("enqueued body %s, want %s", p.Body, want.String())
+	stored, err := records.New(b.rdb, 0).Get(context.Background(), p.JobID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(stored.Request) != raw {
+		t.Errorf("stored body %s, want it byte for byte: %s", stored.Request, raw)
 	}
 
 	// Idempotency key: the same job, enqueued once.
@@ -487,8 +486,8 @@ func TestWaitIsCappedAndReturnsOnCompletion(t *testing.T) {
 	// Finish once the waiter has subscribed, so that the notice is what
 	// ends the wait.
 	eventually(t, 10*time.Second, "waiter subscribed", func() bool {
-		n, _ := b2.rdb.PubSubNumSub(context.Background(), enqueue.DoneChannel(enqueue.DefaultPrefix, id)).Result()
-		return n[enqueue.DoneChannel(enqueue.DefaultPrefix, id)] == 1
+		n, _ := b2.rdb.PubSubNumSub(context.Background(), records.DoneChannel(id)).Result()
+		return n[records.DoneChannel(id)] == 1
 	})
 	b2.finish(id, enqueue.StateSucceeded)
 	j = decode[enqueue.Job](t, <-done, http.StatusOK)
@@ -557,7 +556,7 @@ func TestServeLongPollOutlivesReadTimeout(t *testing.T) {
 	id := b.submit()
 	done := make(chan response, 1)
 	go func() { done <- b.get("/v1/jobs/" + id + "?wait=15s") }()
-	ch := enqueue.DoneChannel(enqueue.DefaultPrefix, id)
+	ch := records.DoneChannel(id)
 	eventually(t, 10*time.Second, "waiter subscribed", func() bool {
 		n, _ := rdb.PubSubNumSub(context.Background(), ch).Result()
 		return n[ch] == 1
@@ -631,7 +630,7 @@ func TestWaitersAreCapped(t *testing.T) {
 	id := b.submit()
 	first := make(chan response, 1)
 	go func() { first <- b.get("/v1/jobs/" + id + "?wait=50s") }()
-	ch := enqueue.DoneChannel(enqueue.DefaultPrefix, id)
+	ch := records.DoneChannel(id)
 	eventually(t, 10*time.Second, "first waiter subscribed", func() bool {
 		n, _ := b.rdb.PubSubNumSub(context.Background(), ch).Result()
 		return n[ch] == 1

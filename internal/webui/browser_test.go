@@ -13,6 +13,7 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/browsertest"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 )
 
 // TestBrowserRequeue drives a real headless Chromium: sign in through the
@@ -85,11 +86,11 @@ func TestBrowserRequeue(t *testing.T) {
 	if _, err := b.store.Get(b.ctx, target); !errors.Is(err, dlq.ErrNotFound) {
 		t.Errorf("job %s is still a dead letter (%v)", target, err)
 	}
-	st, err := b.client.Records().State(b.ctx, target)
-	if err != nil || (st != enqueue.StateQueued && st != enqueue.StateSucceeded) {
-		t.Errorf("job %s is %s (%v), want queued", target, st, err)
+	j, err := b.client.Get(b.ctx, target)
+	if err != nil || (j.State != enqueue.StateQueued && j.State != enqueue.StateSucceeded) {
+		t.Errorf("job %s is %v (%v), want queued", target, j, err)
 	}
-	info, err := b.insp.GetTaskInfo(enqueue.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"), target)
+	info, err := b.insp.GetTaskInfo(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"), target)
 	if err != nil || info.State.String() != "pending" {
 		t.Errorf("task of job %s: %v %v, want pending", target, info, err)
 	}
@@ -132,7 +133,7 @@ func putExhausted(t *testing.T, b *bundle, n int) {
 			hist = append(hist, enqueue.Attempt{Attempt: a, Start: now.Add(time.Duration(a) * time.Second), DurationMs: 40,
 				StatusCode: 429, ErrorCode: "rate_limit_exceeded", Class: "retryable", RequestID: "req-429-" + id[18:]})
 		}
-		rec := &dlq.Record{ID: id, Queue: enqueue.QueueInteractive, Model: "mimo-v2-omni", Class: dlq.ClassExhausted,
+		rec := &dlq.Record{ID: id, Queue: enqueue.QueueInteractive, Model: "mimo-v2-omni", Class: job.ClassExhausted,
 			StatusCode: 429, ErrorCode: "rate_limit_exceeded", ErrorMessage: "Rate limit exceeded, please retry later",
 			RequestID: "req-429-" + id[18:], Attempts: 5, DeadAt: now.Add(time.Duration(i) * time.Minute),
 			Request: []byte(`{"model":"mimo-v2-omni","messages":[{"role":"user","content":"Describe this"}]}`), History: hist}

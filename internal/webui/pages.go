@@ -79,30 +79,11 @@ func parseDLQForm(v url.Values) dlqForm {
 	return f
 }
 
-// filter checks the form; a bad value names its field.
+// filter checks the form through dlq.ParseFilter; a bad value names its
+// field.
 func (f dlqForm) filter(now time.Time) (dlq.Filter, error) {
-	out := dlq.Filter{Queue: f.Queue, BatchID: f.Batch, Model: f.Model, Code: f.Code}
-	if f.Status != "" {
-		n, err := strconv.Atoi(f.Status)
-		if err != nil || n < 100 || n > 599 {
-			return out, fmt.Errorf("status %q is not an HTTP status (100 to 599)", f.Status)
-		}
-		out.Status = n
-	}
-	switch f.Class {
-	case "", dlq.ClassTerminal, dlq.ClassExhausted:
-		out.Class = f.Class
-	default:
-		return out, fmt.Errorf("class %q is not terminal or exhausted", f.Class)
-	}
-	if f.Since != "" {
-		t, err := parseSince(f.Since, now)
-		if err != nil {
-			return out, fmt.Errorf("since %q: %v", f.Since, err)
-		}
-		out.Since = t
-	}
-	return out, nil
+	return dlq.ParseFilter(dlq.FilterInput{Queue: f.Queue, Batch: f.Batch, Model: f.Model, Code: f.Code,
+		Status: f.Status, Class: f.Class, Since: f.Since}, now)
 }
 
 // query renders the filters as URL parameters (without paging).
@@ -136,23 +117,6 @@ func (f dlqForm) Hidden() template.HTML {
 
 // Query is the filter as a URL query string.
 func (f dlqForm) Query() string { return f.query().Encode() }
-
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, errors.New("want a duration such as 2h or an RFC 3339 time")
-}
 
 func (u *ui) dlqList(w http.ResponseWriter, r *http.Request, q *request) {
 	form := parseDLQForm(r.URL.Query())
@@ -193,8 +157,8 @@ func (u *ui) dlqShow(w http.ResponseWriter, r *http.Request, q *request) {
 	rec, err := u.cfg.DLQ.Get(r.Context(), id)
 	if errors.Is(err, dlq.ErrNotFound) {
 		msg := "Job " + id + " is not in the dead-letter queue: no such job, or its record expired."
-		if st, err := u.cfg.Client.Records().State(r.Context(), id); err == nil {
-			msg = "Job " + id + " is not in the dead-letter queue: it is " + string(st) + "."
+		if j, err := u.cfg.Client.Get(r.Context(), id); err == nil {
+			msg = "Job " + id + " is not in the dead-letter queue: it is " + string(j.State) + "."
 		}
 		u.fail(w, r, q, http.StatusNotFound, msg)
 		return

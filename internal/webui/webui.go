@@ -42,7 +42,7 @@ type Config struct {
 	// Client reads batches and jobs. Required.
 	Client *enqueue.Client
 	// Ops requeues and deletes dead letters and reads stats. Default
-	// ops.New on Redis, Client and DLQ.
+	// ops.New(Redis) with Lanes.
 	Ops *ops.Ops
 	// DLQ is the dead-letter store. Default dlq.New(Redis).
 	DLQ *dlq.Store
@@ -68,11 +68,10 @@ func (c Config) withDefaults() Config {
 		c.DLQ = dlq.New(c.Redis)
 	}
 	if c.Lanes == nil && c.Redis != nil {
-		c.Lanes = lane.NewLanes(c.Redis, asynq.NewInspectorFromRedisClient(c.Redis),
-			[]string{enqueue.QueueInteractive, enqueue.QueueBatch})
+		c.Lanes = lane.NewLanes(c.Redis, asynq.NewInspectorFromRedisClient(c.Redis))
 	}
-	if c.Ops == nil && c.Redis != nil && c.Client != nil {
-		c.Ops = ops.New(c.Redis, c.Client, c.DLQ, ops.WithLanes(c.Lanes))
+	if c.Ops == nil && c.Redis != nil {
+		c.Ops = ops.New(c.Redis, ops.WithLanes(c.Lanes))
 	}
 	if len(c.Models) == 0 {
 		c.Models = apiclient.DefaultModels().Names()

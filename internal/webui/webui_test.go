@@ -24,7 +24,10 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/auth"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/records"
+	"github.com/mimoq/mimoq/internal/records/recordstest"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -50,7 +53,7 @@ func setup(t testing.TB) *bundle {
 	t.Cleanup(func() { _ = c.Close() })
 	b := &bundle{ctx: context.Background(), rdb: rdb, client: c, store: dlq.New(rdb),
 		insp: asynq.NewInspectorFromRedisClient(rdb)}
-	b.lanes = lane.NewLanes(rdb, b.insp, []string{enqueue.QueueInteractive, enqueue.QueueBatch})
+	b.lanes = lane.NewLanes(rdb, b.insp)
 	h, err := New(Config{Tokens: auth.NewTokens("other-token", testToken), Client: c, DLQ: b.store, Lanes: b.lanes,
 		Redis: rdb, Logger: zerolog.Nop()})
 	if err != nil {
@@ -73,14 +76,14 @@ func (b *bundle) deadBatch(t testing.TB, n int, model string) (string, []string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	qname := enqueue.AsynqQueue(enqueue.QueueBatch, model)
+	qname := job.AsynqQueue(enqueue.QueueBatch, model)
 	tasks, err := b.insp.ListPendingTasks(qname, asynq.PageSize(n))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []string
 	for _, ti := range tasks {
-		var p enqueue.Payload
+		var p job.Payload
 		if err := json.Unmarshal(ti.Payload, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +93,7 @@ func (b *bundle) deadBatch(t testing.TB, n int, model string) (string, []string)
 		if err := b.insp.DeleteTask(qname, p.JobID); err != nil {
 			t.Fatal(err)
 		}
-		b.die(t, &p)
+		b.die(t, p)
 		ids = append(ids, p.JobID)
 	}
 	if len(ids) != n {
@@ -100,33 +103,15 @@ func (b *bundle) deadBatch(t testing.TB, n int, model string) (string, []string)
 }
 
 // die records a terminal 404 as the worker does.
-func (b *bundle) die(t testing.TB, p *enqueue.Payload) {
+func (b *bundle) die(t testing.TB, p job.Payload) {
 	t.Helper()
-	r := b.client.Records()
 	now := time.Now()
-	if _, err := r.Begin(b.ctx, p, "host-1:4242", now); err != nil {
-		t.Fatal(err)
-	}
 	jerr := &enqueue.JobError{StatusCode: 404, Code: "not_found", Message: "The model `" + p.Model + "` does not exist",
-		Type: "invalid_request_error", Class: "terminal", Reason: "not_found", RequestID: "req_" + p.JobID[20:]}
+		Type: "invalid_request_error", Class: job.ClassTerminal, Reason: "not_found", RequestID: "req_" + p.JobID[20:]}
 	entry := &enqueue.Attempt{Attempt: 1, Start: now.UTC(), DurationMs: 87, StatusCode: 404, ErrorCode: "not_found",
-		Message: jerr.Message, Class: "terminal", Reason: "not_found", RequestID: jerr.RequestID, Worker: "host-1:4242"}
-	if _, err := r.Finish(b.ctx, p.JobID, enqueue.Outcome{State: enqueue.StateDead, Counted: true, Entry: entry,
-		Error: jerr, StatusCode: 404, RequestID: jerr.RequestID}, now); err != nil {
-		t.Fatal(err)
-	}
-	j, err := r.Get(b.ctx, p.JobID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.store.Put(b.ctx, dlq.NewRecord(p, jerr, j.Attempts, j.History, j.FinishedAt)); err != nil {
-		t.Fatal(err)
-	}
-	if p.BatchID != "" {
-		if _, err := r.Announce(b.ctx, p.BatchID, p.JobID, enqueue.StateDead, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+		Message: jerr.Message, Class: job.ClassTerminal, Reason: "not_found", RequestID: jerr.RequestID, Worker: "host-1:4242"}
+	recordstest.Finish(t, b.rdb, p.JobID, records.Outcome{State: job.StateDead, Counted: true, Entry: entry,
+		Error: jerr, StatusCode: 404, RequestID: jerr.RequestID})
 }
 
 // browser is an HTTP client that keeps cookies and does not follow
@@ -309,8 +294,8 @@ func TestSignInRequeueAndSignOut(t *testing.T) {
 	if _, err := b.store.Get(b.ctx, ids[0]); !errors.Is(err, dlq.ErrNotFound) {
 		t.Errorf("requeued job is still a dead letter: %v", err)
 	}
-	if st, _ := b.client.Records().State(b.ctx, ids[0]); st != enqueue.StateQueued {
-		t.Errorf("requeued job is %s", st)
+	if j, err := b.client.Get(b.ctx, ids[0]); err != nil || j.State != enqueue.StateQueued {
+		t.Errorf("requeued job: %+v, %v; want queued", j, err)
 	}
 	if flash := br.get(r.header.Get("Location")); !strings.Contains(flash.body, "Requeued 1 dead letter") {
 		t.Errorf("no confirmation after requeue")

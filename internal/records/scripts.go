@@ -1,0 +1,340 @@
+package records
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts below are every change of a job's or a batch's state. Each
+// touches one slot (see keys.go), so each transition and its effect on the
+// batch's counts is atomic: a count is never taken without the state change
+// that causes it, nor left behind by one that was undone.
+
+// luaCommon holds the helpers every script shares. A batch's record bk has
+// a bitmap bk..':lines' of the lines whose records were written (a script
+// names it from bk: both share the batch's slot). endBatch ends a batch
+// whose jobs are all final: state done (a canceled batch stays canceled),
+// finished_at, the TTL of its record and the batch's completion notice. It
+// returns 1 when it ended the batch just now.
+const luaCommon = `
+local function final(st) return st == 'succeeded' or st == 'dead' or st == 'canceled' end
+local function endBatch(bk, bid, now, ttl)
+  local h = redis.call('HMGET', bk, 'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at')
+  if (h[1] ~= 'running' and h[1] ~= 'canceled') or h[6] then return 0 end
+  local fin = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0')
+  if fin < tonumber(h[2] or '0') then return 0 end
+  if h[1] == 'running' then redis.call('HSET', bk, 'state', 'done') end
+  redis.call('HSET', bk, 'finished_at', now)
+  if tonumber(ttl) > 0 then
+    redis.call('EXPIRE', bk, ttl)
+    redis.call('EXPIRE', bk .. ':lines', ttl)
+  end
+  redis.call('PUBLISH', 'mimoq:batchdone:' .. bid, 'done')
+  return 1
+end
+-- count adds a job's final state (and its usage) to its batch.
+local function count(bk, st, nowms, u)
+  redis.call('HINCRBY', bk, st, 1)
+  redis.call('HSET', bk, 'updated_ms', nowms)
+  if u and tonumber(u[5]) > 0 then
+    redis.call('HINCRBY', bk, 'prompt_tokens', u[1])
+    redis.call('HINCRBY', bk, 'cached_tokens', u[2])
+    redis.call('HINCRBY', bk, 'completion_tokens', u[3])
+    redis.call('HINCRBY', bk, 'reasoning_tokens', u[4])
+    redis.call('HINCRBY', bk, 'total_tokens', u[5])
+  end
+end
+-- reopen makes an ended batch whose job was requeued pending again.
+local function reopen(bk)
+  if redis.call('HDEL', bk, 'finished_at') == 1 then
+    if redis.call('HGET', bk, 'state') == 'done' then redis.call('HSET', bk, 'state', 'running') end
+    redis.call('PERSIST', bk)
+    redis.call('PERSIST', bk .. ':lines')
+  end
+end
+`
+
+// createScript writes the record of a new single job in state queued,
+// unless a record with its ID exists; it returns the state found, or
+// "created". KEYS: job. ARGV: field/value pairs.
+var createScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if st then return st end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 'created'
+`)
+
+// batchCreateScript creates a batch record unless one exists; an existing
+// record must describe the same file (hash and line count). KEYS: batch.
+// ARGV: id, sha256, total, queue, source, created_at, created_ms.
+var batchCreateScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if st then
+  local ms = redis.call('HGET', KEYS[1], 'created_ms')
+  if redis.call('HGET', KEYS[1], 'sha256') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'total') ~= ARGV[3] then
+    return {'conflict', st, ms}
+  end
+  return {'exists', st, ms}
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'submitting', 'sha256', ARGV[2], 'total', ARGV[3],
+  'queue', ARGV[4], 'source', ARGV[5], 'created_at', ARGV[6], 'created_ms', ARGV[7], 'updated_ms', ARGV[7],
+  'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0)
+return {'created', 'submitting', ARGV[7]}
+`)
+
+// chunkScript writes the records of a chunk of a batch's lines. A line
+// whose record exists is left alone; nothing is written once the batch is
+// canceled (the cancel accounts for every line not written). It returns,
+// per line, 1 when it wrote the record, 2 when a non-final record was there
+// (its task may be missing: an interrupted submit), 0 otherwise.
+// Each line written is marked in the batch's bitmap of lines.
+// KEYS: batch, lines bitmap, then one job key per line. ARGV: batch id,
+// queue, submitted_at, then index, id, custom_id, model, body per line.
+var chunkScript = redis.NewScript(`
+local out = {}
+local n = #KEYS - 2
+if redis.call('HGET', KEYS[1], 'state') ~= 'submitting' then
+  for i = 1, n do out[i] = 0 end
+  return out
+end
+local created = 0
+for i = 1, n do
+  local k = KEYS[i + 2]
+  local a = 4 + (i - 1) * 5
+  redis.call('SETBIT', KEYS[2], ARGV[a], 1)
+  local st = redis.call('HGET', k, 'state')
+  if not st then
+    redis.call('HSET', k, 'id', ARGV[a + 1], 'batch_id', ARGV[1], 'custom_id', ARGV[a + 2], 'queue', ARGV[2],
+      'model', ARGV[a + 3], 'body', ARGV[a + 4], 'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[3])
+    created = created + 1
+    out[i] = 1
+  elseif st == 'succeeded' or st == 'dead' or st == 'canceled' then
+    out[i] = 0
+  else
+    out[i] = 2
+  end
+end
+if created > 0 then redis.call('HINCRBY', KEYS[1], 'enqueued', created) end
+return out
+`)
+
+// sealScript marks a batch fully enqueued, and ends it if every job is
+// final already. KEYS: batch. ARGV: now, ttl, batch id.
+var sealScript = redis.NewScript(luaCommon + `
+if redis.call('HGET', KEYS[1], 'state') == 'submitting' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'submitted_at', ARGV[1])
+end
+return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
+`)
+
+// beginScript hands a job to a delivery (a worker's run of its task), or
+// says why not: the record is missing (it expired after a final state, or
+// was never written), the job is final, or its next attempt is not due
+// yet. The delivery's lease (a nonce) fences every later write of this
+// delivery: once another delivery begins, or the job is requeued, the old
+// delivery's writes change nothing. A record still running under another
+// lease means that delivery was interrupted (its worker crashed or lost
+// Redis): noted in the history and counted in interrupts, not as an
+// attempt. The same call run twice (a reply lost, the command sent again)
+// is recognised by its lease.
+// KEYS: job, history. ARGV: now (ms), now, lease, worker.
+// Reply: {'missing'} | {'final', state, attempts} | {'wait', due ms} |
+// {'run', attempts, interrupts, interrupted, body, model, batch id, requeues}.
+var beginScript = redis.NewScript(luaCommon + `
+local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
+  'running_since', 'running_worker', 'body', 'model', 'batch_id', 'requeues')
+local st = f[1]
+if not st then return {'missing'} end
+local attempts = tonumber(f[4] or '0')
+if final(st) then return {'final', st, attempts} end
+local interrupts = tonumber(f[5] or '0')
+if st == 'running' and f[2] == ARGV[3] then
+  return {'run', attempts, interrupts, 0, f[8] or '', f[9] or '', f[10] or '', f[11] or '0'}
+end
+local due = tonumber(f[3] or '0')
+if due > tonumber(ARGV[1]) then return {'wait', due} end
+local interrupted = 0
+if st == 'running' then
+  interrupted = 1
+  interrupts = redis.call('HINCRBY', KEYS[1], 'interrupts', 1)
+  redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts + 1, start = f[6] or ARGV[2],
+    reason = 'interrupted', worker = f[7] or ''}))
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[3], 'running_since', ARGV[2],
+  'running_worker', ARGV[4], 'updated_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'due_at')
+return {'run', attempts, interrupts, interrupted, f[8] or '', f[9] or '', f[10] or '', f[11] or '0'}
+`)
+
+// finishScript records the outcome of a delivery's attempt: the job's new
+// state, its result or error, a history entry, and, for a final state, the
+// count in its batch and the completion notices. Only the delivery holding
+// the lease may write, once: a write under another lease is stale (the job
+// was requeued or redelivered meanwhile), and a second write under the same
+// lease is the first one replayed (its reply was lost). Neither changes
+// anything.
+// KEYS: job, history, batch (the job key again for a single job).
+// ARGV: lease, state, counted (0|1), history entry or ”, ttl (s), now,
+// now (ms), batch id or ”, prompt, cached, completion, reasoning, total
+// tokens, then field/value pairs to set (and ” values to delete).
+// Reply: {'missing'} | {'stale', state, attempts} | {'replay', state,
+// attempts} | {'ok', state, attempts, batch ended (0|1)}.
+var finishScript = redis.NewScript(luaCommon + `
+local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'attempts')
+local st = f[1]
+if not st then return {'missing'} end
+local attempts = tonumber(f[3] or '0')
+if f[2] ~= ARGV[1] then return {'stale', st, attempts} end
+if st ~= 'running' then return {'replay', st, attempts} end
+local new = ARGV[2]
+for i = 14, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('HSET', KEYS[1], 'state', new, 'updated_at', ARGV[6])
+redis.call('HDEL', KEYS[1], 'running_since', 'running_worker')
+if ARGV[3] == '1' then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+local ended = 0
+if final(new) then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[6])
+  local ttl = tonumber(ARGV[5])
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[2], ttl)
+  end
+  if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+    count(KEYS[3], new, ARGV[7], {ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]})
+    ended = endBatch(KEYS[3], ARGV[8], ARGV[6], ARGV[5])
+  end
+  redis.call('PUBLISH', 'mimoq:done:' .. redis.call('HGET', KEYS[1], 'id'), new)
+end
+return {'ok', new, attempts, ended}
+`)
+
+// abandonScript dead-letters a job no delivery can finish: its task was
+// archived by asynq, or lost and cannot be re-created. A final job is left
+// as it is. KEYS: job, history, batch (or the job key). ARGV: now, ttl,
+// batch id or ”, history entry, error JSON, now (ms).
+var abandonScript = redis.NewScript(luaCommon + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'missing' end
+if final(st) then return st end
+redis.call('HSET', KEYS[1], 'state', 'dead', 'error', ARGV[5], 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'running_since', 'running_worker', 'lease', 'due_at')
+redis.call('RPUSH', KEYS[2], ARGV[4])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  count(KEYS[3], 'dead', ARGV[6], nil)
+  endBatch(KEYS[3], ARGV[3], ARGV[1], ARGV[2])
+end
+redis.call('PUBLISH', 'mimoq:done:' .. redis.call('HGET', KEYS[1], 'id'), 'dead')
+return 'dead'
+`)
+
+// cancelBatchScript marks a batch canceled unless it is over. KEYS: batch.
+// ARGV: now. Returns the state it had, or 'missing'.
+var cancelBatchScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'missing' end
+if (st == 'submitting' or st == 'running') then
+  redis.call('HSET', KEYS[1], 'state', 'canceled', 'canceled_at', ARGV[1])
+end
+return st
+`)
+
+// cancelChunkScript cancels the jobs of a chunk of a canceled batch's lines
+// that have not started (queued, or waiting for a retry), and writes a
+// canceled record for each line that was never enqueued, so that every
+// line ends in exactly one final state and a late submit finds it taken. A
+// line that was enqueued and whose record is gone was final and has
+// expired: it is counted already. Running jobs finish.
+// KEYS: batch, lines bitmap, then job and history key per line.
+// ARGV: now, ttl, batch id, queue, now (ms), then job ID and index per line.
+// Returns {jobs canceled, batch ended (0|1)}.
+var cancelChunkScript = redis.NewScript(luaCommon + `
+local n = (#KEYS - 2) / 2
+local canceled = 0
+local ttl = tonumber(ARGV[2])
+for i = 1, n do
+  local k, hk = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local id, index = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local st = redis.call('HGET', k, 'state')
+  local did = false
+  if not st and redis.call('GETBIT', KEYS[2], index) == 0 then
+    redis.call('SETBIT', KEYS[2], index, 1)
+    redis.call('HSET', k, 'id', id, 'batch_id', ARGV[3], 'queue', ARGV[4], 'state', 'canceled',
+      'attempts', 0, 'never_enqueued', 1, 'submitted_at', ARGV[1], 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+    did = true
+  elseif st == 'queued' or st == 'retrying' then
+    redis.call('HSET', k, 'state', 'canceled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+    redis.call('HDEL', k, 'lease', 'due_at')
+    redis.call('PUBLISH', 'mimoq:done:' .. id, 'canceled')
+    did = true
+  end
+  if did then
+    if ttl > 0 then
+      redis.call('EXPIRE', k, ttl)
+      redis.call('EXPIRE', hk, ttl)
+    end
+    count(KEYS[1], 'canceled', ARGV[5], nil)
+    canceled = canceled + 1
+  end
+end
+return {canceled, endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])}
+`)
+
+// requeueScript gives a dead job a fresh attempt budget and puts it back to
+// queued, keeping its history; its batch counts it pending again (and an
+// ended batch is open again until its last job is counted anew). The
+// requeue ends every earlier delivery's lease. A record found queued (or
+// further) whose requeued_from matches is one an earlier, interrupted run of
+// the same requeue reset already.
+// KEYS: job, history, batch (or the job key). ARGV: now, history entry,
+// batch id or ”, dead-letter time (the finished_at it requeues), new model
+// or ”, new body or ”.
+// Reply: {'requeued'} | {'already', state} | {'not_dead', state} |
+// {'missing'}.
+var requeueScript = redis.NewScript(luaCommon + `
+local f = redis.call('HMGET', KEYS[1], 'state', 'finished_at', 'requeued_from')
+local st = f[1]
+if not st then return {'missing'} end
+if st ~= 'dead' then
+  if f[3] and f[3] == ARGV[4] then return {'already', st} end
+  return {'not_dead', st}
+end
+if f[2] and f[2] ~= ARGV[4] then return {'not_dead', st} end -- it died again: another dead letter
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, 'updated_at', ARGV[1],
+  'requeued_from', f[2] or ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'requeues', 1)
+redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'running_since', 'running_worker',
+  'status_code', 'request_id', 'due_at', 'lease', 'result', 'usage', 'served_model')
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'model', ARGV[5], 'body', ARGV[6]) end
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  if tonumber(redis.call('HGET', KEYS[3], 'dead') or '0') > 0 then redis.call('HINCRBY', KEYS[3], 'dead', -1) end
+  reopen(KEYS[3])
+end
+return {'requeued'}
+`)
+
+// recreateScript writes the record of a dead job whose record has expired,
+// from its dead letter, as a requeued job; its batch, if it is still kept,
+// counts it pending again. KEYS: job, history, batch (or the job key).
+// ARGV: now, history entry, batch id or ”, then field/value pairs.
+var recreateScript = redis.NewScript(luaCommon + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st then return st end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('RPUSH', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  if tonumber(redis.call('HGET', KEYS[3], 'dead') or '0') > 0 then redis.call('HINCRBY', KEYS[3], 'dead', -1) end
+  reopen(KEYS[3])
+end
+return 'requeued'
+`)
+
+// allScripts are loaded together when Redis has lost its script cache.
+var allScripts = []*redis.Script{createScript, batchCreateScript, chunkScript, sealScript, beginScript,
+	finishScript, abandonScript, cancelBatchScript, cancelChunkScript, requeueScript, recreateScript}

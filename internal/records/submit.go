@@ -1,0 +1,157 @@
+package records
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mimoq/mimoq/internal/job"
+)
+
+// NewJob is a single job to submit.
+type NewJob struct {
+	ID          string
+	Queue       string
+	Model       string
+	Body        []byte // the chat-completions request, validated by the caller
+	SubmittedAt time.Time
+}
+
+// Submit writes a new single job: its record (queued), its entry in the
+// reconciler's index, then its task, in that order, so that a worker always
+// finds the record and the reconciler always finds a job whose task was not
+// written. A job whose record exists already (an idempotent resubmit) is
+// left as it is; its task is written again when it is not final (asynq
+// refuses a second task with the same ID). It returns the job's state.
+func (s *Store) Submit(ctx context.Context, j NewJob) (job.State, error) {
+	fields := []any{"id", j.ID, "queue", j.Queue, "model", j.Model, "body", j.Body,
+		"state", string(job.StateQueued), "attempts", 0, "submitted_at", fmtTime(j.SubmittedAt)}
+	res, err := createScript.Run(ctx, s.rdb, []string{jobKey(j.ID)}, fields...).Text()
+	if err != nil {
+		return "", fmt.Errorf("submit job %s: %w", j.ID, err)
+	}
+	st := job.StateQueued
+	if res != "created" {
+		st = job.State(res)
+	}
+	if st.Final() {
+		return st, nil
+	}
+	if err := s.rdb.ZAdd(ctx, liveKey, redis.Z{Score: float64(j.SubmittedAt.UnixMilli()), Member: j.ID}).Err(); err != nil {
+		return "", fmt.Errorf("submit job %s: %w", j.ID, err)
+	}
+	if _, err := s.enqueueTasks(ctx, []job.Payload{{JobID: j.ID, Queue: j.Queue, Model: j.Model}}); err != nil {
+		return "", fmt.Errorf("submit job %s: %w", j.ID, err)
+	}
+	return st, nil
+}
+
+// BatchSpec describes a batch file that passed validation.
+type BatchSpec struct {
+	ID     string
+	Queue  string
+	Source string // file name, for the record
+	SHA256 string // of the whole file: a second submit must be the same file
+	Total  int    // lines
+}
+
+// CreatedBatch is what CreateBatch found or did.
+type CreatedBatch struct {
+	State     job.BatchState
+	CreatedMs int64 // the batch's creation time, part of its job IDs
+	New       bool
+}
+
+// CreateBatch writes the record of a batch in state submitting, or returns
+// the one a previous submit of the same file left (ErrBatchConflict for
+// another file under the same ID).
+func (s *Store) CreateBatch(ctx context.Context, spec BatchSpec, now time.Time) (CreatedBatch, error) {
+	vals, outcome, err := reply(batchCreateScript.Run(ctx, s.rdb, []string{batchKey(spec.ID)},
+		spec.ID, spec.SHA256, spec.Total, spec.Queue, spec.Source, fmtTime(now), now.UnixMilli()),
+		"submit batch "+spec.ID)
+	if err != nil {
+		return CreatedBatch{}, err
+	}
+	if outcome == "conflict" {
+		return CreatedBatch{}, fmt.Errorf("submit batch %s: %w", spec.ID, ErrBatchConflict)
+	}
+	cb := CreatedBatch{State: job.BatchState(toStr(vals[1])), CreatedMs: int64(toInt(vals[2])), New: outcome == "created"}
+	if err := s.rdb.ZAdd(ctx, batchesKey, redis.Z{Score: float64(cb.CreatedMs), Member: spec.ID}).Err(); err != nil {
+		return CreatedBatch{}, fmt.Errorf("submit batch %s: %w", spec.ID, err)
+	}
+	return cb, nil
+}
+
+// Line is one line of a batch to enqueue.
+type Line struct {
+	Index    int // 0-based position in the file
+	CustomID string
+	Model    string
+	Body     []byte
+}
+
+// EnqueueLines writes the records of lines of batch b (one script: one
+// round trip, one slot), then the tasks of those it wrote or found not
+// final. Lines written before are left alone; nothing is written once the
+// batch is canceled. Callers send chunks of up to a few thousand lines.
+func (s *Store) EnqueueLines(ctx context.Context, batchID, queue string, createdMs int64, lines []Line, submittedAt time.Time) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	keys := make([]string, 2, len(lines)+2)
+	keys[0], keys[1] = batchKey(batchID), batchLinesKey(batchID)
+	argv := make([]any, 0, 3+5*len(lines))
+	argv = append(argv, batchID, queue, fmtTime(submittedAt))
+	ids := make([]string, len(lines))
+	for i, l := range lines {
+		ids[i] = batchJobID(batchID, createdMs, l.Index)
+		keys = append(keys, jobKey(ids[i]))
+		argv = append(argv, l.Index, ids[i], l.CustomID, l.Model, l.Body)
+	}
+	codes, err := chunkScript.Run(ctx, s.rdb, keys, argv...).Int64Slice()
+	if err != nil {
+		return fmt.Errorf("submit batch %s: %w", batchID, err)
+	}
+	ps := make([]job.Payload, 0, len(lines))
+	for i, c := range codes {
+		if c != 0 {
+			ps = append(ps, job.Payload{JobID: ids[i], BatchID: batchID, CustomID: lines[i].CustomID, Queue: queue, Model: lines[i].Model})
+		}
+	}
+	if _, err := s.enqueueTasks(ctx, ps); err != nil {
+		return fmt.Errorf("submit batch %s: %w", batchID, err)
+	}
+	return nil
+}
+
+// Seal marks batch id fully enqueued. It reports whether that ended the
+// batch (every job was final already).
+func (s *Store) Seal(ctx context.Context, id string, now time.Time) (bool, error) {
+	n, err := sealScript.Run(ctx, s.rdb, []string{batchKey(id)}, fmtTime(now), s.ttlSeconds(), id).Int()
+	if err != nil {
+		return false, fmt.Errorf("submit batch %s: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// BatchJobID is the job ID of line index (0-based) of batch batchID created
+// at createdMs.
+func BatchJobID(batchID string, createdMs int64, index int) string {
+	return batchJobID(batchID, createdMs, index)
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
