@@ -3,47 +3,18 @@ package enqueue_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/mockapi"
+	"github.com/mimoq/mimoq/internal/redistest"
 	"github.com/mimoq/mimoq/worker"
 )
 
-// exampleRedis starts a throwaway redis-server for an example (examples get
-// no *testing.T, so they cannot use internal/redistest).
-func exampleRedis() (*redis.Client, func()) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir, _ := os.MkdirTemp("", "mimoq-example-")
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		panic("redis-server is needed to run this example: " + err.Error())
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port)})
-	for range 200 {
-		if rdb.Ping(context.Background()).Err() == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return rdb, func() { rdb.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait(); os.RemoveAll(dir) }
-}
-
 func ExampleClient_Submit() {
-	rdb, stop := exampleRedis()
+	rdb, stop := redistest.ForExample()
 	defer stop()
 	ctx := context.Background()
 	c, err := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb})
@@ -72,7 +43,7 @@ func ExampleClient_Submit() {
 }
 
 func ExampleClient_SubmitBatch() {
-	rdb, stop := exampleRedis()
+	rdb, stop := redistest.ForExample()
 	defer stop()
 	ctx := context.Background()
 	c, _ := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb})
@@ -97,7 +68,7 @@ func ExampleClient_SubmitBatch() {
 }
 
 func ExampleClient_Wait() {
-	rdb, stop := exampleRedis()
+	rdb, stop := redistest.ForExample()
 	defer stop()
 	ctx := context.Background()
 	c, _ := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb})

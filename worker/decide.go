@@ -105,12 +105,15 @@ func decideStart(b records.Begun, p Policy) Action {
 }
 
 // decideCall decides, once a permit is held, whether the call may start:
-// left is the time until asynq ends the delivery (its deadline), or a
-// negative number for none. When asynq would end the call midway (and hand
-// the task out again), the job goes back now and its next delivery starts
-// with a full deadline: waiting in mimoq never eats into an attempt.
-func decideCall(left time.Duration, p Policy) Action {
-	if left >= 0 && left < p.CallBudget {
+// left is the time until asynq ends the delivery (its deadline), and
+// leftAtStart what was left when the delivery began; negative for none.
+// When asynq would end the call midway (and hand the task out again), the
+// job goes back now and its next delivery starts with a full deadline:
+// waiting in mimoq never eats into an attempt. A delivery whose whole time
+// is too short (a task not written by mimoq, whose tasks get a day) calls
+// all the same: going back would not give it more.
+func decideCall(left, leftAtStart time.Duration, p Policy) Action {
+	if left >= 0 && left < p.CallBudget && leftAtStart >= p.CallBudget {
 		return Action{Kind: ActPutBack, Reason: "deadline"}
 	}
 	return Action{Kind: ActCall}

@@ -104,6 +104,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Not a task mimoq wrote. Archive it; the sweeper dead-letters it.
 		return fmt.Errorf("decode payload: %v: %w", err, asynq.SkipRetry)
 	}
+	leftAtStart := timeLeft(ctx)
 	log := w.log.With().Str("job_id", p.JobID).Str("batch_id", p.BatchID).
 		Str("custom_id", p.CustomID).Str("model", p.Model).Logger()
 	ctx = log.WithContext(ctx)
@@ -137,7 +138,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			if b.Interrupted {
 				log.Warn().Int("interrupts", b.Interrupts).Msg("job was interrupted in an earlier delivery")
 			}
-			return w.attempt(ctx, wait, b, log)
+			return w.attempt(ctx, wait, b, leftAtStart, log)
 		case ActDrop:
 			// Its record expired after a final state (a canceled job's task
 			// found late): nothing to run, nothing lost.
@@ -177,8 +178,9 @@ func timeLeft(ctx context.Context) time.Duration {
 }
 
 // attempt makes the next call of the job begun as b. wait is ctx that also
-// ends when shutdown begins, for the wait for a permit.
-func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, log zerolog.Logger) error {
+// ends when shutdown begins, for the wait for a permit; leftAtStart is the
+// time the delivery had when it began.
+func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart time.Duration, log zerolog.Logger) error {
 	d, n := b.Delivery, b.Attempts+1
 	req, err := apiclient.ParseRequest(b.Body)
 	if err == nil {
@@ -205,7 +207,7 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, log zerolog
 		}
 		return w.putBack(ctx, d, nil, due, reason)
 	}
-	if act := decideCall(timeLeft(ctx), w.policy); act.Kind == ActPutBack {
+	if act := decideCall(timeLeft(ctx), leftAtStart, w.policy); act.Kind == ActPutBack {
 		permit.Cancel()
 		return w.putBack(ctx, d, nil, time.Time{}, act.Reason)
 	}
@@ -221,16 +223,11 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, log zerolog
 	if cl.Class != apiclient.ClassNone || callErr == nil {
 		w.counts.add(b.Model, callErr == nil)
 	}
+	var u *job.Usage
 	if callErr == nil {
-		u := usageOf(resp)
-		if u.TotalTokens > 0 {
-			permit.Done(u.TotalTokens)
-		} else {
-			permit.Done(permit.Tokens) // no usage reported: the reservation stands
-		}
-	} else {
-		permit.Done(permit.Tokens) // the API may have counted the call
+		u = usageOf(resp)
 	}
+	permit.Done(tokensUsed(u, permit.Tokens))
 	act := decide(cl, callErr == nil, n, w.policy, time.Now())
 	return w.carryOut(ctx, d, b.Model, n, act, resp, callErr, elapsed, start, log)
 }
@@ -424,6 +421,16 @@ func errorBodyOf(err error) json.RawMessage {
 		return ae.Body
 	}
 	return nil
+}
+
+// tokensUsed is what a call counts against the token limit: what the API
+// reported, or the reservation when it reported nothing (a failure the API
+// may have counted, a 2xx without usage): a missing report is no refund.
+func tokensUsed(u *job.Usage, reserved int64) int64 {
+	if u == nil || u.TotalTokens <= 0 {
+		return reserved
+	}
+	return u.TotalTokens
 }
 
 func usageOf(r *apiclient.Response) *job.Usage {

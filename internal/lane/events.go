@@ -59,7 +59,7 @@ func (g *Gate) refresh() {
 	}
 	ctx, cancel := context.WithTimeout(g.ctx, max(g.cfg.RefreshInterval, time.Second))
 	defer cancel()
-	states, err := readStates(ctx, g.cfg.Redis, g.ks, models)
+	states, err := readStates(ctx, g.cfg.Redis, g.ks, models, true)
 	if err != nil {
 		if g.ctx.Err() == nil {
 			g.log.Warn().Err(err).Msg("refresh lane state failed")

@@ -162,7 +162,11 @@ func (ln *lane) stats() LaneStats {
 	ln.mu.Lock()
 	waiting := ln.queue.Len()
 	ln.mu.Unlock()
+	ln.mu.Lock()
+	debt := max(-ln.bal, 0)
+	ln.mu.Unlock()
 	return LaneStats{
+		Debt:         debt,
 		LimiterCalls: ln.calls.Load(),
 		Denied:       ln.denied.Load(),
 		Permits:      ln.permits.Load(),
@@ -440,7 +444,7 @@ func (ln *lane) load(ctx context.Context) error {
 	ln.mu.Lock()
 	gen := ln.gen
 	ln.mu.Unlock()
-	st, err := readStates(ctx, ln.g.cfg.Redis, ln.g.ks, []string{ln.model})
+	st, err := readStates(ctx, ln.g.cfg.Redis, ln.g.ks, []string{ln.model}, true)
 	if err != nil {
 		return err
 	}
@@ -452,6 +456,7 @@ func (ln *lane) load(ctx context.Context) error {
 // since the read began (gen changed): the event may be newer.
 func (ln *lane) applyRead(st rawState, gen uint64, now time.Time) {
 	ln.mu.Lock()
+	ln.bal -= st.debt // claimed by the read: it is this process's to pay now
 	if ln.gen != gen {
 		ln.mu.Unlock()
 		return

@@ -212,6 +212,31 @@ func (g *Gate) Close() {
 	g.cancel()
 	_ = g.ps.Close()
 	g.wg.Wait()
+	g.handOverDebt()
+}
+
+// handOverDebt leaves the tokens this process used beyond its reservations
+// (its debt) to the fleet: a running Gate takes them over and pays them, so
+// that a process that stops does not take its overuse of the token limit
+// with it.
+func (g *Gate) handOverDebt() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pipe := g.cfg.Redis.Pipeline()
+	for m, ln := range g.lanes {
+		ln.mu.Lock()
+		debt := -ln.bal
+		ln.mu.Unlock()
+		if ln.tpmOn && debt > 0 {
+			pipe.IncrBy(ctx, g.ks.debt(m), debt)
+		}
+	}
+	if pipe.Len() == 0 {
+		return
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		g.log.Warn().Err(err).Msg("hand over token debt")
+	}
 }
 
 // GateStats counts what a Gate did since it was made.
@@ -245,6 +270,10 @@ type LaneStats struct {
 	WaitSeconds float64
 	// Waiting is the number of waiters now.
 	Waiting int
+	// Debt is the tokens this process has used beyond what it reserved,
+	// to be paid by its next reservations (or, once it stops, by the
+	// fleet's).
+	Debt int64
 }
 
 // Stats returns the counters of the Gate.

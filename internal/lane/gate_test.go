@@ -11,6 +11,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -376,5 +377,51 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTokenDebtOutlivesItsProcess (review hole 7): tokens a process used
+// beyond its reservations are owed to the fleet's token limit; when the
+// process stops, the debt is handed over and another process pays it,
+// instead of leaving with it.
+func TestTokenDebtOutlivesItsProcess(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := GateConfig{Default: Limit{RPM: -1, TPM: 60_000}, Headroom: -1} // 1,000 tokens/s, burst 1,000
+	a, err := NewGate(GateConfig{Redis: b.redis.Client(), Default: cfg.Default, Headroom: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p, err := a.Wait(ctx, "m", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Done(3010) // the answer was far longer than the estimate
+	if d := a.Stats().Models["m"].Debt; d != 3000 {
+		t.Fatalf("debt of the process: %d, want 3000", d)
+	}
+	a.Close()
+	owed, err := b.redis.Client().Get(ctx, keyspace{prefix: job.KeyPrefix}.debt("m")).Int64()
+	if err != nil || owed != 3000 {
+		t.Fatalf("debt handed over: %d, %v; want 3000", owed, err)
+	}
+	// Another process takes it over with its first read of the lane, and
+	// its first permit pays it: three bursts' worth of limiter calls.
+	g := b.gate(cfg)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	p, err = g.Wait(wctx, "m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Done(1)
+	if n := b.redis.Client().Exists(ctx, keyspace{prefix: job.KeyPrefix}.debt("m")).Val(); n != 0 {
+		t.Errorf("the debt is still waiting in Redis after another process took the lane")
+	}
+	s := g.Stats().Models["m"]
+	if s.LimiterCalls < 4 || s.Debt != 0 {
+		t.Errorf("the second process made %d limiter calls and owes %d; want it to pay 3000 tokens first (4 calls of at most 1000)",
+			s.LimiterCalls, s.Debt)
 	}
 }

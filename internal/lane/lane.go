@@ -10,6 +10,7 @@
 //	mimoq:{lane:M}:cooldown       string: end of the cooldown (unix ms), PX = its length
 //	rate:mimoq:{lane:M}:rpm       GCRA state of the request limit (redis_rate adds "rate:")
 //	rate:mimoq:{lane:M}:tpm       GCRA state of the token limit
+//	mimoq:{lane:M}:debt           tokens a stopped process owed the token limit
 //	mimoq:lane:events             pub/sub channel: pause, resume and cooldown events
 //
 // The {lane:M} hash tag keeps one model's keys in one Redis Cluster slot, so
@@ -117,7 +118,11 @@ func (k keyspace) cooldown(model string) string { return k.lane(model) + ":coold
 // rateKeyPrefix+key.
 func (k keyspace) rpm(model string) string { return k.lane(model) + ":rpm" }
 func (k keyspace) tpm(model string) string { return k.lane(model) + ":tpm" }
-func (k keyspace) events() string          { return k.prefix + "lane:events" }
+
+// debt holds the tokens stopped processes owed the token limit, until a
+// running Gate takes them over.
+func (k keyspace) debt(model string) string { return k.lane(model) + ":debt" }
+func (k keyspace) events() string           { return k.prefix + "lane:events" }
 
 // event is a message on the events channel, written by the Lua scripts.
 type event struct {

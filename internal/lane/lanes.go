@@ -131,7 +131,7 @@ func (l *Lanes) State(ctx context.Context, model string) (State, error) {
 // List returns the state of the lanes of models, in order, read in one
 // pipeline.
 func (l *Lanes) List(ctx context.Context, models []string) ([]State, error) {
-	raws, err := readStates(ctx, l.rdb, l.ks, models)
+	raws, err := readStates(ctx, l.rdb, l.ks, models, false)
 	if err != nil {
 		return nil, err
 	}

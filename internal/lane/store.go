@@ -78,10 +78,13 @@ type rawState struct {
 	reason, by  string
 	coolUntilMs int64         // unix ms on the Redis clock, 0 if none
 	coolTTL     time.Duration // remaining cooldown, 0 if none
+	debt        int64         // tokens owed to the limiter, claimed by this read
 }
 
-// readStates reads the state of models in one pipeline.
-func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, models []string) ([]rawState, error) {
+// readStates reads the state of models in one pipeline. With claimDebt it
+// also takes over the token debt processes that stopped left for each model
+// (a Gate's fetchers pay it with their next reservations).
+func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, models []string, claimDebt bool) ([]rawState, error) {
 	if len(models) == 0 {
 		return nil, nil
 	}
@@ -89,6 +92,7 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 		state *redis.SliceCmd
 		until *redis.StringCmd
 		ttl   *redis.DurationCmd
+		debt  *redis.StringCmd
 	}
 	cs := make([]cmds, len(models))
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -96,6 +100,9 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 			cs[i].state = p.HMGet(ctx, ks.state(m), "status", "since", "reason", "by")
 			cs[i].until = p.Get(ctx, ks.cooldown(m))
 			cs[i].ttl = p.PTTL(ctx, ks.cooldown(m))
+			if claimDebt {
+				cs[i].debt = p.GetDel(ctx, ks.debt(m))
+			}
 		}
 		return nil
 	})
@@ -127,6 +134,9 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 		if ttl := c.ttl.Val(); ttl > 0 {
 			r.coolTTL = ttl
 			r.coolUntilMs, _ = strconv.ParseInt(c.until.Val(), 10, 64)
+		}
+		if c.debt != nil {
+			r.debt, _ = strconv.ParseInt(c.debt.Val(), 10, 64)
 		}
 		out[i] = r
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/records"
+	"github.com/mimoq/mimoq/internal/records/recordstest"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
@@ -780,5 +781,88 @@ func TestStats(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no batch:mimo-v2-pro row with 2 dead in %+v", st.Queues)
+	}
+}
+
+// TestRequeueRacingTheDyingDelivery (review hole 2): an operator requeues a
+// dead letter while the delivery that wrote it has not returned yet. What
+// that delivery still does — write its outcome again after a lost reply,
+// return its task — neither counts the job dead again nor kills the
+// requeued job: it runs, and its success is counted.
+func TestRequeueRacingTheDyingDelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ps := b.submitBatch(t, deadJob{batch: "race"}.withDefaults(), 2)
+	ok := records.Outcome{State: job.StateSucceeded, Counted: true, Result: json.RawMessage(`{}`), StatusCode: 200}
+	recordstest.Finish(t, b.rdb, ps[0].JobID, ok)
+	// Line 1 dies: its record and its dead letter are written; its
+	// delivery has not returned.
+	bg, err := b.records.Begin(b.ctx, ps[1].JobID, records.NewLease(), "w", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := records.Outcome{State: job.StateDead, Counted: true, Error: &job.Error{StatusCode: 400, Code: "bad", Class: job.ClassTerminal}}
+	if _, err := b.records.Finish(b.ctx, bg.Delivery, dead, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := b.records.Get(b.ctx, ps[1].JobID, true)
+	if err := b.store.Put(b.ctx, dlq.FromJob(got)); err != nil {
+		t.Fatal(err)
+	}
+	// The operator requeues it meanwhile.
+	if res, err := b.ops.Requeue(b.ctx, Selection{IDs: []string{ps[1].JobID}}, Options{}); err != nil || res.Done != 1 {
+		t.Fatalf("requeue: %+v %v", res, err)
+	}
+	// The dying delivery writes its outcome again (its reply was lost).
+	if f, err := b.records.Finish(b.ctx, bg.Delivery, dead, time.Now()); err != nil || f.Written != records.Stale {
+		t.Fatalf("the dying delivery's write after the requeue: %+v, %v; want stale", f, err)
+	}
+	if bt, _ := b.client.GetBatch(b.ctx, "race"); bt.Dead != 0 || bt.Over() {
+		t.Fatalf("batch after the requeue: %+v", bt)
+	}
+	// The requeued job runs and succeeds.
+	recordstest.Finish(t, b.rdb, ps[1].JobID, ok)
+	bt, _ := b.client.GetBatch(b.ctx, "race")
+	if bt.Succeeded != 2 || bt.Dead != 0 || bt.State != job.BatchDone {
+		t.Fatalf("batch %s: succeeded %d dead %d, while both jobs succeeded", bt.State, bt.Succeeded, bt.Dead)
+	}
+	if n := b.dead(t, dlq.Filter{}); n != 0 {
+		t.Errorf("%d dead letters left", n)
+	}
+}
+
+// TestRequeueOfACanceledBatchsDeadLetterRuns (review hole 7): a dead letter
+// of a batch canceled since is requeued like any other: the job runs (the
+// requeue is the operator's decision, made after the cancel), the batch is
+// open until it ends, and the report says what was done.
+func TestRequeueOfACanceledBatchsDeadLetterRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ps := b.submitBatch(t, deadJob{batch: "gone"}.withDefaults(), 3)
+	b.die(t, ps[0], deadJob{}.withDefaults())
+	// The other two tasks are back in asynq: cancel finds their jobs queued.
+	if _, err := b.client.CancelBatch(b.ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if bt, _ := b.client.GetBatch(b.ctx, "gone"); !bt.Over() || bt.Canceled != 2 || bt.Dead != 1 {
+		t.Fatalf("canceled batch: %+v", bt)
+	}
+	res, err := b.ops.Requeue(b.ctx, Selection{IDs: []string{ps[0].JobID}}, Options{})
+	if err != nil || res.Done != 1 {
+		t.Fatalf("requeue: %+v %v", res, err)
+	}
+	bg, err := b.records.Begin(b.ctx, ps[0].JobID, records.NewLease(), "w", time.Now())
+	if err != nil || bg.Verdict != records.Run {
+		t.Fatalf("the requeued job of the canceled batch: %+v, %v; want it to run", bg, err)
+	}
+	if bt, _ := b.client.GetBatch(b.ctx, "gone"); bt.Over() || bt.State != job.BatchCanceled {
+		t.Errorf("batch while the requeued job runs: %+v", bt)
+	}
+	if _, err := b.records.Finish(b.ctx, bg.Delivery, records.Outcome{State: job.StateSucceeded, Counted: true,
+		Result: json.RawMessage(`{}`)}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if bt, _ := b.client.GetBatch(b.ctx, "gone"); !bt.Over() || bt.Succeeded != 1 || bt.Canceled != 2 || bt.Dead != 0 {
+		t.Errorf("batch at its end: %+v", bt)
 	}
 }

@@ -127,8 +127,9 @@ func (s *Store) tasksExist(ctx context.Context, js []jobView) ([]bool, error) {
 }
 
 // repair gives each non-final job of js without a task a new one, or
-// dead-letters it as lost when its record lacks the request.
-func (s *Store) repair(ctx context.Context, js []jobView, now time.Time, rep *ReconcileReport) (kept []jobView, err error) {
+// dead-letters it as lost when its record lacks the request (and writes its
+// dead letter). It returns the jobs that stay open.
+func (s *Store) repair(ctx context.Context, dl DeadLetters, js []jobView, now time.Time, rep *ReconcileReport) (kept []jobView, err error) {
 	var open []jobView
 	for _, j := range js {
 		if j.state != "" && !j.state.Final() {
@@ -143,6 +144,7 @@ func (s *Store) repair(ctx context.Context, js []jobView, now time.Time, rep *Re
 		return nil, err
 	}
 	var ps []job.Payload
+	var lost []jobView
 	for i, j := range open {
 		switch {
 		case have[i]:
@@ -153,6 +155,8 @@ func (s *Store) repair(ctx context.Context, js []jobView, now time.Time, rep *Re
 				return nil, err
 			}
 			rep.Lost++
+			j.state = job.StateDead
+			lost = append(lost, j)
 		default:
 			ps = append(ps, job.Payload{JobID: j.id, BatchID: j.batchID, CustomID: j.customID, Queue: j.queue, Model: j.model})
 			kept = append(kept, j)
@@ -164,6 +168,9 @@ func (s *Store) repair(ctx context.Context, js []jobView, now time.Time, rep *Re
 			return nil, fmt.Errorf("reconcile: %w", err)
 		}
 		rep.TasksRecreated += res.Enqueued
+	}
+	if err := s.deadLetters(ctx, dl, lost, rep); err != nil {
+		return nil, err
 	}
 	return kept, nil
 }
@@ -222,7 +229,7 @@ func (s *Store) reconcileLive(ctx context.Context, dl DeadLetters, opts Reconcil
 		if err := s.deadLetters(ctx, dl, js, rep); err != nil {
 			return err
 		}
-		kept, err := s.repair(ctx, js, now, rep)
+		kept, err := s.repair(ctx, dl, js, now, rep)
 		if err != nil {
 			return err
 		}
@@ -315,7 +322,7 @@ func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, cance
 		if err := s.deadLetters(ctx, dl, js, rep); err != nil {
 			return err
 		}
-		if _, err := s.repair(ctx, js, now, rep); err != nil {
+		if _, err := s.repair(ctx, dl, js, now, rep); err != nil {
 			return err
 		}
 	}
