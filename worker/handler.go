@@ -82,10 +82,16 @@ func isFailure(err error) bool {
 	return !errors.As(err, &le) || !le.Requeue
 }
 
-// decodePayload reads a task's payload. Tasks of earlier versions, which
-// carried the request too, decode the same.
-func decodePayload(b []byte) (job.Payload, error) {
-	var p job.Payload
+// taskPayload is a task's payload as any version wrote it: tasks of
+// versions before the request moved into the job's record carry it too.
+type taskPayload struct {
+	job.Payload
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// decodePayload reads a task's payload.
+func decodePayload(b []byte) (taskPayload, error) {
+	var p taskPayload
 	if err := json.Unmarshal(b, &p); err != nil {
 		return p, err
 	}
@@ -140,6 +146,11 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			}
 			return w.attempt(ctx, wait, b, leftAtStart, log)
 		case ActDrop:
+			if p.Body != nil {
+				// A task of an earlier version, whose record is in the
+				// old layout: kept as a dead letter, one requeue away.
+				return w.deadLetterLegacy(ctx, p)
+			}
 			// Its record expired after a final state (a canceled job's task
 			// found late): nothing to run, nothing lost.
 			w.metrics.dropped.Inc()
@@ -395,6 +406,21 @@ func (w *Worker) deadLetterUnstarted(ctx context.Context, d records.Delivery, e 
 	zerolog.Ctx(ctx).Warn().Str("reason", e.Reason).Msg("job dead-lettered without a call")
 	w.metrics.jobs.WithLabelValues("dead", string(e.Class), "").Inc()
 	return w.finish(ctx, d, records.Outcome{State: job.StateDead, Error: e})
+}
+
+// deadLetterLegacy keeps the task of an earlier version, which carries its
+// request, as a dead letter: `mimoq dlq requeue --all --code record_moved`
+// runs such jobs again, their records written in today's layout.
+func (w *Worker) deadLetterLegacy(ctx context.Context, p taskPayload) error {
+	rec := &dlq.Record{ID: p.JobID, BatchID: p.BatchID, CustomID: p.CustomID, Queue: p.Queue, Model: p.Model,
+		Class: job.ClassExhausted, Reason: "legacy_record", ErrorCode: "record_moved",
+		ErrorMessage: "a task of an earlier mimoq version, whose job record is in the old layout: requeue it to run it",
+		DeadAt: time.Now().UTC(), Request: p.Body}
+	if err := durably(ctx, func(ctx context.Context) error { return w.dlq.Put(ctx, rec) }); err != nil {
+		return &storageError{err}
+	}
+	zerolog.Ctx(ctx).Warn().Msg("task of an earlier version dead-lettered as record_moved")
+	return nil
 }
 
 // jobError turns an attempt's error into the record's last error.

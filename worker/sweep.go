@@ -96,6 +96,10 @@ func (w *Worker) sweepOne(ctx context.Context, queue string, ti *asynq.TaskInfo)
 		st, err := w.records.Abandon(ctx, p.JobID, p.BatchID, &job.Error{Code: "archived_by_asynq", Class: job.ClassExhausted,
 			Reason: "archived", Message: "asynq archived the task: " + ti.LastErr}, time.Now())
 		switch {
+		case errors.Is(err, records.ErrNotFound) && p.Body != nil:
+			if err := w.deadLetterLegacy(ctx, p); err != nil {
+				return err
+			}
 		case errors.Is(err, records.ErrNotFound):
 			// No record: the job was final and expired; nothing to keep.
 		case err != nil:

@@ -9,8 +9,11 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mimoq/mimoq/internal/asynqwire"
+	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/mockapi"
+	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/redistest"
 )
@@ -165,5 +168,45 @@ func TestLongWaitsGoBackWithoutAnAttempt(t *testing.T) {
 	if st.TotalRequests != 6 || st.MaxCallsPerJob != 1 || st.Duplicates != 0 {
 		t.Errorf("mock saw %d calls, at most %d per job, %d duplicates; want each job called once",
 			st.TotalRequests, st.MaxCallsPerJob, st.Duplicates)
+	}
+}
+
+// TestTaskOfAnEarlierVersionBecomesADeadLetter: a task written by a version
+// whose job records had another layout (the request was in the task) is
+// neither run without its record nor dropped: it is kept as a dead letter
+// with its request, and a requeue runs it, its record in today's layout.
+func TestTaskOfAnEarlierVersionBecomesADeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := records.NewID()
+	legacy := `{"job_id":"` + id + `","custom_id":"old-1","queue":"interactive","model":"mimo-v2-flash","body":` +
+		string(testBody) + `,"submitted_at":"2026-11-30T10:00:00Z"}`
+	if _, err := asynqwire.EnqueueMany(b.ctx, b.rdb, []asynqwire.Task{{Type: job.TaskType, Payload: []byte(legacy), ID: id,
+		Queue: job.AsynqQueue(job.QueueInteractive, testModel), MaxRetry: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	b.start(Config{})
+	store := dlq.New(b.rdb)
+	var rec *dlq.Record
+	deadline := time.Now().Add(20 * time.Second)
+	for rec == nil {
+		rec, _ = store.Get(b.ctx, id)
+		if time.Now().After(deadline) {
+			t.Fatal("the earlier version's task never became a dead letter")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if rec.ErrorCode != "record_moved" || string(rec.Request) != string(testBody) || rec.CustomID != "old-1" {
+		t.Errorf("dead letter %+v", rec)
+	}
+	if n := b.mock.Stats().TotalRequests; n != 0 {
+		t.Errorf("the API was called %d times before the requeue", n)
+	}
+	if res, err := ops.New(b.rdb).Requeue(b.ctx, ops.Selection{IDs: []string{id}}, ops.Options{}); err != nil || res.Done != 1 {
+		t.Fatalf("requeue: %+v %v", res, err)
+	}
+	j := b.waitFinal([]string{id}, 30*time.Second)[id]
+	if j.State != job.StateSucceeded || j.CustomID != "old-1" {
+		t.Errorf("requeued job: %+v", j)
 	}
 }
