@@ -415,7 +415,7 @@ func (w *Worker) deadLetterLegacy(ctx context.Context, p taskPayload) error {
 	rec := &dlq.Record{ID: p.JobID, BatchID: p.BatchID, CustomID: p.CustomID, Queue: p.Queue, Model: p.Model,
 		Class: job.ClassExhausted, Reason: "legacy_record", ErrorCode: "record_moved",
 		ErrorMessage: "a task of an earlier mimoq version, whose job record is in the old layout: requeue it to run it",
-		DeadAt: time.Now().UTC(), Request: p.Body}
+		DeadAt:       time.Now().UTC(), Request: p.Body}
 	if err := durably(ctx, func(ctx context.Context) error { return w.dlq.Put(ctx, rec) }); err != nil {
 		return &storageError{err}
 	}
