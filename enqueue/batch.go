@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -304,9 +303,6 @@ func (c *Client) Results(ctx context.Context, id string, errorsOnly bool, fn fun
 func (c *Client) WaitBatch(ctx context.Context, id string) (*Batch, error) {
 	return c.records.WaitBatch(ctx, id)
 }
-
-// IsNotFound reports whether err says a job or batch does not exist.
-func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // countingReader reports how many bytes went through it, every `every` bytes.
 type countingReader struct {

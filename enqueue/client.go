@@ -10,8 +10,6 @@ package enqueue
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -183,7 +181,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 	}
 	id := records.NewID()
 	if o.idemKey != "" {
-		if id, err = c.idempotentID(ctx, o.idemKey, id); err != nil {
+		if id, err = c.records.IdempotentID(ctx, o.idemKey, id); err != nil {
 			return "", err
 		}
 	}
@@ -192,22 +190,6 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 		return "", fmt.Errorf("submit: %w", err)
 	}
 	return id, nil
-}
-
-// idempotentID returns the job ID an idempotency key stands for: id when the
-// key is new, else the first job's.
-func (c *Client) idempotentID(ctx context.Context, key, id string) (string, error) {
-	h := sha256.Sum256([]byte(key))
-	prev, err := c.cfg.Redis.SetArgs(ctx, job.KeyPrefix+"idem:"+hex.EncodeToString(h[:16]), id,
-		redis.SetArgs{Mode: "NX", Get: true, TTL: c.cfg.ResultTTL}).Result()
-	switch {
-	case err == nil:
-		return prev, nil // the key was taken: the job exists (or is being submitted)
-	case errors.Is(err, redis.Nil):
-		return id, nil
-	default:
-		return "", fmt.Errorf("submit: idempotency key: %w", err)
-	}
 }
 
 // Get returns the job with its state, result and history.

@@ -134,16 +134,11 @@ func EnqueueMany(ctx context.Context, rdb redis.UniversalClient, tasks []Task) (
 	return res, nil
 }
 
-// RunPipelined runs script n times in one pipeline, with the keys and
-// arguments args(i) gives for run i, by SHA; when Redis does not know the
-// script it loads it and runs the pipeline again (each of mimoq's pipelined
-// scripts is idempotent, so a partial first run is harmless).
-func RunPipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int, args func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
-	return runPipelined(ctx, rdb, s, n, nil, args)
-}
-
-// runPipelined is RunPipelined with commands that before adds to the
-// pipeline ahead of the scripts.
+// runPipelined runs script n times in one pipeline, after the commands
+// before adds, with the keys and arguments args(i) gives for run i, by SHA;
+// when Redis does not know the script it loads it and runs the pipeline
+// again (the enqueue script is idempotent, so a partial first run is
+// harmless).
 func runPipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int,
 	before func(redis.Pipeliner), args func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
 	for try := 0; ; try++ {

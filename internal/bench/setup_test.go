@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -152,11 +153,60 @@ type fleetMember struct {
 	done   chan struct{}
 }
 
+// tripCounter counts a client's round trips to Redis: one per command sent
+// alone, one per pipeline.
+type tripCounter struct{ n atomic.Int64 }
+
+func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if _, blocking := map[string]bool{"subscribe": true, "psubscribe": true}[cmd.Name()]; !blocking {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// countedClient returns a new client of the world's Redis whose round trips trips
+// counts (nil: none).
+func (w *world) countedClient(pool int, trips *tripCounter) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr(), PoolSize: pool})
+	if trips != nil {
+		rdb.AddHook(trips)
+	}
+	w.b.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// commands is the number of commands the Redis server has run.
+func (w *world) commands() int64 {
+	var total int64
+	for _, line := range strings.Split(w.rdb.Info(context.Background(), "commandstats").Val(), "\n") {
+		if _, rest, ok := strings.Cut(line, ":calls="); ok {
+			n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+			total += n
+		}
+	}
+	return total
+}
+
 // startWorker starts one worker against the world's mock. rpm 0 = unlimited.
 func (w *world) startWorker(rpm, concurrency int, backoff worker.Backoff) *fleetMember {
+	return w.startCountedWorker(rpm, concurrency, backoff, nil)
+}
+
+// startCountedWorker is startWorker with its round trips counted by trips.
+func (w *world) startCountedWorker(rpm, concurrency int, backoff worker.Backoff, trips *tripCounter) *fleetMember {
 	w.b.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr(), PoolSize: concurrency + 20})
-	w.b.Cleanup(func() { _ = rdb.Close() })
+	rdb := w.countedClient(concurrency+20, trips)
 	limit := worker.Limit{RPM: -1, TPM: -1}
 	if rpm > 0 {
 		limit.RPM = rpm

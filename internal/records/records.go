@@ -55,7 +55,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -176,5 +175,3 @@ func reply(cmd *redis.Cmd, what string) ([]any, string, error) {
 	}
 	return vals, toStr(vals[0]), nil
 }
-
-func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }

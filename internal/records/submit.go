@@ -2,7 +2,10 @@ package records
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -47,6 +50,23 @@ func (s *Store) Submit(ctx context.Context, j NewJob) (job.State, error) {
 		return "", fmt.Errorf("submit job %s: %w", j.ID, err)
 	}
 	return st, nil
+}
+
+// IdempotentID returns the job ID idempotency key key stands for: id, when
+// the key is new (it is then taken for the result TTL), else the ID of the
+// job first submitted with it.
+func (s *Store) IdempotentID(ctx context.Context, key, id string) (string, error) {
+	h := sha256.Sum256([]byte(key))
+	prev, err := s.rdb.SetArgs(ctx, idemKey(hex.EncodeToString(h[:16])), id,
+		redis.SetArgs{Mode: "NX", Get: true, TTL: s.ttl}).Result()
+	switch {
+	case err == nil:
+		return prev, nil // the key was taken: the job exists (or is being submitted)
+	case errors.Is(err, redis.Nil):
+		return id, nil
+	default:
+		return "", fmt.Errorf("submit: idempotency key: %w", err)
+	}
 }
 
 // BatchSpec describes a batch file that passed validation.

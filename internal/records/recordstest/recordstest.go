@@ -6,7 +6,6 @@ package recordstest
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -42,21 +41,4 @@ func Finish(tb testing.TB, rdb redis.UniversalClient, id string, o records.Outco
 	if err := dlq.New(rdb).Put(ctx, dlq.FromJob(j)); err != nil {
 		tb.Fatal(err)
 	}
-}
-
-// Succeed ends job id with answer result (200).
-func Succeed(tb testing.TB, rdb redis.UniversalClient, id string, result string) {
-	tb.Helper()
-	Finish(tb, rdb, id, records.Outcome{State: job.StateSucceeded, Counted: true, Result: json.RawMessage(result),
-		StatusCode: 200, RequestID: "req-" + id, Entry: &job.Attempt{Attempt: 1, Start: time.Now().UTC(), StatusCode: 200,
-			Class: job.ClassSuccess}})
-}
-
-// Kill ends job id dead with a terminal error of status and code.
-func Kill(tb testing.TB, rdb redis.UniversalClient, id string, status int, code string) {
-	tb.Helper()
-	e := &job.Error{StatusCode: status, Code: code, Message: "failed: " + code, Class: job.ClassTerminal}
-	Finish(tb, rdb, id, records.Outcome{State: job.StateDead, Counted: true, Error: e, StatusCode: status,
-		ErrorBody: json.RawMessage(`{"error":{"code":"` + code + `","message":"failed","type":"error"}}`),
-		Entry:     &job.Attempt{Attempt: 1, Start: time.Now().UTC(), StatusCode: status, ErrorCode: code, Class: job.ClassTerminal}})
 }
