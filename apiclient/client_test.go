@@ -243,7 +243,7 @@ func TestDoStatusTimesBodyShape(t *testing.T) {
 
 func TestDoSuccess(t *testing.T) {
 	t.Parallel()
-	body := `{"id":"chatcmpl-42","object":"chat.completion","created":1712345678,"model":"mimo-v2-omni",
+	body := `{"id":"chatcmpl-42","object":"chat.completion","created":1712345678,"model":"mimo-v2.6-flash",
 "choices":[{"index":0,"message":{"role":"assistant","content":"It is 42.",
  "reasoning_content":"Let me think about it.",
  "tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"q\":\"answer\"}"}}],
@@ -265,7 +265,7 @@ func TestDoSuccess(t *testing.T) {
 	if string(resp.Raw) != body {
 		t.Errorf("Raw differs from the body sent")
 	}
-	if resp.StatusCode != 200 || resp.RequestID != "req-abc" || resp.ID != "chatcmpl-42" || resp.Model != "mimo-v2-omni" || resp.Created != 1712345678 {
+	if resp.StatusCode != 200 || resp.RequestID != "req-abc" || resp.ID != "chatcmpl-42" || resp.Model != "mimo-v2.6-flash" || resp.Created != 1712345678 {
 		t.Errorf("resp = %+v", resp)
 	}
 	if len(resp.Choices) != 1 {

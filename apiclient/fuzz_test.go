@@ -106,7 +106,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 
 func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(userBody))
-	f.Add([]byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`))
+	f.Add([]byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}`))
 	f.Add([]byte(`{"model":null,"max_tokens":1e3,"n":2.0,"temperature":null,"stream":false,"messages":null,"stop":null}`))
 	f.Add([]byte(`{"model":"a","x":1,"model":"b","x":2}`))
 	f.Add([]byte(`{"\u006dodel":"m","messages":[{"role":"user","content":[{"type":"text","text":"\ud83d\ude00"}],"extra":{"a":[]}}]}`))

@@ -38,7 +38,7 @@ type ResponseMessage struct {
 	// ReasoningContent is the model's thinking, when thinking is enabled.
 	ReasoningContent string     `json:"reasoning_content"`
 	ToolCalls        []ToolCall `json:"tool_calls"`
-	// Audio is the speech of a mimo-v2-tts (or audio-output) completion.
+	// Audio is the speech of a mimo-v2.5-tts (or audio-output) completion.
 	Audio *Audio `json:"audio"`
 }
 
