@@ -21,7 +21,9 @@ const maxErrorBodyBytes = 1 << 20
 // Client calls POST {BaseURL}/chat/completions. It is safe for concurrent use.
 type Client struct {
 	endpoint       string
+	modelsURL      string
 	apiKey         string
+	keyHostHint    string // for 401s; "" when the key fits the host
 	authStyle      AuthStyle
 	models         Models
 	requestTimeout time.Duration
@@ -62,9 +64,12 @@ func New(opts Options) (*Client, error) {
 			},
 		}
 	}
+	base := strings.TrimRight(o.BaseURL, "/")
 	return &Client{
-		endpoint:       strings.TrimRight(o.BaseURL, "/") + "/chat/completions",
+		endpoint:       base + "/chat/completions",
+		modelsURL:      base + "/models",
 		apiKey:         o.APIKey,
+		keyHostHint:    KeyHostHint(o.BaseURL, o.APIKey),
 		authStyle:      o.AuthStyle,
 		models:         o.Models,
 		requestTimeout: o.RequestTimeout,
@@ -167,7 +172,7 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 		}
 		// The status is the server's verdict even if its body could not be read
 		// whole: report it, with what was read.
-		return nil, newAPIError(resp.StatusCode, resp.Header, data, c.apiKey, c.now())
+		return nil, c.apiError(resp, data)
 	}
 	if readErr != nil {
 		return nil, c.transportError(ctx, actx, "read response body", readErr)
@@ -176,6 +181,17 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 		return nil, &ResponseTooLargeError{StatusCode: resp.StatusCode, RequestID: requestID, Limit: c.maxBody}
 	}
 	return parseResponse(resp.StatusCode, requestID, data, c.apiKey)
+}
+
+// apiError builds the error of a non-2xx response, with the key/host hint
+// on a 401: MiMo answers a key sent to the wrong kind of host as it answers a
+// wrong key.
+func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
+	e := newAPIError(resp.StatusCode, resp.Header, data, c.apiKey, c.now())
+	if resp.StatusCode == http.StatusUnauthorized {
+		e.Hint = c.keyHostHint
+	}
+	return e
 }
 
 // transportError wraps a failure that left no usable response, keeping the
