@@ -122,7 +122,8 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // MalformedResponseError is a 2xx response whose body cannot be used: empty,
-// not JSON, not an object, or without choices. The call may well succeed next
+// not JSON, not an object, or without choices (a completion) or data (a
+// model list). The call may well succeed next
 // time, so [Classify] calls it retryable.
 type MalformedResponseError struct {
 	// StatusCode is the (2xx) HTTP status.
