@@ -101,7 +101,7 @@ func TestDefaultErrorCode(t *testing.T) {
 		400: "invalid_request", 401: "authentication_failed", 402: "insufficient_balance", 403: "permission_denied",
 		404: "not_found", 408: "request_timeout", 409: "conflict", 413: "request_too_large", 422: "unprocessable_entity",
 		429: "rate_limit_exceeded", 500: "internal_error", 502: "bad_gateway", 503: "service_unavailable",
-		504: "gateway_timeout", 418: "http_418", 599: "http_599",
+		504: "gateway_timeout", 418: "http_418", 599: "http_599", 421: "content_filter", 451: "unavailable_for_legal_reasons",
 	}
 	for status, code := range want {
 		if got := DefaultErrorCode(status); got != code {
