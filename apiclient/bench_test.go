@@ -10,7 +10,7 @@ import (
 // largeImageBody is a request with an 8 MiB base64 image, the shape that
 // makes copies expensive.
 func largeImageBody() []byte {
-	return []byte(`{"model":"mimo-v2-omni","messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},` +
+	return []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},` +
 		`{"type":"image_url","image_url":{"url":"data:image/png;base64,` + strings.Repeat("A", 8<<20) + `"}}]}],"thinking":{"type":"enabled"}}`)
 }
 
@@ -28,7 +28,7 @@ func BenchmarkParseRequestLargeImage(b *testing.B) {
 
 func BenchmarkParseRequestManyMessages(b *testing.B) {
 	var sb strings.Builder
-	sb.WriteString(`{"model":"mimo-v2-pro","messages":[`)
+	sb.WriteString(`{"model":"mimo-v2.6-pro","messages":[`)
 	for i := range 10000 {
 		if i > 0 {
 			sb.WriteByte(',')

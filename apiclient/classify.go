@@ -33,6 +33,7 @@ type Reason string
 const (
 	// Retryable.
 	ReasonRateLimited       Reason = "rate_limited"       // 429
+	ReasonQuotaExhausted    Reason = "quota_exhausted"    // 429 saying the Token Plan quota is used up
 	ReasonRequestTimeout    Reason = "request_timeout"    // 408
 	ReasonConflict          Reason = "conflict"           // 409
 	ReasonServerError       Reason = "server_error"       // 5xx
@@ -52,6 +53,9 @@ const (
 	ReasonAuthentication   Reason = "authentication"     // 401, pauses the lane
 	ReasonPaymentRequired  Reason = "payment_required"   // 402, pauses the lane
 	ReasonPermissionDenied Reason = "permission_denied"  // 403, pauses the lane
+	ReasonContentFiltered  Reason = "content_filtered"   // 421, the content filter refused this request only
+	ReasonRegionBlocked    Reason = "region_blocked"     // 451, pauses the lane
+	ReasonProxyError       Reason = "proxy_error"        // a 4xx whose body is not JSON (a proxy's page), pauses the lane
 	ReasonValidation       Reason = "validation"         // failed local validation, never sent
 	ReasonResponseTooLarge Reason = "response_too_large" // 2xx body over MaxResponseBytes
 	ReasonTLS              Reason = "tls"                // certificate not trusted, wrong host, not TLS
@@ -67,7 +71,8 @@ type Classification struct {
 	// Reason is the machine-readable cause; empty for a nil error.
 	Reason Reason
 	// PauseLane is true when every other request on the same model would fail the
-	// same way (401, 402, 403): stop calling until an operator resumes the lane.
+	// same way (401, 402, 403, 451, a proxy's page): stop calling until the lane
+	// is resumed.
 	PauseLane bool
 	// StatusCode is the HTTP status, or 0 when there was no response.
 	StatusCode int
@@ -84,8 +89,10 @@ func (c Classification) Retryable() bool { return c.Class == ClassRetryable }
 func (c Classification) Terminal() bool { return c.Class == ClassTerminal }
 
 // Classify maps an error from [Client.Do] — or any error, wrapped or not — to
-// the failure table of the mimoq contract. It branches on the HTTP status,
-// never on message text. context.Canceled and context.DeadlineExceeded anywhere
+// the failure table of the mimoq contract. It branches on the HTTP status
+// first, then on the body's documented code or type; message text is read in
+// one place only, as a last resort: a 429 whose body gives no code telling a
+// used-up Token Plan quota from a rate limit (see [ReasonQuotaExhausted]). context.Canceled and context.DeadlineExceeded anywhere
 // in the chain are taken as the caller's own and give [ClassNone]; Do wraps its
 // own attempt timeout in [ErrAttemptTimeout] instead, which is retryable. An
 // error this package does not recognise is retryable with [ReasonUnknown]: the
@@ -104,10 +111,7 @@ func Classify(err error) Classification {
 	case errors.As(err, &ve):
 		return Classification{Class: ClassTerminal, Reason: ReasonValidation}
 	case errors.As(err, &ae):
-		c := classifyStatus(ae.StatusCode)
-		c.Code = ae.Code
-		c.RetryAfter = ae.RetryAfter
-		return c
+		return classifyAPIError(ae)
 	case errors.As(err, &tle):
 		return Classification{Class: ClassTerminal, Reason: ReasonResponseTooLarge, StatusCode: tle.StatusCode}
 	case errors.As(err, &me):
@@ -139,6 +143,58 @@ func Classify(err error) Classification {
 
 func retryable(r Reason) Classification { return Classification{Class: ClassRetryable, Reason: r} }
 
+// classifyAPIError refines the status table with what the body says.
+func classifyAPIError(ae *APIError) Classification {
+	c := classifyStatus(ae.StatusCode)
+	c.Code = ae.Code
+	c.RetryAfter = ae.RetryAfter
+	switch {
+	case ae.StatusCode == 429:
+		if quotaExhausted(ae) {
+			c.Reason = ReasonQuotaExhausted
+		}
+	case ae.NonJSON && c.Class == ClassTerminal && proxyPageMeansLane(ae.StatusCode):
+		// The API answers in JSON; a page in its place comes from a proxy or
+		// gateway in between (a captive portal, a WAF, a wrong base URL), and
+		// it would answer every other call the same way.
+		c.Reason, c.PauseLane = ReasonProxyError, true
+	}
+	return c
+}
+
+// proxyPageMeansLane reports whether a proxy's page with this 4xx status
+// stands for the whole lane. 451 keeps its own reason; a proxy refusing one
+// request for its size (413, 431) says nothing of the others.
+func proxyPageMeansLane(status int) bool {
+	switch status {
+	case 413, 431, 451:
+		return false
+	}
+	return status >= 400 && status < 500
+}
+
+// quotaCodes are the codes and types that say a quota is used up:
+// OpenAI-compatible APIs send "insufficient_quota"; the others are spellings
+// seen from gateways. MiMo documents no code of its own for it.
+var quotaCodes = map[string]bool{
+	"insufficient_quota": true,
+	"quota_exceeded":     true,
+	"quota_exhausted":    true,
+}
+
+// quotaExhausted reports whether a 429 says a quota is used up rather than
+// that requests come too fast. MiMo documents both meanings under 429 (its
+// error-code page: "Requests are too frequent, or the quota of Token Plan
+// has been exhausted") with one body shape, code "429" and type "limitation",
+// so after the code and type the message text is the last resort.
+func quotaExhausted(ae *APIError) bool {
+	if quotaCodes[strings.ToLower(ae.RawCode)] || quotaCodes[strings.ToLower(ae.Type)] {
+		return true
+	}
+	msg := strings.ToLower(ae.Message)
+	return strings.Contains(msg, "quota") || strings.Contains(msg, "额度")
+}
+
 // classifyStatus is the contract's table for a non-2xx status.
 func classifyStatus(status int) Classification {
 	c := Classification{Class: ClassTerminal, StatusCode: status}
@@ -157,6 +213,10 @@ func classifyStatus(status int) Classification {
 		c.Reason, c.PauseLane = ReasonPaymentRequired, true
 	case status == 403:
 		c.Reason, c.PauseLane = ReasonPermissionDenied, true
+	case status == 421:
+		c.Reason = ReasonContentFiltered
+	case status == 451:
+		c.Reason, c.PauseLane = ReasonRegionBlocked, true
 	case status == 400:
 		c.Reason = ReasonBadRequest
 	case status == 404:

@@ -18,10 +18,13 @@ import (
 // small, and a proxy's page is not worth megabytes of memory.
 const maxErrorBodyBytes = 1 << 20
 
-// Client calls POST {BaseURL}/chat/completions. It is safe for concurrent use.
+// Client calls POST {BaseURL}/chat/completions and GET {BaseURL}/models. It
+// is safe for concurrent use.
 type Client struct {
 	endpoint       string
+	modelsURL      string
 	apiKey         string
+	keyHostHint    string // for 401s; "" when the key fits the host
 	authStyle      AuthStyle
 	models         Models
 	requestTimeout time.Duration
@@ -62,9 +65,12 @@ func New(opts Options) (*Client, error) {
 			},
 		}
 	}
+	base := strings.TrimRight(o.BaseURL, "/")
 	return &Client{
-		endpoint:       strings.TrimRight(o.BaseURL, "/") + "/chat/completions",
+		endpoint:       base + "/chat/completions",
+		modelsURL:      base + "/models",
 		apiKey:         o.APIKey,
+		keyHostHint:    KeyHostHint(o.BaseURL, o.APIKey),
 		authStyle:      o.AuthStyle,
 		models:         o.Models,
 		requestTimeout: o.RequestTimeout,
@@ -112,6 +118,40 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 	if err := c.models.Validate(req); err != nil {
 		return nil, err
 	}
+	cfg, err := newCallConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	body, err := req.body()
+	if err != nil {
+		return nil, err
+	}
+	status, requestID, data, err := c.send(ctx, http.MethodPost, c.endpoint, body, cfg.headers)
+	if err != nil {
+		return nil, err
+	}
+	return parseResponse(status, requestID, data, c.apiKey)
+}
+
+// ListModels reads GET {BaseURL}/models, the models the key may use, in the
+// API's order. Like [Client.Do] it makes one attempt, with the same
+// authentication, timeout and typed errors: an [*APIError] for a non-2xx, a
+// [*MalformedResponseError] for a 2xx that is not an OpenAI model list, a
+// [*TransportError] when there is no response. Entries without an ID are
+// left out.
+func (c *Client) ListModels(ctx context.Context, opts ...CallOption) ([]ModelInfo, error) {
+	cfg, err := newCallConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	status, requestID, data, err := c.send(ctx, http.MethodGet, c.modelsURL, nil, cfg.headers)
+	if err != nil {
+		return nil, err
+	}
+	return parseModelList(status, requestID, data)
+}
+
+func newCallConfig(opts []CallOption) (callConfig, error) {
 	var cfg callConfig
 	for _, o := range opts {
 		if o != nil {
@@ -120,24 +160,34 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 	}
 	for _, h := range cfg.headers {
 		if err := checkHeader(h.key, h.value); err != nil {
-			return nil, err
+			return cfg, err
 		}
 	}
-	body, err := req.body()
-	if err != nil {
-		return nil, err
-	}
+	return cfg, nil
+}
 
+// send makes one HTTP exchange within the client's attempt timeout and
+// returns a 2xx's status, request ID and body, or the typed error of
+// anything else. body nil sends none.
+func (c *Client) send(ctx context.Context, method, url string, body []byte, headers []header) (int, string, []byte, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.requestTimeout, ErrAttemptTimeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return nil, &TransportError{Op: "build request", Err: unwrapURLError(err)}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
-	for _, h := range cfg.headers {
+	hreq, err := http.NewRequestWithContext(actx, method, url, rd)
+	if err != nil {
+		return 0, "", nil, &TransportError{Op: "build request", Err: unwrapURLError(err)}
+	}
+	for _, h := range headers {
 		hreq.Header.Set(h.key, h.value)
 	}
-	hreq.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		hreq.Header.Set("Content-Type", "application/json")
+	} else {
+		hreq.Header.Del("Content-Type")
+	}
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("User-Agent", c.userAgent)
 	hreq.Header.Del("Authorization")
@@ -150,7 +200,7 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		return nil, c.transportError(ctx, actx, "send request", err)
+		return 0, "", nil, c.transportError(ctx, actx, "send request", err)
 	}
 	defer closeBody(resp.Body)
 	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
@@ -163,19 +213,30 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 
 	if !ok {
 		if readErr != nil && ctx.Err() != nil {
-			return nil, c.transportError(ctx, actx, "read error body", readErr)
+			return 0, "", nil, c.transportError(ctx, actx, "read error body", readErr)
 		}
 		// The status is the server's verdict even if its body could not be read
 		// whole: report it, with what was read.
-		return nil, newAPIError(resp.StatusCode, resp.Header, data, c.apiKey, c.now())
+		return 0, "", nil, c.apiError(resp, data)
 	}
 	if readErr != nil {
-		return nil, c.transportError(ctx, actx, "read response body", readErr)
+		return 0, "", nil, c.transportError(ctx, actx, "read response body", readErr)
 	}
 	if tooLarge {
-		return nil, &ResponseTooLargeError{StatusCode: resp.StatusCode, RequestID: requestID, Limit: c.maxBody}
+		return 0, "", nil, &ResponseTooLargeError{StatusCode: resp.StatusCode, RequestID: requestID, Limit: c.maxBody}
 	}
-	return parseResponse(resp.StatusCode, requestID, data, c.apiKey)
+	return resp.StatusCode, requestID, data, nil
+}
+
+// apiError builds the error of a non-2xx response, with the key/host hint
+// on a 401: MiMo answers a key sent to the wrong kind of host as it answers a
+// wrong key.
+func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
+	e := newAPIError(resp.StatusCode, resp.Header, data, c.apiKey, c.now())
+	if resp.StatusCode == http.StatusUnauthorized {
+		e.Hint = c.keyHostHint
+	}
+	return e
 }
 
 // transportError wraps a failure that left no usable response, keeping the

@@ -29,7 +29,9 @@ type errorShape struct {
 	wantRawCode func(status int) string
 	wantMessage func(status int, body string) string
 	wantType    string
+	wantParam   string
 	wantBody    bool // APIError.Body is set
+	nonJSON     bool // APIError.NonJSON is set: a proxy's page
 }
 
 func errorShapes() []errorShape {
@@ -46,6 +48,7 @@ func errorShapes() []errorShape {
 			wantRawCode: func(int) string { return "custom_code" },
 			wantMessage: func(int, string) string { return "Incorrect API key provided: [redacted]" },
 			wantType:    "error",
+			wantParam:   "model",
 			wantBody:    true,
 		},
 		{
@@ -99,6 +102,7 @@ func errorShapes() []errorShape {
 			wantMessage: func(_ int, body string) string {
 				return fmt.Sprintf("non-JSON error body (text/html, %d bytes)", len(body))
 			},
+			nonJSON: true,
 		},
 		{
 			name:        "empty",
@@ -118,8 +122,17 @@ func errorShapes() []errorShape {
 	}
 }
 
-// wantClass is the contract's failure table for a non-2xx status.
-func wantClass(status int) (Class, Reason, bool) {
+// wantClass is the contract's failure table for a non-2xx status and a body
+// that is, or is not, a proxy's page.
+func wantClass(status int, proxyPage bool) (Class, Reason, bool) {
+	if proxyPage && status >= 400 && status < 500 {
+		switch status {
+		case 408, 409, 429: // retryable whoever says it
+		case 413, 451: // about this request, or a reason of its own
+		default:
+			return ClassTerminal, ReasonProxyError, true
+		}
+	}
 	switch status {
 	case 400:
 		return ClassTerminal, ReasonBadRequest, false
@@ -139,6 +152,10 @@ func wantClass(status int) (Class, Reason, bool) {
 		return ClassTerminal, ReasonTooLarge, false
 	case 418:
 		return ClassTerminal, ReasonClientError, false
+	case 421:
+		return ClassTerminal, ReasonContentFiltered, false
+	case 451:
+		return ClassTerminal, ReasonRegionBlocked, true
 	case 422:
 		return ClassTerminal, ReasonUnprocessable, false
 	case 429:
@@ -151,7 +168,7 @@ func wantClass(status int) (Class, Reason, bool) {
 
 func TestDoStatusTimesBodyShape(t *testing.T) {
 	t.Parallel()
-	statuses := []int{200, 400, 401, 402, 403, 404, 408, 409, 413, 418, 422, 429, 500, 502, 503, 504, 599}
+	statuses := []int{200, 400, 401, 402, 403, 404, 408, 409, 413, 418, 421, 422, 429, 451, 500, 502, 503, 504, 599}
 	for _, status := range statuses {
 		for _, shape := range errorShapes() {
 			t.Run(fmt.Sprintf("%d/%s", status, shape.name), func(t *testing.T) {
@@ -196,7 +213,7 @@ func TestDoStatusTimesBodyShape(t *testing.T) {
 				if !errors.As(err, &ae) {
 					t.Fatalf("err = %T %v, want *APIError", err, err)
 				}
-				class, reason, pause := wantClass(status)
+				class, reason, pause := wantClass(status, shape.nonJSON)
 				if c.Class != class || c.Reason != reason || c.PauseLane != pause {
 					t.Errorf("Classify = %s/%s/pause=%v, want %s/%s/pause=%v", c.Class, c.Reason, c.PauseLane, class, reason, pause)
 				}
@@ -213,8 +230,8 @@ func TestDoStatusTimesBodyShape(t *testing.T) {
 				if want := shape.wantMessage(status, body); ae.Message != want {
 					t.Errorf("Message = %q, want %q", ae.Message, want)
 				}
-				if ae.Type != shape.wantType {
-					t.Errorf("Type = %q, want %q", ae.Type, shape.wantType)
+				if ae.Type != shape.wantType || ae.Param != shape.wantParam || ae.NonJSON != shape.nonJSON {
+					t.Errorf("Type, Param, NonJSON = %q, %q, %v; want %q, %q, %v", ae.Type, ae.Param, ae.NonJSON, shape.wantType, shape.wantParam, shape.nonJSON)
 				}
 				if ae.RequestID != requestID {
 					t.Errorf("RequestID = %q, want %q", ae.RequestID, requestID)
@@ -232,7 +249,11 @@ func TestDoStatusTimesBodyShape(t *testing.T) {
 				} else if ae.Body != nil {
 					t.Errorf("Body = %q, want nil for a non-JSON body", ae.Body)
 				}
-				wantErr := fmt.Sprintf("mimo api: %d %s: %s (request_id %s)", status, wantCode, ae.Message, requestID)
+				param := ""
+				if shape.wantParam != "" {
+					param = " (param: " + shape.wantParam + ")"
+				}
+				wantErr := fmt.Sprintf("mimo api: %d %s: %s%s (request_id %s)", status, wantCode, ae.Message, param, requestID)
 				if err.Error() != wantErr {
 					t.Errorf("Error() = %q, want %q", err.Error(), wantErr)
 				}
@@ -243,7 +264,7 @@ func TestDoStatusTimesBodyShape(t *testing.T) {
 
 func TestDoSuccess(t *testing.T) {
 	t.Parallel()
-	body := `{"id":"chatcmpl-42","object":"chat.completion","created":1712345678,"model":"mimo-v2-omni",
+	body := `{"id":"chatcmpl-42","object":"chat.completion","created":1712345678,"model":"mimo-v2.6-flash",
 "choices":[{"index":0,"message":{"role":"assistant","content":"It is 42.",
  "reasoning_content":"Let me think about it.",
  "tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"q\":\"answer\"}"}}],
@@ -265,7 +286,7 @@ func TestDoSuccess(t *testing.T) {
 	if string(resp.Raw) != body {
 		t.Errorf("Raw differs from the body sent")
 	}
-	if resp.StatusCode != 200 || resp.RequestID != "req-abc" || resp.ID != "chatcmpl-42" || resp.Model != "mimo-v2-omni" || resp.Created != 1712345678 {
+	if resp.StatusCode != 200 || resp.RequestID != "req-abc" || resp.ID != "chatcmpl-42" || resp.Model != "mimo-v2.6-flash" || resp.Created != 1712345678 {
 		t.Errorf("resp = %+v", resp)
 	}
 	if len(resp.Choices) != 1 {

@@ -2,7 +2,9 @@
 // one) and says, for every failure, whether it is worth retrying.
 //
 // It knows nothing of queues. [Client.Do] makes exactly one attempt and never
-// retries: the caller owns retries, backoff and rate limits. Every failure is a
+// retries: the caller owns retries, backoff and rate limits. [Client.ListModels]
+// reads the live catalogue (GET /models) the same way; [DefaultModels] is the
+// catalogue of today's MiMo text models for when there is none. Every failure is a
 // typed error read with errors.As — [*ValidationError] (caught before sending),
 // [*APIError] (any non-2xx status), [*MalformedResponseError] and
 // [*ResponseTooLargeError] (a 2xx that cannot be used) and [*TransportError]

@@ -57,10 +57,19 @@ type APIError struct {
 	// Body is the error body when it is valid JSON, for results files and dead
 	// letters, with the API key redacted; nil otherwise.
 	Body json.RawMessage
+	// NonJSON is true when the body was neither empty nor JSON, not even cut
+	// short: an HTML page or plain text, which the API itself never sends but a
+	// proxy or gateway in front of it does.
+	NonJSON bool
+	// Hint is a suggestion of ours, not the server's, e.g. that the key does
+	// not belong to the host it was sent to; empty when there is none.
+	Hint string
 }
 
 // Error returns e.g. "mimo api: 429 rate_limit_exceeded: Too many requests
-// (request_id abc)". It never contains the API key or the request body.
+// (request_id abc)", with the body's param and the hint when there are any
+// (MiMo's "Param Incorrect" says what is wrong in param alone). It never
+// contains the API key or the request body.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	b.WriteString("mimo api: ")
@@ -72,6 +81,15 @@ func (e *APIError) Error() string {
 	if e.Message != "" {
 		b.WriteString(": ")
 		b.WriteString(e.Message)
+	}
+	if e.Param != "" {
+		b.WriteString(" (param: ")
+		b.WriteString(e.Param)
+		b.WriteByte(')')
+	}
+	if e.Hint != "" {
+		b.WriteString("; hint: ")
+		b.WriteString(e.Hint)
 	}
 	if e.RequestID != "" {
 		b.WriteString(" (request_id ")
@@ -104,7 +122,8 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // MalformedResponseError is a 2xx response whose body cannot be used: empty,
-// not JSON, not an object, or without choices. The call may well succeed next
+// not JSON, not an object, or without choices (a completion) or data (a
+// model list). The call may well succeed next
 // time, so [Classify] calls it retryable.
 type MalformedResponseError struct {
 	// StatusCode is the (2xx) HTTP status.
@@ -167,10 +186,14 @@ func DefaultErrorCode(status int) string {
 		return "conflict"
 	case 413:
 		return "request_too_large"
+	case 421:
+		return "content_filter"
 	case 422:
 		return "unprocessable_entity"
 	case 429:
 		return "rate_limit_exceeded"
+	case 451:
+		return "unavailable_for_legal_reasons"
 	case 500:
 		return "internal_error"
 	case 502:
@@ -204,6 +227,7 @@ func newAPIError(status int, h http.Header, body []byte, key string, now time.Ti
 		}
 	default:
 		e.Message = describeBody(h.Get("Content-Type"), trimmed, len(body), key)
+		e.NonJSON = trimmed[0] != '{' && trimmed[0] != '['
 	}
 	e.RawCode = cleanText(f.code, key, maxShortLen)
 	e.Code = e.RawCode

@@ -15,7 +15,7 @@ func Example() {
 	// A stand-in for the MiMo API.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("X-Request-Id", "req-1")
-		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"mimo-v2-flash",
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"mimo-v2.6-flash",
 			"choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],
 			"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}`)
 	}))
@@ -26,7 +26,7 @@ func Example() {
 		panic(err)
 	}
 	// A line of a batch file: thinking is not a typed field, and is sent as written.
-	req, err := apiclient.ParseRequest([]byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"disabled"}}`))
+	req, err := apiclient.ParseRequest([]byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"disabled"}}`))
 	if err != nil {
 		panic(err)
 	}
@@ -51,7 +51,7 @@ func ExampleClassify() {
 	if err != nil {
 		panic(err)
 	}
-	req := apiclient.NewRequest("mimo-v2-pro", apiclient.NewMessage("user", "Hi"))
+	req := apiclient.NewRequest("mimo-v2.6-pro", apiclient.NewMessage("user", "Hi"))
 	_, err = client.Do(context.Background(), req)
 
 	fmt.Println(err)
@@ -68,15 +68,15 @@ func ExampleClassify() {
 }
 
 func ExampleModels_Validate() {
-	models, err := apiclient.ParseModels("mimo-v2-pro=131072,mimo-v2-flash=65536")
+	models, err := apiclient.ParseModels("mimo-v2.6-pro=131072,mimo-v2.6-flash=131072")
 	if err != nil {
 		panic(err)
 	}
-	req := apiclient.NewRequest("mimo-v2-flash", apiclient.NewMessage("robot", "beep"))
+	req := apiclient.NewRequest("mimo-v2.6-flash", apiclient.NewMessage("robot", "beep"))
 	fmt.Println(models.Validate(req))
 	req.Model = "gpt-4"
 	fmt.Println(models.Validate(req))
 	// Output:
 	// messages[0].role "robot" is not one of system, user, assistant, tool, developer
-	// model "gpt-4" is not one of mimo-v2-pro, mimo-v2-flash
+	// model "gpt-4" is not one of mimo-v2.6-pro, mimo-v2.6-flash
 }

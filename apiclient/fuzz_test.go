@@ -27,6 +27,18 @@ func FuzzParseErrorBody(f *testing.F) {
 	f.Add(400, "application/json", "", []byte(`{"error":{"code":1e999,"message":{"nested":"KEY"}}}`))
 	f.Add(503, "application/json", "-1", []byte{})
 	f.Add(0, "", "", []byte(`{"error":{"code":"4`))
+	// The shapes of today's API (docs/mimo-api.md): a content-filter 421, a
+	// proxy's HTML 451, a used-up Token Plan quota, a 402 without the error
+	// wrapper, a "Param Incorrect" whose param is a sentence, a retired model.
+	f.Add(421, "application/json", "", []byte(bodyFilter421))
+	f.Add(451, "text/html; charset=utf-8", "", []byte(html451))
+	f.Add(429, "application/json", "", []byte(bodyQuota429))
+	f.Add(429, "application/json", "", []byte(`{"error":{"code":"429","message":"Token Plan 额度已用完 KEY","type":"limitation"}}`))
+	f.Add(402, "application/json", "", []byte(bodyFunds402))
+	f.Add(403, "application/json", "", []byte(bodyIllegal403))
+	f.Add(400, "application/json", "", []byte(bodyParam400))
+	f.Add(400, "application/json", "", []byte(bodyModel400))
+	f.Add(404, "text/plain", "", []byte("404 page not found KEY"))
 
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, status int, contentType, retryAfter string, body []byte) {
@@ -59,7 +71,10 @@ func FuzzParseErrorBody(f *testing.F) {
 		case e.RetryAfter < 0 || e.RetryAfter > MaxRetryAfter:
 			t.Fatalf("RetryAfter = %s", e.RetryAfter)
 		}
-		if strings.Contains(e.Code+e.RawCode+e.Type+e.Param+e.RequestID, fuzzKey) {
+		if e.NonJSON && e.Body != nil {
+			t.Fatalf("NonJSON with a JSON Body: %q", e.Body)
+		}
+		if strings.Contains(e.Code+e.RawCode+e.Type+e.Param+e.RequestID+e.Hint, fuzzKey) {
 			t.Fatalf("a field contains the key: %+v", e)
 		}
 		if e.Body != nil {
@@ -70,8 +85,15 @@ func FuzzParseErrorBody(f *testing.F) {
 				t.Fatalf("Body contains the key: %q", e.Body)
 			}
 		}
-		if c := Classify(e); c.Class == ClassNone || c.StatusCode != status {
+		c := Classify(e)
+		if c.Class == ClassNone || c.StatusCode != status || c.Reason == "" {
 			t.Fatalf("Classify = %+v", c)
+		}
+		if c.Reason == ReasonQuotaExhausted && (status != 429 || !c.Retryable()) {
+			t.Fatalf("quota_exhausted for %d: %+v", status, c)
+		}
+		if c.Reason == ReasonProxyError && (!e.NonJSON || !c.PauseLane || c.Retryable()) {
+			t.Fatalf("proxy_error without a page: %+v", c)
 		}
 	})
 }
@@ -106,7 +128,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 
 func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(userBody))
-	f.Add([]byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`))
+	f.Add([]byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}`))
 	f.Add([]byte(`{"model":null,"max_tokens":1e3,"n":2.0,"temperature":null,"stream":false,"messages":null,"stop":null}`))
 	f.Add([]byte(`{"model":"a","x":1,"model":"b","x":2}`))
 	f.Add([]byte(`{"\u006dodel":"m","messages":[{"role":"user","content":[{"type":"text","text":"\ud83d\ude00"}],"extra":{"a":[]}}]}`))

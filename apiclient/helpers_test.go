@@ -18,7 +18,7 @@ const testKey = "sk-test-SECRET-0123456789abcdef"
 const bodyMarker = "REQUEST-BODY-MARKER-7f3a"
 
 // okBody is a minimal well-formed completion.
-const okBody = `{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"mimo-v2-flash",` +
+const okBody = `{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"mimo-v2.6-flash",` +
 	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],` +
 	`"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`
 
@@ -87,7 +87,7 @@ func (b *bundle) count() int {
 
 // testRequest is a valid request whose body carries bodyMarker.
 func testRequest() *Request {
-	return NewRequest("mimo-v2-flash", NewMessage("user", "say hi "+bodyMarker))
+	return NewRequest("mimo-v2.6-flash", NewMessage("user", "say hi "+bodyMarker))
 }
 
 // checkSecretFree fails when an error string leaks the key or the request body.

@@ -30,7 +30,7 @@ func (e *ValidationError) Error() string {
 
 // Model is one model a request may name.
 type Model struct {
-	// Name is the model name as the API knows it, e.g. "mimo-v2-pro".
+	// Name is the model name as the API knows it, e.g. "mimo-v2.6-pro".
 	Name string
 	// MaxOutputTokens is the largest max_tokens / max_completion_tokens a request
 	// may ask for; 0 leaves it unchecked.
@@ -41,20 +41,69 @@ type Model struct {
 // order error messages list them.
 type Models []Model
 
-// DefaultModels returns MiMo's documented models: mimo-v2-pro and mimo-v2-omni
-// (131072 output tokens), mimo-v2-tts (no documented limit, unchecked) and
-// mimo-v2-flash (65536).
+// The current MiMo text models (2026-12), the default catalogue. Each has a
+// 1M-token context and 131,072 output tokens; docs/mimo-api.md gives the
+// sources.
+const (
+	ModelPro           = "mimo-v2.6-pro"
+	ModelFlash         = "mimo-v2.6-flash"
+	ModelProUltraSpeed = "mimo-v2.6-pro-ultraspeed"
+)
+
+// DefaultMaxOutputTokens is the output limit of every current MiMo text model.
+const DefaultMaxOutputTokens = 131072
+
+// DefaultModels returns MiMo's current text models: mimo-v2.6-pro,
+// mimo-v2.6-flash and mimo-v2.6-pro-ultraspeed, each with 131,072 output
+// tokens. The speech models (mimo-v2.5-tts and its voice variants) are
+// versioned apart from the text ones and are not in it: list them in
+// MIMOQ_MODELS, or let the live catalogue (GET /models) bring them.
 func DefaultModels() Models {
 	return Models{
-		{Name: "mimo-v2-pro", MaxOutputTokens: 131072},
-		{Name: "mimo-v2-omni", MaxOutputTokens: 131072},
-		{Name: "mimo-v2-tts"},
-		{Name: "mimo-v2-flash", MaxOutputTokens: 65536},
+		{Name: ModelPro, MaxOutputTokens: DefaultMaxOutputTokens},
+		{Name: ModelFlash, MaxOutputTokens: DefaultMaxOutputTokens},
+		{Name: ModelProUltraSpeed, MaxOutputTokens: DefaultMaxOutputTokens},
 	}
 }
 
+// Retirement records a model name the API stopped serving.
+type Retirement struct {
+	// Model is the retired name, e.g. "mimo-v2-flash".
+	Model string
+	// Date is the day it stopped resolving (Beijing time), e.g. "2026-06-30".
+	Date string
+	// Successor is the current model that took its place, at the same price
+	// where Xiaomi says so.
+	Successor string
+}
+
+// retirements are the MiMo text models retired so far (docs/mimo-api.md).
+// A requeue with --set-model needs a successor, so each has one even when the
+// way there went through an intermediate series (mimo-v2-pro was forwarded to
+// mimo-v2.5-pro before both were retired).
+var retirements = []Retirement{
+	{Model: "mimo-v2-pro", Date: "2026-06-30", Successor: ModelPro},
+	{Model: "mimo-v2-omni", Date: "2026-06-30", Successor: ModelFlash},
+	{Model: "mimo-v2-flash", Date: "2026-06-30", Successor: ModelFlash},
+	{Model: "mimo-v2-tts", Date: "2026-06-30", Successor: "mimo-v2.5-tts"},
+	{Model: "mimo-v2.5-pro-ultraspeed", Date: "2026-09-08", Successor: ModelProUltraSpeed},
+	{Model: "mimo-v2.5", Date: "2026-10-21", Successor: ModelFlash},
+	{Model: "mimo-v2.5-pro", Date: "2026-10-21", Successor: ModelPro},
+}
+
+// LookupRetired reports whether name is a MiMo model the API no longer
+// serves, when, and what replaced it.
+func LookupRetired(name string) (Retirement, bool) {
+	for _, r := range retirements {
+		if r.Model == name {
+			return r, true
+		}
+	}
+	return Retirement{}, false
+}
+
 // ParseModels reads a catalogue written as comma-separated name[=maxOutputTokens]
-// items, e.g. "mimo-v2-pro=131072,my-model" (no limit: unchecked). Spaces around
+// items, e.g. "mimo-v2.6-pro=131072,my-model" (no limit: unchecked). Spaces around
 // items are ignored; a name may not repeat.
 func ParseModels(s string) (Models, error) {
 	var ms Models
@@ -112,6 +161,43 @@ func (m Models) Names() []string {
 	return names
 }
 
+// refuse returns the [*ValidationError] for a request naming a model that is
+// not in m: it lists what is available and, for a retired MiMo model, says
+// when it was retired and what replaced it.
+func (m Models) refuse(name string) *ValidationError {
+	reason := fmt.Sprintf("%s is not one of %s", quoteShort(name), strings.Join(m.Names(), ", "))
+	if r, ok := LookupRetired(name); ok {
+		reason += fmt.Sprintf(" (it was retired on %s; its successor is %s)", r.Date, r.Successor)
+	}
+	return &ValidationError{Field: "model", Reason: reason}
+}
+
+// CatalogFrom turns a list of model IDs — the live catalogue from
+// [Client.ListModels] — into a catalogue to validate against, in the order
+// given. A model's output limit comes from known (the configured catalogue)
+// when it lists the model, else from [DefaultModels], else it is left
+// unchecked: GET /models does not say. Empty and repeated IDs are skipped.
+func CatalogFrom(ids []string, known Models) Models {
+	defaults := DefaultModels()
+	out := make(Models, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		m, ok := known.Lookup(id)
+		if !ok {
+			m, ok = defaults.Lookup(id)
+		}
+		if !ok {
+			m = Model{Name: id}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // Lookup returns the model called name.
 func (m Models) Lookup(name string) (Model, bool) {
 	for _, model := range m {
@@ -149,7 +235,7 @@ func (m Models) Validate(req *Request) error {
 	}
 	model, ok := m.Lookup(req.Model)
 	if !ok {
-		return &ValidationError{Field: "model", Reason: fmt.Sprintf("%s is not one of %s", quoteShort(req.Model), strings.Join(m.Names(), ", "))}
+		return m.refuse(req.Model)
 	}
 	if len(req.Messages) == 0 {
 		return &ValidationError{Field: "messages", Reason: "must not be empty"}

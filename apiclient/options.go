@@ -17,7 +17,7 @@ const (
 	DefaultDialTimeout         = 10 * time.Second
 	DefaultTLSHandshakeTimeout = 10 * time.Second
 	DefaultRequestTimeout      = 5 * time.Minute
-	// DefaultMaxResponseBytes is large enough for base64 audio from mimo-v2-tts.
+	// DefaultMaxResponseBytes is large enough for base64 audio from the speech models (mimo-v2.5-tts).
 	DefaultMaxResponseBytes int64 = 64 << 20
 	// DefaultMaxIdleConnsPerHost keeps a connection per in-flight call alive at the
 	// concurrency a worker runs (one host, many parallel calls).

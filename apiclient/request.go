@@ -24,7 +24,7 @@ import (
 // assign a new value rather than editing its bytes in place: an in-place edit
 // cannot be seen.
 type Request struct {
-	// Model names the model, e.g. "mimo-v2-flash". Required.
+	// Model names the model, e.g. "mimo-v2.6-flash". Required.
 	Model string
 	// Messages is the conversation. Required, non-empty.
 	Messages []Message

@@ -16,7 +16,7 @@ import (
 // whitespace and key order of its own.
 const userBody = `{
   "thinking": {"type": "enabled", "budget_tokens": 1.024e3},
-  "model": "mimo-v2-pro",
+  "model": "mimo-v2.6-pro",
   "messages": [
     {"role": "system", "content": "Answer in JSON. ` + bodyMarker + `"},
     {"role": "user", "content": [
@@ -102,14 +102,14 @@ func TestRequestKeepsUnknownFieldsWhenChanged(t *testing.T) {
 		},
 		"model and max tokens": {
 			change: func(r *Request) {
-				r.Model = "mimo-v2-flash"
+				r.Model = "mimo-v2.6-flash"
 				r.MaxCompletionTokens = nil
 				n := 100
 				r.MaxTokens = &n
 			},
 			changed: []string{"model", "max_completion_tokens", "max_tokens"},
 			check: func(t *testing.T, vals map[string]json.RawMessage) {
-				if string(vals["model"]) != `"mimo-v2-flash"` || string(vals["max_tokens"]) != "100" {
+				if string(vals["model"]) != `"mimo-v2.6-flash"` || string(vals["max_tokens"]) != "100" {
 					t.Errorf("model = %s, max_tokens = %s", vals["model"], vals["max_tokens"])
 				}
 				if _, ok := vals["max_completion_tokens"]; ok {
@@ -219,7 +219,7 @@ func TestParseRequestTypedFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Model != "mimo-v2-pro" || len(r.Messages) != 4 || *r.Temperature != 1 || *r.TopP != 0.95 ||
+	if r.Model != "mimo-v2.6-pro" || len(r.Messages) != 4 || *r.Temperature != 1 || *r.TopP != 0.95 ||
 		*r.MaxCompletionTokens != 2048 || r.MaxTokens != nil || r.Stream != nil || r.N != nil ||
 		string(r.Stop) != `["\n\n", "END"]` {
 		t.Errorf("typed fields = %+v", r)
@@ -320,23 +320,23 @@ func TestParseRequestLenientNumbersAndNulls(t *testing.T) {
 
 func TestParseRequestDuplicateKeysLastWins(t *testing.T) {
 	t.Parallel()
-	r, err := ParseRequest([]byte(`{"model":"a","x":1,"model":"mimo-v2-pro","x":2}`))
+	r, err := ParseRequest([]byte(`{"model":"a","x":1,"model":"mimo-v2.6-pro","x":2}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Model != "mimo-v2-pro" || string(r.Extra["x"]) != "2" {
+	if r.Model != "mimo-v2.6-pro" || string(r.Extra["x"]) != "2" {
 		t.Errorf("r = %+v", r)
 	}
-	r.Model = "mimo-v2-flash"
+	r.Model = "mimo-v2.6-flash"
 	b, _ := r.body()
-	if string(b) != `{"model":"mimo-v2-flash","x":2}` {
+	if string(b) != `{"model":"mimo-v2.6-flash","x":2}` {
 		t.Errorf("body = %s", b)
 	}
 }
 
 func TestParseRequestCopiesInput(t *testing.T) {
 	t.Parallel()
-	raw := []byte(`{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"thinking":{"type":"enabled"}}`)
+	raw := []byte(`{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"thinking":{"type":"enabled"}}`)
 	want := string(raw)
 	r, err := ParseRequest(raw)
 	if err != nil {
@@ -363,12 +363,12 @@ func TestRequestEmbedded(t *testing.T) {
 		Body     Request  `json:"body"`
 		Other    *Request `json:"other"`
 	}
-	line := `{"custom_id":"req-1","body":{"model":"mimo-v2-flash", "messages":[{"role":"user","content":"Hi"}], "thinking":{"type":"enabled"}},"other":null}`
+	line := `{"custom_id":"req-1","body":{"model":"mimo-v2.6-flash", "messages":[{"role":"user","content":"Hi"}], "thinking":{"type":"enabled"}},"other":null}`
 	if err := json.Unmarshal([]byte(line), &payload); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := payload.Body.body()
-	if want := `{"model":"mimo-v2-flash", "messages":[{"role":"user","content":"Hi"}], "thinking":{"type":"enabled"}}`; string(b) != want {
+	if want := `{"model":"mimo-v2.6-flash", "messages":[{"role":"user","content":"Hi"}], "thinking":{"type":"enabled"}}`; string(b) != want {
 		t.Errorf("embedded body = %s, want it as written", b)
 	}
 	if payload.Other != nil {
@@ -385,7 +385,7 @@ func TestNewRequestMarshal(t *testing.T) {
 	t.Parallel()
 	temp := 0.7
 	n := 256
-	r := NewRequest("mimo-v2-flash", NewMessage("system", "Be <brief> & kind."), NewMessage("user", "Hi"))
+	r := NewRequest("mimo-v2.6-flash", NewMessage("system", "Be <brief> & kind."), NewMessage("user", "Hi"))
 	r.Temperature = &temp
 	r.MaxTokens = &n
 	r.Extra = map[string]json.RawMessage{"thinking": json.RawMessage(`{"type":"disabled"}`), "model": json.RawMessage(`"ignored"`)}
@@ -393,7 +393,7 @@ func TestNewRequestMarshal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"model":"mimo-v2-flash","messages":[{"role":"system","content":"Be <brief> & kind."},{"role":"user","content":"Hi"}],"temperature":0.7,"max_tokens":256,"thinking":{"type":"disabled"}}`
+	want := `{"model":"mimo-v2.6-flash","messages":[{"role":"system","content":"Be <brief> & kind."},{"role":"user","content":"Hi"}],"temperature":0.7,"max_tokens":256,"thinking":{"type":"disabled"}}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}

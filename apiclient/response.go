@@ -24,6 +24,16 @@ type Response struct {
 	RequestID string `json:"-"`
 }
 
+// ServedModel returns the model that answered when it is not the one
+// requested, else "". MiMo answered retired names with their successor's
+// name before it refused them, and billed the successor's price.
+func (r *Response) ServedModel(requested string) string {
+	if r == nil || r.Model == "" || r.Model == requested {
+		return ""
+	}
+	return r.Model
+}
+
 // Choice is one generated answer.
 type Choice struct {
 	Index        int             `json:"index"`
@@ -38,7 +48,7 @@ type ResponseMessage struct {
 	// ReasoningContent is the model's thinking, when thinking is enabled.
 	ReasoningContent string     `json:"reasoning_content"`
 	ToolCalls        []ToolCall `json:"tool_calls"`
-	// Audio is the speech of a mimo-v2-tts (or audio-output) completion.
+	// Audio is the speech of a mimo-v2.5-tts (or audio-output) completion.
 	Audio *Audio `json:"audio"`
 }
 
@@ -71,6 +81,26 @@ type Usage struct {
 	TotalTokens             int                      `json:"total_tokens"`
 	CompletionTokensDetails *CompletionTokensDetails `json:"completion_tokens_details,omitempty"`
 	PromptTokensDetails     *PromptTokensDetails     `json:"prompt_tokens_details,omitempty"`
+}
+
+// CachedTokens is the part of PromptTokens served from the prompt cache
+// (usage.prompt_tokens_details.cached_tokens), billed at the cached-input
+// price; 0 when the API did not say.
+func (u Usage) CachedTokens() int {
+	if u.PromptTokensDetails == nil {
+		return 0
+	}
+	return u.PromptTokensDetails.CachedTokens
+}
+
+// ReasoningTokens is the part of CompletionTokens spent thinking
+// (usage.completion_tokens_details.reasoning_tokens); 0 when the API did not
+// say. It is already counted in CompletionTokens: do not bill it twice.
+func (u Usage) ReasoningTokens() int {
+	if u.CompletionTokensDetails == nil {
+		return 0
+	}
+	return u.CompletionTokensDetails.ReasoningTokens
 }
 
 // CompletionTokensDetails breaks down completion tokens.

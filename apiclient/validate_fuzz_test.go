@@ -17,19 +17,19 @@ import (
 // naming its field.
 func FuzzValidate(f *testing.F) {
 	for _, s := range []string{
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"assistant","content":null,"tool_calls":[]}]}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"temperature":2,"top_p":0,"n":1,"max_tokens":65536}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"max_tokens":65537}`,
-		`{"model":"mimo-v2-tts","messages":[{"role":"user","content":"x"}],"max_completion_tokens":99999999}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"robot","content":"x"}]}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":42}]}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"temperature":-0.0001}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"stream":true}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"n":0}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"assistant","content":null,"tool_calls":[]}]}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"temperature":2,"top_p":0,"n":1,"max_tokens":131072}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"max_tokens":131073}`,
+		`{"model":"mimo-v2.5-tts","messages":[{"role":"user","content":"x"}],"max_completion_tokens":99999999}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"robot","content":"x"}]}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":42}]}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"temperature":-0.0001}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"stream":true}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"n":0}`,
 		`{"model":"` + strings.Repeat("m", 500) + `","messages":[]}`,
-		`{"model":"mimo-v2-flash","messages":[],"model":"nope"}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"temperature":1e400}`,
+		`{"model":"mimo-v2.6-flash","messages":[],"model":"nope"}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"temperature":1e400}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -42,8 +42,8 @@ echo "mock API at $mock/v1"
 export MIMO_BASE_URL="$mock/v1"
 
 # mimo-v2-legacy is a model this mimoq accepts but the API no longer serves:
-# its jobs fail with 404 (terminal) and are dead-lettered.
-export MIMOQ_MODELS="mimo-v2-pro=131072,mimo-v2-omni=131072,mimo-v2-tts,mimo-v2-flash=65536,mimo-v2-legacy"
+# its jobs fail with 400 "Unsupported model" (terminal) and are dead-lettered.
+export MIMOQ_MODELS="mimo-v2.6-pro=131072,mimo-v2.6-flash=131072,mimo-v2-legacy"
 export MIMOQ_RPM=3000 MIMOQ_BACKOFF_BASE=200ms MIMOQ_BACKOFF_MAX=2s MIMOQ_LOG_FORMAT=json
 
 say "starting a worker (3000 requests/min per model, fleet-wide)"
@@ -58,11 +58,11 @@ echo "exit status $?"
 set -e
 
 say "one request, waiting for its answer"
-"$MIMOQ" submit --model mimo-v2-flash --prompt "What is a dead-letter queue?" --wait
+"$MIMOQ" submit --model mimo-v2.6-flash --prompt "What is a dead-letter queue?" --wait
 
 say "a batch file with a bad line is refused whole, nothing enqueued (exit status 2)"
-printf '%s\n' '{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}}' \
-	'{"custom_id":"b","body":{"model":"mimo-v2-flash","messages":[]}}' >"$work/bad.jsonl"
+printf '%s\n' '{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}}' \
+	'{"custom_id":"b","body":{"model":"mimo-v2.6-flash","messages":[]}}' >"$work/bad.jsonl"
 set +e
 "$MIMOQ" batch submit "$work/bad.jsonl"
 echo "exit status $?"
@@ -70,8 +70,8 @@ set -e
 
 say "a batch of 500 requests (OpenAI Batch format), 8 of them for a model the API has retired"
 for i in $(seq 1 500); do
-	model=mimo-v2-flash
-	case $((i % 5)) in 0) model=mimo-v2-pro;; esac
+	model=mimo-v2.6-flash
+	case $((i % 5)) in 0) model=mimo-v2.6-pro;; esac
 	[ $((i % 60)) -eq 0 ] && model=mimo-v2-legacy
 	printf '{"custom_id":"req-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"%s","messages":[{"role":"user","content":"Give me fact number %d about queues"}],"max_tokens":64}}\n' "$i" "$model" "$i"
 done >"$work/batch.jsonl"

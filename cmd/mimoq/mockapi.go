@@ -22,6 +22,15 @@ type mockapiFlags struct {
 	latency, jitter, hangFor         time.Duration
 	seed                             int64
 	rates                            map[string]*float64
+
+	retired, blockTerms []string
+	forward             map[string]string
+	burst402            int
+	burst402For         time.Duration
+	noRetryAfter        bool
+	quotaTokens         int64
+	quotaWindow         time.Duration
+	promptCache         bool
 }
 
 // mockRateFlags are the fault-rate flags, in the order of Config's fields.
@@ -33,6 +42,8 @@ var mockRateFlags = []struct{ name, help string }{
 	{"rate-reset", "share whose connection is reset without an answer"},
 	{"rate-truncate", "share answered 200 with a truncated body"},
 	{"rate-hang", "share never answered (until the client gives up or --hang-for)"},
+	{"rate-421", "share answered 421 by the content filter"},
+	{"rate-451", "share answered 451 with a proxy's HTML page"},
 }
 
 func (a *app) mockapiCmd() *cobra.Command {
@@ -40,16 +51,27 @@ func (a *app) mockapiCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mockapi",
 		Short: "Run a faithful stand-in for the MiMo API, with fault injection",
-		Long: `mockapi serves the MiMo chat-completions API (POST /v1/chat/completions) for demos,
-tests and benchmarks: the same authentication, validation, error shapes and per-model
-rate limits as the real API, deterministic replies, and injected faults (429, 5xx,
-reset connections, truncated bodies, hangs) at the rates you choose.
+		Long: `mockapi serves the MiMo chat-completions API (POST /v1/chat/completions, GET
+/v1/models) for demos, tests and benchmarks: the same authentication, validation,
+error shapes and per-model rate limits as the real API, today's models (mimo-v2.6-*)
+with retired names answered 400 "Unsupported model", deterministic replies with
+cached_tokens for repeated prompt prefixes, and injected faults (429, 5xx, 421, a
+proxy's HTML 451, reset connections, truncated bodies, hangs) at the rates you choose.
+
+Modes follow what the real API has been seen to do: --burst-402 / --burst-402-for
+answer a burst of spurious 402 "Insufficient account funds" and then recover;
+--no-retry-after sends 429s without Retry-After; --quota-tokens answers 429 "quota
+of Token Plan has been exhausted" once a window's tokens are used, until the window
+ends; --forward OLD=NEW answers a request for OLD as NEW, naming NEW in "model";
+--block-terms makes the content filter answer 421.
 
 The API key comes from --key or MIMO_API_KEY. Statistics are at GET /mock/stats, one
 job's calls at GET /mock/jobs/{id}; POST /mock/reset clears them and PUT /mock/config
-changes the key, limits and faults of the running mock.`,
+changes the key, limits, faults and modes of the running mock.`,
 		Example: `  mimoq mockapi --key test-key --rpm 100
-  mimoq mockapi --addr 127.0.0.1:0 --key k --rate-429 0.1 --rate-503 0.05 --error-shape mixed`,
+  mimoq mockapi --addr 127.0.0.1:0 --key k --rate-429 0.1 --rate-503 0.05 --error-shape mixed
+  mimoq mockapi --key k --burst-402 20 --no-retry-after --quota-tokens 200000 --quota-window 1m
+  mimoq mockapi --key k --forward mimo-v2.5=mimo-v2.6-flash --models mimo-v2.6-flash,mimo-v2.5-tts`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runMockapi(cmd.Context(), f)
@@ -60,8 +82,8 @@ changes the key, limits and faults of the running mock.`,
 	fl.StringVar(&f.key, "key", "", "API key to accept (default $MIMO_API_KEY)")
 	fl.IntVar(&f.rpm, "rpm", mockapi.DefaultRPM, "requests per minute per model (0 = unlimited)")
 	fl.Int64Var(&f.tpm, "tpm", mockapi.DefaultTPM, "tokens per minute per model (0 = unlimited)")
-	fl.StringVar(&f.limits, "model-limits", "", "per-model rpm:tpm overrides, e.g. mimo-v2-pro=50:2000000,mimo-v2-flash=200:0 (0 = unlimited)")
-	fl.StringVar(&f.models, "models", "", "models to serve with output token limits, e.g. mimo-v2-pro=131072,mimo-v2-flash (default the four MiMo models)")
+	fl.StringVar(&f.limits, "model-limits", "", "per-model rpm:tpm overrides, e.g. mimo-v2.6-pro=50:2000000,mimo-v2.6-flash=200:0 (0 = unlimited)")
+	fl.StringVar(&f.models, "models", "", "models to serve with output token limits, e.g. mimo-v2.6-pro=131072,mimo-v2.5-tts (default the three mimo-v2.6 text models)")
 	fl.DurationVar(&f.latency, "latency", 0, "time to answer a successful request")
 	fl.DurationVar(&f.jitter, "jitter", 0, "spread latency uniformly over latency ± jitter")
 	fl.Int64Var(&f.seed, "seed", 0, "seed of fault injection")
@@ -70,13 +92,25 @@ changes the key, limits and faults of the running mock.`,
 	}
 	fl.DurationVar(&f.hangFor, "hang-for", mockapi.DefaultHangFor, "how long a hung request hangs at most")
 	fl.StringVar(&f.shape, "error-shape", string(mockapi.ShapeSeed), "error body shape: seed, mimo or mixed")
+	fl.StringSliceVar(&f.retired, "retired", mockapi.DefaultRetired(), "model names (or prefixes ending in *) answered 400 \"Unsupported model\"")
+	fl.StringToStringVar(&f.forward, "forward", nil, "answer a request for OLD as the served model NEW, naming NEW in \"model\" (OLD=NEW, repeatable)")
+	fl.StringSliceVar(&f.blockTerms, "block-terms", nil, "words the content filter answers with 421 (comma list, case ignored)")
+	fl.IntVar(&f.burst402, "burst-402", 0, "answer the first N valid requests 402 \"Insufficient account funds\", then recover")
+	fl.DurationVar(&f.burst402For, "burst-402-for", 0, "answer every valid request 402 for this long after start, then recover")
+	fl.BoolVar(&f.noRetryAfter, "no-retry-after", false, "send 429s without Retry-After and retry-after-ms, as the real API documents none")
+	fl.Int64Var(&f.quotaTokens, "quota-tokens", 0, "Token Plan quota: tokens per --quota-window, then 429 until the window ends (0 = none)")
+	fl.DurationVar(&f.quotaWindow, "quota-window", mockapi.DefaultQuotaWindow, "how long a --quota-tokens quota lasts")
+	fl.BoolVar(&f.promptCache, "prompt-cache", true, "report a prompt prefix seen before as cached_tokens")
 	return cmd
 }
 
 // config turns the flags into a mockapi.Config; a bad value is a usage error
 // naming its flag.
 func (f *mockapiFlags) config(key string) (mockapi.Config, error) {
-	cfg := mockapi.Config{Key: key, Latency: f.latency, Jitter: f.jitter, Seed: f.seed, HangFor: f.hangFor}
+	cfg := mockapi.Config{Key: key, Latency: f.latency, Jitter: f.jitter, Seed: f.seed, HangFor: f.hangFor,
+		Retired: f.retired, Forward: f.forward, BlockedTerms: f.blockTerms, OmitRetryAfter: f.noRetryAfter,
+		Burst402: f.burst402, Burst402For: f.burst402For, QuotaTokens: f.quotaTokens, QuotaWindow: f.quotaWindow,
+		DisablePromptCache: !f.promptCache}
 	if key == "" {
 		return cfg, usagef("no API key: set --key or MIMO_API_KEY")
 	}
@@ -89,13 +123,24 @@ func (f *mockapiFlags) config(key string) (mockapi.Config, error) {
 		return cfg, err
 	}
 	cfg.TPM = int64(tpm)
-	for name, d := range map[string]time.Duration{"--latency": f.latency, "--jitter": f.jitter, "--hang-for": f.hangFor} {
+	for name, d := range map[string]time.Duration{"--latency": f.latency, "--jitter": f.jitter, "--hang-for": f.hangFor, "--burst-402-for": f.burst402For} {
 		if d < 0 {
 			return cfg, usagef("invalid %s=%s: must not be negative", name, d)
 		}
 	}
 	if f.hangFor == 0 {
 		return cfg, usagef("invalid --hang-for=0s: must be positive")
+	}
+	if f.quotaWindow <= 0 {
+		return cfg, usagef("invalid --quota-window=%s: must be positive", f.quotaWindow)
+	}
+	for name, n := range map[string]int64{"--burst-402": int64(f.burst402), "--quota-tokens": f.quotaTokens} {
+		if n < 0 {
+			return cfg, usagef("invalid %s=%d: must not be negative", name, n)
+		}
+	}
+	if cfg.Retired == nil {
+		cfg.Retired = []string{} // --retired= retires nothing, not the defaults
 	}
 	sum := 0.0
 	for _, r := range mockRateFlags {
@@ -110,6 +155,7 @@ func (f *mockapiFlags) config(key string) (mockapi.Config, error) {
 	}
 	cfg.Rate429, cfg.Rate500, cfg.Rate502, cfg.Rate503 = *f.rates["rate-429"], *f.rates["rate-500"], *f.rates["rate-502"], *f.rates["rate-503"]
 	cfg.RateReset, cfg.RateTruncate, cfg.RateHang = *f.rates["rate-reset"], *f.rates["rate-truncate"], *f.rates["rate-hang"]
+	cfg.Rate421, cfg.Rate451 = *f.rates["rate-421"], *f.rates["rate-451"]
 	if cfg.ErrorShape, err = mockapi.ParseErrorShape(f.shape); err != nil {
 		return cfg, usagef("invalid --error-shape=%q: want seed, mimo or mixed", f.shape)
 	}
@@ -142,9 +188,12 @@ func flagLimit(name string, v int64) (int, error) {
 }
 
 // parseMockModels reads "name[=limit],…"; a name alone takes its default limit
-// when it is a MiMo model, else 0 (unchecked).
+// when it is a current MiMo model (text or speech), else 0 (unchecked).
 func parseMockModels(list string) (map[string]int, error) {
 	defaults := mockapi.DefaultModels()
+	for m, limit := range mockapi.SpeechModels() {
+		defaults[m] = limit
+	}
 	out := map[string]int{}
 	for _, item := range strings.Split(list, ",") {
 		item = strings.TrimSpace(item)
@@ -214,7 +263,9 @@ func (a *app) runMockapi(ctx context.Context, f *mockapiFlags) error {
 	srv := &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second}
 	url := "http://" + ln.Addr().String() + "/v1"
 	log.Info().Str("addr", ln.Addr().String()).Str("base_url", url).
-		Int("rpm", f.rpm).Int64("tpm", f.tpm).Str("error_shape", f.shape).Msg("mockapi listening")
+		Int("rpm", f.rpm).Int64("tpm", f.tpm).Str("error_shape", f.shape).
+		Int("burst_402", f.burst402).Bool("retry_after", !f.noRetryAfter).Int64("quota_tokens", f.quotaTokens).
+		Int("forwards", len(f.forward)).Msg("mockapi listening")
 	fmt.Fprintf(a.stderr, "mockapi listening on %s\n", url)
 
 	serveErr := make(chan error, 1)

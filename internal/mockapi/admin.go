@@ -28,7 +28,7 @@ func (s *Server) apiFailure(w http.ResponseWriter, e *apiError) {
 	st.countStatus(e.status)
 }
 
-// handleModels lists the served models, as GET /v1/models of an
+// handleModels lists the served models not retired, as GET /v1/models of an
 // OpenAI-compatible API.
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 	switch {
@@ -50,9 +50,13 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
-	created := time.Date(2025, 12, 16, 0, 0, 0, 0, time.UTC).Unix()
+	// MiMo V2.6 was published on 2026-09-22.
+	created := time.Date(2026, 9, 22, 0, 0, 0, 0, time.UTC).Unix()
+	retired := s.set.Load().retired
 	for _, m := range s.modelNames {
-		list.Data = append(list.Data, model{ID: m, Object: "model", Created: created, OwnedBy: "xiaomi"})
+		if !retired[m] {
+			list.Data = append(list.Data, model{ID: m, Object: "model", Created: created, OwnedBy: "xiaomi"})
+		}
 	}
 	s.st.Load().countStatus(http.StatusOK)
 	writeJSON(w, http.StatusOK, list)

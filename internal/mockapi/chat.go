@@ -22,7 +22,8 @@ type chatCall struct {
 	id    string // x-request-id
 	rng   splitmix
 	job   jobCall
-	model string
+	model string      // the served model: a forwarded name's target
+	asked string      // the model the request named
 	ms    *modelState // nil until the request names a served model
 }
 
@@ -64,21 +65,21 @@ func (c *chatCall) serve() {
 		c.finish(outcome{outcome: "canceled"})
 		return
 	}
-	req, e := c.s.parseChat(body)
+	req, e := c.s.parseChat(body, c.set)
 	if req != nil {
-		c.model = req.model.name
+		c.model, c.asked = req.model.name, req.asked
 		c.ms = c.st.models[c.model]
 		c.ms.requests.Add(1)
 	}
 	if e != nil {
-		if c.ms != nil {
-			c.ms.mu.Lock()
-			at := c.st.since(c.s.clock())
-			c.ms.recvMin.add(at)
-			c.ms.recvSec.add(at)
-			c.ms.mu.Unlock()
+		if e.retired != "" {
+			c.st.count(&c.st.retiredAsked, e.retired)
 		}
+		c.received()
 		c.fail(e, faultNone)
+		return
+	}
+	if c.refuse(req) {
 		return
 	}
 
@@ -115,15 +116,87 @@ func (c *chatCall) serve() {
 		c.finish(outcome{outcome: "canceled"})
 		return
 	}
+	c.answer(req, rp)
+}
+
+// answer writes the completion of an admitted request and counts what it
+// used: the prompt cache's share, the tokens, the quota, a forward.
+func (c *chatCall) answer(req *chatRequest, rp *reply) {
+	if c.set.promptCache {
+		c.ms.mu.Lock()
+		rp.cached = c.ms.cache.lookup(req.prefixes(), c.s.cacheEntries)
+		c.ms.mu.Unlock()
+		c.ms.cachedTokens.Add(int64(rp.cached))
+	}
 	c.ms.promptTokens.Add(int64(rp.prompt))
 	c.ms.completionToks.Add(int64(rp.completion))
-	created = c.s.clock()
+	if c.set.quotaTokens > 0 {
+		c.st.quota.spend(c.st.since(c.s.clock()), c.set.quotaWindow, int64(rp.prompt+rp.completion))
+	}
+	if c.asked != c.model {
+		c.st.count(&c.st.forwarded, c.asked+"="+c.model)
+	}
+	created := c.s.clock()
 	if req.stream {
 		c.writeStream(rp, created, false)
 	} else {
 		c.writeBody(rp, created, false)
 	}
 	c.finish(outcome{status: http.StatusOK, outcome: "answered"})
+}
+
+// refuse answers, before the rate limiter sees it, a request the API refuses
+// whatever the load: content the filter blocks (421), a call in a burst of
+// spurious 402s, a call once the quota is used up (429). Billing comes before
+// admission: such a call spends none of the rate limit.
+func (c *chatCall) refuse(req *chatRequest) bool {
+	var e *apiError
+	switch {
+	case c.filtered(req):
+		c.st.contentFiltered.Add(1)
+		e = contentFiltered()
+	case c.set.burst.take(c.s.clock()):
+		c.st.burst402.Add(1)
+		e = insufficientFunds()
+	case c.set.quotaTokens > 0 && !c.st.quota.left(c.st.since(c.s.clock()), c.set.quotaWindow, c.set.quotaTokens):
+		c.st.quotaRejections.Add(1)
+		e = quotaExhausted()
+	default:
+		return false
+	}
+	c.received()
+	c.fail(e, faultNone)
+	return true
+}
+
+// received counts a request that named a served model but is answered before
+// the rate limiter sees it, in the windows of requests received.
+func (c *chatCall) received() {
+	if c.ms == nil {
+		return
+	}
+	c.ms.mu.Lock()
+	at := c.st.since(c.s.clock())
+	c.ms.recvMin.add(at)
+	c.ms.recvSec.add(at)
+	c.ms.mu.Unlock()
+}
+
+// filtered reports whether the content filter refuses the request: a message
+// contains a blocked term.
+func (c *chatCall) filtered(req *chatRequest) bool {
+	if len(c.set.blocked) == 0 {
+		return false
+	}
+	for _, m := range req.messages {
+		text := strings.ToLower(m.text)
+		for _, term := range c.set.blocked {
+			if strings.Contains(text, term) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // authorized accepts "Authorization: Bearer <key>" or "api-key: <key>".
@@ -153,21 +226,33 @@ func rateLimited(model, reason string, rpm int, tpm int64, cost int, wait time.D
 	return &apiError{status: http.StatusTooManyRequests, code: codeRateLimitExceeded, message: msg, retryAfter: wait}
 }
 
-// fail writes an error response in the configured shape and records it.
+// fail writes an error response in the configured shape (or its own) and
+// records it.
 func (c *chatCall) fail(e *apiError, fault faultKind) {
 	shape := shapeFor(c.set.shape, e.status, &c.rng)
-	if fault == faultHTTP502 {
-		shape = bodyHTML // a proxy's own page, whatever the API's shape
+	if e.status == http.StatusTooManyRequests && c.set.omitRetryAfter {
+		e.noRetryAfter = true
 	}
 	now := c.s.clock()
 	writeError(c.w, e, shape, c.set.shape == ShapeMixed, now, &c.rng)
-	c.finish(outcome{status: e.status, outcome: "answered", fault: fault,
-		retryAfter: e.retryAfter, retryAt: c.st.since(now) + int64(e.retryAfter)})
+	o := outcome{status: e.status, outcome: "answered", fault: fault}
+	if e.status == http.StatusTooManyRequests {
+		if e.noRetryAfter {
+			// Nothing to undercut: the client was given no time to wait.
+			c.st.retryAfterOmitted.Add(1)
+		} else {
+			o.retryAfter, o.retryAt = e.retryAfter, c.st.since(now)+int64(e.retryAfter)
+		}
+	}
+	c.finish(o)
 }
 
 // finish records how the request ended.
 func (c *chatCall) finish(o outcome) {
-	o.model = c.model
+	o.model = c.asked
+	if c.asked != c.model {
+		o.served = c.model
+	}
 	if o.status > 0 {
 		c.st.countStatus(o.status)
 		if c.ms != nil {

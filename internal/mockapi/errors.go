@@ -15,6 +15,7 @@ const (
 	codeAuthFailed         = "authentication_failed"
 	codeNotFound           = "not_found"
 	codeRateLimitExceeded  = "rate_limit_exceeded"
+	codeQuotaExhausted     = "quota_exhausted" // never sent: MiMo's shape carries the status
 	codeInternalError      = "internal_error"
 	codeServiceUnavailable = "service_unavailable"
 )
@@ -27,6 +28,53 @@ type apiError struct {
 	param   string
 	// retryAfter, for a 429, is when the client may try again.
 	retryAfter time.Duration
+	// noRetryAfter sends a 429 without Retry-After and retry-after-ms.
+	noRetryAfter bool
+	// fixed makes the error take shape whatever ErrorShape says: the errors
+	// only MiMo (or a proxy) sends come in one shape.
+	fixed bool
+	shape bodyShape
+	// typ, when not nil, is the "type" of the MiMo and unwrapped shapes in
+	// place of the one derived from the status.
+	typ *string
+	// retired is the model name refused as retired, for the statistics.
+	retired string
+}
+
+// The messages of the errors only MiMo sends (docs/mimo-api.md).
+const (
+	msgInsufficientFunds = "Upstream request failed: Insufficient account funds"
+	msgQuotaExhausted    = "The quota of Token Plan has been exhausted, please upgrade the package or switch to pay-as-you-go API."
+	msgContentFiltered   = "The content you entered is high risk and has been blocked by content moderation."
+)
+
+func typeOf(s string) *string { return &s }
+
+// unsupportedModel is MiMo's answer to a retired model name.
+func unsupportedModel(model string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: codeInvalidRequest, message: "Unsupported model " + model,
+		fixed: true, shape: bodyMiMo, typ: typeOf(""), retired: model}
+}
+
+// contentFiltered is MiMo's 421. The real type is not public: the mock's is a
+// guess, and nothing should branch on it.
+func contentFiltered() *apiError {
+	return &apiError{status: 421, code: "content_filter", message: msgContentFiltered,
+		fixed: true, shape: bodyMiMo, typ: typeOf("content_filter")}
+}
+
+// insufficientFunds is the 402 a Token Plan sends in bursts, without the
+// error wrapper.
+func insufficientFunds() *apiError {
+	return &apiError{status: http.StatusPaymentRequired, code: "insufficient_balance", message: msgInsufficientFunds,
+		fixed: true, shape: bodyUnwrapped, typ: typeOf("server_error")}
+}
+
+// quotaExhausted is the 429 of a used-up Token Plan: the same code and type
+// as a rate limit, and no Retry-After.
+func quotaExhausted() *apiError {
+	return &apiError{status: http.StatusTooManyRequests, code: codeQuotaExhausted, message: msgQuotaExhausted,
+		noRetryAfter: true, fixed: true, shape: bodyMiMo}
 }
 
 func invalid(param, format string, args ...any) *apiError {
@@ -92,12 +140,21 @@ type unwrappedError struct {
 	Message string `json:"message"`
 }
 
-// writeError writes e in the given shape. A 429 carries Retry-After (whole
-// seconds, at least 1, or with dates, one time in four, an HTTP date) and
-// retry-after-ms.
+// writeError writes e in the given shape (or its fixed one). A 429 carries
+// Retry-After (whole seconds, at least 1, or with dates, one time in four, an
+// HTTP date) and retry-after-ms, unless e.noRetryAfter.
 func writeError(w http.ResponseWriter, e *apiError, shape bodyShape, dates bool, now time.Time, r *splitmix) {
 	h := w.Header()
-	if e.status == http.StatusTooManyRequests {
+	if e.fixed {
+		shape = e.shape
+	}
+	typ := func() string {
+		if e.typ != nil {
+			return *e.typ
+		}
+		return mimoType(e.status)
+	}
+	if e.status == http.StatusTooManyRequests && !e.noRetryAfter {
 		ms := max(int64(math.Ceil(float64(e.retryAfter)/float64(time.Millisecond))), 1)
 		secs := (ms + 999) / 1000
 		h.Set(HeaderRetryAfterMS, strconv.FormatInt(ms, 10))
@@ -124,15 +181,15 @@ func writeError(w http.ResponseWriter, e *apiError, shape bodyShape, dates bool,
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 	case bodyUnwrapped:
 		h.Set("Content-Type", "application/json")
-		body, _ = json.Marshal(unwrappedError{Type: mimoType(e.status), Message: e.message})
+		body, _ = json.Marshal(unwrappedError{Type: typ(), Message: e.message})
 	case bodyMiMo:
 		h.Set("Content-Type", "application/json")
 		msg := e.message
-		if e.status == http.StatusTooManyRequests {
+		if e.code == codeRateLimitExceeded {
 			msg = "Too many requests"
 		}
 		body, _ = json.Marshal(wrappedError{Error: errorObject{
-			Code: strconv.Itoa(e.status), Message: msg, Param: e.param, Type: mimoType(e.status),
+			Code: strconv.Itoa(e.status), Message: msg, Param: e.param, Type: typ(),
 		}})
 	default:
 		h.Set("Content-Type", "application/json")
@@ -160,7 +217,11 @@ func faultError(k faultKind, retryAfter time.Duration) *apiError {
 	case faultHTTP500:
 		return &apiError{status: 500, code: codeInternalError, message: "The server had an error while processing your request. Please retry later."}
 	case faultHTTP502:
-		return &apiError{status: 502, code: codeInternalError, message: "Bad gateway."}
+		return &apiError{status: 502, code: codeInternalError, message: "Bad gateway.", fixed: true, shape: bodyHTML}
+	case faultHTTP421:
+		return contentFiltered()
+	case faultHTTP451:
+		return &apiError{status: 451, code: "unavailable_for_legal_reasons", message: "Unavailable For Legal Reasons.", fixed: true, shape: bodyHTML}
 	default:
 		return &apiError{status: 503, code: codeServiceUnavailable, message: "The service is temporarily unavailable due to high load. Please retry later."}
 	}

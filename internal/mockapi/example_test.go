@@ -22,7 +22,7 @@ func Example() {
 	defer mock.Close()
 
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions",
-		strings.NewReader(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Say hi"}]}`))
+		strings.NewReader(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Say hi"}]}`))
 	req.Header.Set("Authorization", "Bearer secret")
 	req.Header.Set(mockapi.HeaderJobID, "job-1")
 	resp, err := http.DefaultClient.Do(req)

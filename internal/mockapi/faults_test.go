@@ -33,7 +33,7 @@ func TestFaultKinds(t *testing.T) {
 		t.Run(tt.fault, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, tt.cfg)
-			r := b.chat(simple("mimo-v2-flash", "hi"))
+			r := b.chat(simple("mimo-v2.6-flash", "hi"))
 			if r.status != tt.status {
 				t.Fatalf("status = %d, want %d", r.status, tt.status)
 			}
@@ -51,7 +51,7 @@ func TestFaultKinds(t *testing.T) {
 			if st.Faults[tt.fault] != 1 || st.ByStatus[fmt.Sprint(tt.status)] != 1 {
 				t.Errorf("faults %v, by status %v", st.Faults, st.ByStatus)
 			}
-			if st.Models["mimo-v2-flash"].LimitExceeded != 0 {
+			if st.Models["mimo-v2.6-flash"].LimitExceeded != 0 {
 				t.Errorf("an injected fault counted as the limit")
 			}
 		})
@@ -62,7 +62,7 @@ func TestFaultKinds(t *testing.T) {
 func statuses(b *bundle, n int) []int {
 	out := make([]int, n)
 	for i := range out {
-		out[i] = b.chat(simple("mimo-v2-flash", "hi"), "X-Mimoq-Job-Id", fmt.Sprintf("job-%d", i)).status
+		out[i] = b.chat(simple("mimo-v2.6-flash", "hi"), "X-Mimoq-Job-Id", fmt.Sprintf("job-%d", i)).status
 	}
 	return out
 }
@@ -104,7 +104,7 @@ func TestFaultRatesAndSeed(t *testing.T) {
 	b4 := setup(t, mockapi.Config{Rate500: 0.5, Seed: 1})
 	okay := false
 	for i := 0; i < 40 && !okay; i++ {
-		okay = b4.chat(simple("mimo-v2-flash", "hi"), "X-Mimoq-Job-Id", "same").status == 200
+		okay = b4.chat(simple("mimo-v2.6-flash", "hi"), "X-Mimoq-Job-Id", "same").status == 200
 	}
 	if !okay {
 		t.Errorf("40 retries of one job all failed at rate 0.5")
@@ -143,7 +143,7 @@ func TestConnectionFaults(t *testing.T) {
 	t.Run("reset", func(t *testing.T) {
 		t.Parallel()
 		m, url := serve(t, mockapi.Config{RateReset: 1})
-		_, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"), "X-Mimoq-Job-Id", "r")
+		_, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"), "X-Mimoq-Job-Id", "r")
 		if err == nil {
 			t.Fatal("a reset connection gave a response")
 		}
@@ -160,7 +160,7 @@ func TestConnectionFaults(t *testing.T) {
 	t.Run("truncate", func(t *testing.T) {
 		t.Parallel()
 		m, url := serve(t, mockapi.Config{RateTruncate: 1})
-		resp, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"), "X-Mimoq-Job-Id", "t")
+		resp, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"), "X-Mimoq-Job-Id", "t")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +176,7 @@ func TestConnectionFaults(t *testing.T) {
 	t.Run("truncate stream", func(t *testing.T) {
 		t.Parallel()
 		_, url := serve(t, mockapi.Config{RateTruncate: 1})
-		resp, err := post(context.Background(), t, url, `{"model":"mimo-v2-pro","stream":true,"messages":[{"role":"user","content":"hi there"}]}`)
+		resp, err := post(context.Background(), t, url, `{"model":"mimo-v2.6-pro","stream":true,"messages":[{"role":"user","content":"hi there"}]}`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +191,7 @@ func TestConnectionFaults(t *testing.T) {
 		m, url := serve(t, mockapi.Config{RateHang: 1})
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		_, err := post(ctx, t, url, simple("mimo-v2-flash", "hi"), "X-Mimoq-Job-Id", "h")
+		_, err := post(ctx, t, url, simple("mimo-v2.6-flash", "hi"), "X-Mimoq-Job-Id", "h")
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("error = %v, want a timeout", err)
 		}
@@ -200,7 +200,7 @@ func TestConnectionFaults(t *testing.T) {
 	t.Run("hang for HangFor", func(t *testing.T) {
 		t.Parallel()
 		_, url := serve(t, mockapi.Config{RateHang: 1, HangFor: 50 * time.Millisecond})
-		_, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"))
+		_, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"))
 		if err == nil {
 			t.Fatal("a hung request got a response")
 		}
@@ -210,7 +210,7 @@ func TestConnectionFaults(t *testing.T) {
 		m, url := serve(t, mockapi.Config{RateHang: 1})
 		errc := make(chan error, 1)
 		go func() {
-			_, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"))
+			_, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"))
 			errc <- err
 		}()
 		waitFor(t, func() bool { return m.Stats().Faults["hang"] == 1 })
@@ -229,7 +229,7 @@ func TestConnectionFaults(t *testing.T) {
 		m, url := serve(t, mockapi.Config{Latency: time.Hour})
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		if _, err := post(ctx, t, url, simple("mimo-v2-flash", "hi")); err == nil {
+		if _, err := post(ctx, t, url, simple("mimo-v2.6-flash", "hi")); err == nil {
 			t.Fatal("no error")
 		}
 		waitFor(t, func() bool { return m.Stats().Canceled == 1 })
@@ -252,7 +252,7 @@ func TestLatency(t *testing.T) {
 	t.Parallel()
 	_, url := serve(t, mockapi.Config{Latency: 30 * time.Millisecond, Jitter: 10 * time.Millisecond})
 	start := time.Now()
-	resp, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"))
+	resp, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,9 +264,9 @@ func TestLatency(t *testing.T) {
 
 func TestJobStats(t *testing.T) {
 	t.Parallel()
-	b := setup(t, mockapi.Config{RPM: 1, Limits: map[string]mockapi.Limit{"mimo-v2-flash": {RPM: mockapi.Unlimited}}})
+	b := setup(t, mockapi.Config{RPM: 1, Limits: map[string]mockapi.Limit{"mimo-v2.6-flash": {RPM: mockapi.Unlimited}}})
 	job := func(id, attempt string) response {
-		return b.chat(simple("mimo-v2-pro", "hi"), "X-Mimoq-Job-Id", id, "X-Mimoq-Attempt", attempt)
+		return b.chat(simple("mimo-v2.6-pro", "hi"), "X-Mimoq-Job-Id", id, "X-Mimoq-Attempt", attempt)
 	}
 	// Job a: answered, then asked again — a duplicate.
 	if r := job("a", "1"); r.status != 200 {
@@ -296,9 +296,9 @@ func TestJobStats(t *testing.T) {
 		t.Fatalf("a2 = %d", r.status)
 	}
 	// A request without a job header is not a job.
-	b.chat(simple("mimo-v2-flash", "hi"))
+	b.chat(simple("mimo-v2.6-flash", "hi"))
 	// Failed validation still counts as a call of the job.
-	b.chat(`{"model":"mimo-v2-flash"}`, "X-Mimoq-Job-Id", "c")
+	b.chat(`{"model":"mimo-v2.6-flash"}`, "X-Mimoq-Job-Id", "c")
 
 	st := b.stats()
 	if st.JobsSeen != 3 || st.Duplicates != 1 || st.MaxCallsPerJob != 4 || st.RetryAfterUndercut != 1 {
@@ -308,7 +308,7 @@ func TestJobStats(t *testing.T) {
 	if st.TotalRequests != 8 || st.ByStatus["200"] != 4 || st.ByStatus["429"] != 3 || st.ByStatus["400"] != 1 {
 		t.Errorf("total %d, by status %v", st.TotalRequests, st.ByStatus)
 	}
-	if pro := st.Models["mimo-v2-pro"]; pro.Requests != 6 || pro.LimitExceeded != 3 {
+	if pro := st.Models["mimo-v2.6-pro"]; pro.Requests != 6 || pro.LimitExceeded != 3 {
 		t.Errorf("pro = %+v", pro)
 	}
 
@@ -321,7 +321,7 @@ func TestJobStats(t *testing.T) {
 		t.Fatalf("job b = %+v", log)
 	}
 	c := log.Calls
-	if c[0].Status != 429 || c[0].RetryAfterMS != 60000 || c[0].Attempt != 1 || c[0].Model != "mimo-v2-pro" || !hex32.MatchString(c[0].RequestID) {
+	if c[0].Status != 429 || c[0].RetryAfterMS != 60000 || c[0].Attempt != 1 || c[0].Model != "mimo-v2.6-pro" || !hex32.MatchString(c[0].RequestID) {
 		t.Errorf("call 1 = %+v", c[0])
 	}
 	if !c[1].Undercut || c[2].Undercut || c[3].Undercut || c[3].Status != 200 || c[3].Outcome != "answered" {
@@ -341,7 +341,7 @@ func TestJobStats(t *testing.T) {
 		t.Fatalf("reset: %d", r.status)
 	}
 	st = b.stats()
-	if st.TotalRequests != 0 || st.JobsSeen != 0 || st.Duplicates != 0 || st.Models["mimo-v2-pro"].MaxRPMWindow.Received != 0 {
+	if st.TotalRequests != 0 || st.JobsSeen != 0 || st.Duplicates != 0 || st.Models["mimo-v2.6-pro"].MaxRPMWindow.Received != 0 {
 		t.Errorf("after reset: %+v", st)
 	}
 	// The reset also cleared the rate-limit log.
@@ -358,7 +358,7 @@ func TestConcurrentDuplicateSuccess(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"), "X-Mimoq-Job-Id", "twin")
+			resp, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"), "X-Mimoq-Job-Id", "twin")
 			if err == nil {
 				resp.Body.Close()
 			}

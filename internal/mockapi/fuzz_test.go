@@ -14,16 +14,20 @@ import (
 // 404 or 413, always with a JSON body of the right kind.
 func FuzzChat(f *testing.F) {
 	for _, seed := range []string{
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`,
-		`{"model":"mimo-v2-pro","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"max_tokens":3,"thinking":{"type":"enabled"}}`,
-		`{"model":"mimo-v2-tts","messages":[{"role":"assistant","content":"speak"}],"audio":{"format":"pcm16"}}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}`,
-		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"f"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required"}`,
-		`{"model":"x","messages":[]}`, `[]`, `{`, ``, `{"messages":null}`, `{"model":"mimo-v2-flash","messages":[{"role":"tool"}]}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"max_tokens":3,"thinking":{"type":"enabled"}}`,
+		`{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"speak"}],"audio":{"format":"pcm16"}}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"f"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required"}`,
+		`{"model":"x","messages":[]}`, `[]`, `{`, ``, `{"messages":null}`, `{"model":"mimo-v2.6-flash","messages":[{"role":"tool"}]}`,
+		`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"a retired name"}]}`,
+		`{"model":"mimo-v2.5","messages":[{"role":"user","content":"forwarded"}]}`,
+		`{"model":"mimo-v2.6-pro","messages":[{"role":"system","content":"same"},{"role":"user","content":"prefix"}]}`,
 	} {
 		f.Add(seed)
 	}
-	m, err := mockapi.New(mockapi.Config{Key: testKey, RPM: mockapi.Unlimited, TPM: mockapi.Unlimited, MaxBodyBytes: 1 << 16})
+	m, err := mockapi.New(mockapi.Config{Key: testKey, RPM: mockapi.Unlimited, TPM: mockapi.Unlimited, MaxBodyBytes: 1 << 16,
+		Forward: map[string]string{"mimo-v2.5": "mimo-v2.6-flash"}, PromptCacheEntries: 64})
 	if err != nil {
 		f.Fatal(err)
 	}

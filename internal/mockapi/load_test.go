@@ -30,7 +30,7 @@ func TestHammer(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				model := []string{"mimo-v2-pro", "mimo-v2-flash"}[i%2]
+				model := []string{"mimo-v2.6-pro", "mimo-v2.6-flash"}[i%2]
 				req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/v1/chat/completions",
 					strings.NewReader(simple(model, fmt.Sprintf("worker %d request %d", w, i))))
 				req.Header.Set("Authorization", "Bearer "+testKey)
@@ -70,7 +70,7 @@ func TestHammer(t *testing.T) {
 			t.Errorf("%s: 1-s window above the 60-s one: %+v %+v", name, ms.MaxPerSecond, ms.MaxRPMWindow)
 		}
 	}
-	pro := st.Models["mimo-v2-pro"]
+	pro := st.Models["mimo-v2.6-pro"]
 	if pro.LimitExceeded == 0 || pro.Requests != workers*each/2 || int64(pro.MaxRPMWindow.Received) != pro.Requests {
 		t.Errorf("pro = %+v", pro)
 	}
@@ -81,7 +81,7 @@ func BenchmarkChat(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := simple("mimo-v2-flash", "What is a durable queue, in one sentence?")
+	body := simple("mimo-v2.6-flash", "What is a durable queue, in one sentence?")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
@@ -108,7 +108,7 @@ func BenchmarkHTTP(b *testing.B) {
 	srv := httptest.NewServer(m)
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	body := simple("mimo-v2-flash", "What is a durable queue, in one sentence?")
+	body := simple("mimo-v2.6-flash", "What is a durable queue, in one sentence?")
 	b.SetParallelism(8)
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -134,7 +134,7 @@ func TestMaxInFlight(t *testing.T) {
 	const n = 5
 	m, url := serve(t, mockapi.Config{Latency: 500 * time.Millisecond})
 	call := func() {
-		resp, err := post(context.Background(), t, url, simple("mimo-v2-flash", "hi"))
+		resp, err := post(context.Background(), t, url, simple("mimo-v2.6-flash", "hi"))
 		if err != nil {
 			t.Error(err)
 			return

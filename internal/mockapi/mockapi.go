@@ -3,15 +3,22 @@
 // real API is out of reach or too costly to hammer.
 //
 // It behaves like the server side of the real API, in the same order: it checks
-// the key (Authorization: Bearer or api-key), validates the body (400, 404 for an
-// unknown model, 413 for a body too large), enforces its own per-model limit on
-// requests and tokens per minute (429 with Retry-After and retry-after-ms), then
-// injects faults chosen by a seeded random stream (429, 500, 502, 503, a reset
-// connection, a truncated 200, a hung connection), waits Latency ± Jitter and
-// answers with a realistic chat.completion body: a deterministic reply derived
-// from the prompt, reasoning_content when thinking is on, usage counted from the
-// text, and a small WAV for the speech model. Error bodies come in the shapes the
-// real API and the proxies before it are seen to use (ErrorShape).
+// the key (Authorization: Bearer or api-key), validates the body (400, 400
+// "Unsupported model" for a retired name, 404 for an unknown model, 413 for a
+// body too large), refuses content with a blocked term (421), plays a burst
+// of spurious 402s and a Token Plan quota (429 once used up), enforces its own
+// per-model limit on requests and tokens per minute (429 with Retry-After and
+// retry-after-ms, or without them as the real API), then injects faults
+// chosen by a seeded random stream (429, 500, 502, 503, 421, a proxy's HTML
+// 451, a reset connection, a truncated 200, a hung connection), waits Latency
+// ± Jitter and answers with a realistic chat.completion body: a deterministic
+// reply derived from the prompt, reasoning_content when thinking is on, usage
+// counted from the text with cached_tokens for a prompt prefix seen before,
+// and a small WAV for the speech models. A retired name can be forwarded to
+// its successor, answered with the successor's "model", as MiMo did before
+// it refused them. Error bodies come in the shapes the real API and the
+// proxies before it are seen to use (ErrorShape); the errors only MiMo sends
+// always take MiMo's shape.
 //
 // Besides the API it serves, under /mock/, what a test asserts on: counts per
 // model and status, the most requests in any 60-s and 1-s window, the call log of
@@ -24,9 +31,12 @@ package mockapi
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,15 +68,40 @@ const (
 	DefaultMaxBodyBytes    = 10 << 20
 )
 
-// DefaultModels returns the models of the real API with their output token
-// limits (0: not checked).
+// Defaults of the quota mode and the prompt cache.
+const (
+	DefaultQuotaWindow        = time.Hour
+	DefaultPromptCacheEntries = 100_000
+)
+
+// DefaultModels returns the current text models of the real API (2026-12)
+// with their output token limits: mimo-v2.6-pro, mimo-v2.6-flash and
+// mimo-v2.6-pro-ultraspeed, 131,072 tokens each.
 func DefaultModels() map[string]int {
 	return map[string]int{
-		"mimo-v2-pro":   131072,
-		"mimo-v2-omni":  131072,
-		"mimo-v2-flash": 65536,
-		"mimo-v2-tts":   0,
+		"mimo-v2.6-pro":            131072,
+		"mimo-v2.6-flash":          131072,
+		"mimo-v2.6-pro-ultraspeed": 131072,
 	}
+}
+
+// SpeechModels returns the real API's current speech models with their
+// output token limits. They are versioned apart from the text models and are
+// not served unless Config.Models lists them.
+func SpeechModels() map[string]int {
+	return map[string]int{
+		"mimo-v2.5-tts":             8192,
+		"mimo-v2.5-tts-voiceclone":  8192,
+		"mimo-v2.5-tts-voicedesign": 8192,
+	}
+}
+
+// DefaultRetired returns the patterns of the names the real API retired and
+// answers with 400 "Unsupported model": the mimo-v2-* series (2026-06-30) and
+// the mimo-v2.5 text models (2026-10-21). The mimo-v2.5 speech models are
+// current, so the pattern is not mimo-v2.5*.
+func DefaultRetired() []string {
+	return []string{"mimo-v2-*", "mimo-v2.5", "mimo-v2.5-pro*"}
 }
 
 // ErrorShape selects the body of error responses.
@@ -103,15 +138,31 @@ type Config struct {
 
 	// Models maps every model the mock serves to its output token limit: a
 	// max_tokens or max_completion_tokens above it is a 400; 0 leaves it
-	// unchecked. A request for any other model is a 404. Default DefaultModels().
+	// unchecked. GET /v1/models lists them. A request for a retired name (see
+	// Retired) is a 400, for any other model a 404. Default DefaultModels().
 	Models map[string]int
 	// ThinkingModels think (answer with reasoning_content) unless the request
 	// says "thinking":{"type":"disabled"}; the others think only when it says
-	// "enabled". Default mimo-v2-pro and mimo-v2-omni.
+	// "enabled". Default the three mimo-v2.6 models: thinking is on by default
+	// on every one.
 	ThinkingModels []string
 	// AudioModels answer with speech: message.audio holds a base64 WAV of the
-	// text. Default mimo-v2-tts.
+	// text. Default the names of SpeechModels() (served only when Models
+	// lists them).
 	AudioModels []string
+	// Retired are the model names answered with 400 "Unsupported model …":
+	// exact names, or prefixes ending in "*". A served model is never taken as
+	// retired by pattern (Update.RetiredModels retires one at run time).
+	// Default DefaultRetired(); an empty, non-nil list retires nothing.
+	Retired []string
+	// Forward answers a request for a key's model as the value's, a served
+	// model, and names the value in the answer's "model", as MiMo did with
+	// retired names before refusing them: limits, usage and statistics are the
+	// served model's. A key must not be a served model. Default none.
+	Forward map[string]string
+	// BlockedTerms are words the content filter refuses: a request whose
+	// message text contains one (ignoring case) is answered 421. Default none.
+	BlockedTerms []string
 
 	// RPM is the requests-per-minute limit of each model, in any sliding 60-s
 	// window. Default 100 (DefaultRPM); Unlimited turns it off.
@@ -151,10 +202,44 @@ type Config struct {
 	// RateHang is the share never answered: the connection hangs until the
 	// client gives up or HangFor passes, then closes.
 	RateHang float64
+	// Rate421 is the share answered 421 by the content filter.
+	Rate421 float64
+	// Rate451 is the share answered 451 with a proxy's HTML page.
+	Rate451 float64
 	// HangFor bounds a hung request. Default 10 minutes.
 	HangFor time.Duration
 	// FaultRetryAfter is the Retry-After of an injected 429. Default 1 s.
 	FaultRetryAfter time.Duration
+	// OmitRetryAfter sends every 429 without Retry-After and retry-after-ms,
+	// as the real API documents none. Default false.
+	OmitRetryAfter bool
+
+	// Burst402 answers the next this many valid requests (after New or an
+	// Update that sets it) with 402 "Insufficient account funds" in MiMo's
+	// unwrapped shape, the spurious 402 a Token Plan has sent in bursts; then
+	// the mock recovers. Default 0.
+	Burst402 int
+	// Burst402For answers every valid request with that 402 for this long
+	// after New (or an Update that sets it). Default 0.
+	Burst402For time.Duration
+
+	// QuotaTokens is a Token Plan quota: once the prompt and completion tokens
+	// answered in the current QuotaWindow reach it (the last answer may go
+	// over, as the real plan's does), every request is answered 429 "quota of
+	// Token Plan has been exhausted", without Retry-After, until the window
+	// ends. Windows are fixed, counted from the last reset. Default 0: none.
+	QuotaTokens int64
+	// QuotaWindow is how long a quota lasts. Default 1 h.
+	QuotaWindow time.Duration
+
+	// DisablePromptCache turns off the prompt cache, which otherwise reports
+	// the tokens of the longest run of leading messages seen before (on the
+	// same model) as usage.prompt_tokens_details.cached_tokens, as the real
+	// API's automatic prefix caching does. Default false.
+	DisablePromptCache bool
+	// PromptCacheEntries bounds the prefixes each model remembers; the oldest
+	// are forgotten first. Default 100,000.
+	PromptCacheEntries int
 	// ErrorShape selects the body of error responses. Default ShapeSeed.
 	ErrorShape ErrorShape
 
@@ -173,10 +258,19 @@ func (c Config) withDefaults() Config {
 		c.Models = DefaultModels()
 	}
 	if c.ThinkingModels == nil {
-		c.ThinkingModels = []string{"mimo-v2-pro", "mimo-v2-omni"}
+		c.ThinkingModels = slices.Sorted(maps.Keys(DefaultModels()))
 	}
 	if c.AudioModels == nil {
-		c.AudioModels = []string{"mimo-v2-tts"}
+		c.AudioModels = slices.Sorted(maps.Keys(SpeechModels()))
+	}
+	if c.Retired == nil {
+		c.Retired = DefaultRetired()
+	}
+	if c.QuotaWindow == 0 {
+		c.QuotaWindow = DefaultQuotaWindow
+	}
+	if c.PromptCacheEntries == 0 {
+		c.PromptCacheEntries = DefaultPromptCacheEntries
 	}
 	if c.RPM == 0 {
 		c.RPM = DefaultRPM
@@ -228,6 +322,24 @@ func (c Config) validate() error {
 	if c.MaxBodyBytes < 0 {
 		return errors.New("max body bytes must not be negative")
 	}
+	if err := validateRetired(c.Retired); err != nil {
+		return err
+	}
+	if err := validateForward(c.Forward, c.Models, nil); err != nil {
+		return err
+	}
+	switch {
+	case c.Burst402 < 0:
+		return errors.New("burst of 402s must not be negative")
+	case c.Burst402For < 0:
+		return errors.New("402 burst duration must not be negative")
+	case c.QuotaTokens < 0:
+		return errors.New("quota tokens must not be negative")
+	case c.QuotaWindow < 0:
+		return errors.New("quota window must not be negative")
+	case c.PromptCacheEntries < 0:
+		return errors.New("prompt cache entries must not be negative")
+	}
 	d := durations{c.Latency, c.Jitter, c.HangFor, c.FaultRetryAfter}
 	if err := d.validate(); err != nil {
 		return err
@@ -247,6 +359,8 @@ func (c Config) rates() faultRates {
 		faultReset:    c.RateReset,
 		faultTruncate: c.RateTruncate,
 		faultHang:     c.RateHang,
+		faultHTTP421:  c.Rate421,
+		faultHTTP451:  c.Rate451,
 	}
 }
 
@@ -280,6 +394,47 @@ func ParseErrorShape(s string) (ErrorShape, error) {
 	return e, e.validate()
 }
 
+// validateRetired checks retired-name patterns: non-empty, "*" only at the end.
+func validateRetired(patterns []string) error {
+	for _, p := range patterns {
+		if p == "" || p == "*" || strings.Contains(strings.TrimSuffix(p, "*"), "*") {
+			return fmt.Errorf("retired: %q must be a model name or a prefix ending in *", p)
+		}
+	}
+	return nil
+}
+
+// validateForward checks that every forward goes from a name that is not
+// served to one that is (and is not retired).
+func validateForward(fwd map[string]string, served map[string]int, retired map[string]bool) error {
+	for from, to := range fwd {
+		if from == "" || to == "" {
+			return errors.New("forward: empty model name")
+		}
+		if _, ok := served[from]; ok {
+			return fmt.Errorf("forward: %s is a served model: only a name the mock does not serve can be forwarded", from)
+		}
+		if _, ok := served[to]; !ok || retired[to] {
+			return fmt.Errorf("forward: %s is forwarded to %s, which is not served", from, to)
+		}
+	}
+	return nil
+}
+
+// retiredName reports whether name matches a retired pattern.
+func retiredName(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if p == name {
+			return true
+		}
+	}
+	return false
+}
+
 // modelInfo is what the mock knows of a model; it never changes after New.
 type modelInfo struct {
 	name      string
@@ -290,12 +445,13 @@ type modelInfo struct {
 
 // Server is the mock API. It is an http.Handler, safe for concurrent use.
 type Server struct {
-	models     map[string]modelInfo
-	modelNames []string
-	clock      func() time.Time
-	log        zerolog.Logger
-	maxBody    int64
-	mux        *http.ServeMux
+	models       map[string]modelInfo
+	modelNames   []string
+	clock        func() time.Time
+	log          zerolog.Logger
+	maxBody      int64
+	cacheEntries int // prompt prefixes remembered per model
+	mux          *http.ServeMux
 
 	setMu sync.Mutex // serializes Update
 	set   atomic.Pointer[settings]
@@ -314,11 +470,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("mockapi config: %w", err)
 	}
 	s := &Server{
-		models:  make(map[string]modelInfo, len(cfg.Models)),
-		clock:   cfg.Clock,
-		log:     cfg.Logger,
-		maxBody: cfg.MaxBodyBytes,
-		done:    make(chan struct{}),
+		models:       make(map[string]modelInfo, len(cfg.Models)),
+		clock:        cfg.Clock,
+		log:          cfg.Logger,
+		maxBody:      cfg.MaxBodyBytes,
+		cacheEntries: cfg.PromptCacheEntries,
+		done:         make(chan struct{}),
 	}
 	thinking := setOf(cfg.ThinkingModels)
 	audio := setOf(cfg.AudioModels)
@@ -339,6 +496,15 @@ func New(cfg Config) (*Server, error) {
 		seed:            cfg.Seed,
 		rates:           cfg.rates(),
 		shape:           cfg.ErrorShape,
+		omitRetryAfter:  cfg.OmitRetryAfter,
+		retiredPatterns: slices.Clone(cfg.Retired),
+		retired:         map[string]bool{},
+		forward:         maps.Clone(cfg.Forward),
+		blocked:         lowerAll(cfg.BlockedTerms),
+		burst:           newBurst(cfg.Burst402, cfg.Burst402For, cfg.Clock()),
+		quotaTokens:     cfg.QuotaTokens,
+		quotaWindow:     cfg.QuotaWindow,
+		promptCache:     !cfg.DisablePromptCache,
 	})
 	s.st.Store(s.newState())
 	s.mux = s.routes()

@@ -129,6 +129,15 @@ func (b *bundle) stats() mockapi.Stats {
 	return s
 }
 
+// withSpeech is the default models and the speech ones.
+func withSpeech() map[string]int {
+	m := mockapi.DefaultModels()
+	for k, v := range mockapi.SpeechModels() {
+		m[k] = v
+	}
+	return m
+}
+
 func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func jsonDecodeReader(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
@@ -142,8 +151,8 @@ var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 func TestValidation(t *testing.T) {
 	t.Parallel()
-	ok := simple("mimo-v2-flash", "Hello")
-	big := `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"` + strings.Repeat("x", 2000) + `"}]}`
+	ok := simple("mimo-v2.6-flash", "Hello")
+	big := `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"` + strings.Repeat("x", 2000) + `"}]}`
 	tests := []struct {
 		name       string
 		method     string
@@ -169,45 +178,46 @@ func TestValidation(t *testing.T) {
 		{name: "missing model", body: `{"messages":[{"role":"user","content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "model"},
 		{name: "null model", body: `{"model":null,"messages":[{"role":"user","content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "model"},
 		{name: "model not string", body: `{"model":7,"messages":[{"role":"user","content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "model"},
-		{name: "missing messages", body: `{"model":"mimo-v2-flash"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages"},
-		{name: "messages not array", body: `{"model":"mimo-v2-flash","messages":"hi"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages"},
-		{name: "empty messages", body: `{"model":"mimo-v2-flash","messages":[]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages"},
-		{name: "message not object", body: `{"model":"mimo-v2-flash","messages":["hi"]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0]"},
-		{name: "missing role", body: `{"model":"mimo-v2-flash","messages":[{"content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].role"},
-		{name: "bad role", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"a"},{"role":"robot","content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[1].role"},
-		{name: "missing content", body: `{"model":"mimo-v2-flash","messages":[{"role":"user"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].content"},
-		{name: "content not string", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":5}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].content"},
-		{name: "content parts", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"http://x"}}]}]}`, wantStatus: 200},
-		{name: "assistant with tool calls", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"a"},{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"42"}]}`, wantStatus: 200},
-		{name: "tool without tool_call_id", body: `{"model":"mimo-v2-flash","messages":[{"role":"tool","content":"42"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].tool_call_id"},
+		{name: "missing messages", body: `{"model":"mimo-v2.6-flash"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages"},
+		{name: "messages not array", body: `{"model":"mimo-v2.6-flash","messages":"hi"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages"},
+		{name: "empty messages", body: `{"model":"mimo-v2.6-flash","messages":[]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages"},
+		{name: "message not object", body: `{"model":"mimo-v2.6-flash","messages":["hi"]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0]"},
+		{name: "missing role", body: `{"model":"mimo-v2.6-flash","messages":[{"content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].role"},
+		{name: "bad role", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"a"},{"role":"robot","content":"hi"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[1].role"},
+		{name: "missing content", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].content"},
+		{name: "content not string", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":5}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].content"},
+		{name: "content parts", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"http://x"}}]}]}`, wantStatus: 200},
+		{name: "assistant with tool calls", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"a"},{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"42"}]}`, wantStatus: 200},
+		{name: "tool without tool_call_id", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"tool","content":"42"}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "messages[0].tool_call_id"},
 		{name: "unknown model", body: simple("gpt-4o", "hi"), wantStatus: 404, wantCode: "not_found", wantParam: "model"},
 		{name: "unknown model before parameters", body: `{"model":"nope","messages":[{"role":"user","content":"hi"}],"temperature":9}`, wantStatus: 404, wantCode: "not_found"},
-		{name: "temperature too high", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"temperature":2.5}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "temperature"},
-		{name: "temperature negative", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"temperature":-0.1}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "temperature"},
-		{name: "temperature string", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "temperature"},
-		{name: "temperature 2 ok", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"temperature":2,"top_p":1}`, wantStatus: 200},
-		{name: "top_p too high", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"top_p":1.01}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "top_p"},
-		{name: "max_tokens zero", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":0}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
-		{name: "max_tokens fraction", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":1.5}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
-		{name: "max_tokens above limit", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":65537}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
-		{name: "max_tokens at limit", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":65536}`, wantStatus: 200},
-		{name: "max_completion_tokens above limit", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":131073}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_completion_tokens"},
-		{name: "max_completion_tokens negative", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":-1}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_completion_tokens"},
-		{name: "tts limit unchecked", body: `{"model":"mimo-v2-tts","messages":[{"role":"assistant","content":"hi"}],"max_tokens":9999999}`, wantStatus: 200},
-		{name: "stream not bool", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"stream":"yes"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "stream"},
-		{name: "stream_options without stream", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "stream_options"},
-		{name: "bad thinking type", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"thinking":{"type":"maybe"}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "thinking.type"},
-		{name: "thinking not object", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"thinking":true}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "thinking"},
-		{name: "bad response_format", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"xml"}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "response_format.type"},
-		{name: "tool without name", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{}}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "tools[0].function.name"},
-		{name: "tool_choice unknown tool", body: `{"model":"mimo-v2-pro","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "tool_choice"},
-		{name: "tts bad audio format", body: `{"model":"mimo-v2-tts","messages":[{"role":"assistant","content":"hi"}],"audio":{"format":"ogg"}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "audio.format"},
-		{name: "tts stream", body: `{"model":"mimo-v2-tts","messages":[{"role":"assistant","content":"hi"}],"stream":true}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "stream"},
-		{name: "unknown fields pass", body: `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"frequency_penalty":0.5,"user":"u","seed":3}`, wantStatus: 200},
+		{name: "temperature too high", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"temperature":2.5}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "temperature"},
+		{name: "temperature negative", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"temperature":-0.1}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "temperature"},
+		{name: "temperature string", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "temperature"},
+		{name: "temperature 2 ok", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"temperature":2,"top_p":1}`, wantStatus: 200},
+		{name: "top_p too high", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"top_p":1.01}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "top_p"},
+		{name: "max_tokens zero", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":0}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
+		{name: "max_tokens fraction", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":1.5}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
+		{name: "max_tokens above limit", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":131073}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
+		{name: "max_tokens at limit", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":131072}`, wantStatus: 200},
+		{name: "max_completion_tokens above limit", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":131073}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_completion_tokens"},
+		{name: "max_completion_tokens negative", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":-1}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_completion_tokens"},
+		{name: "tts at limit", body: `{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"hi"}],"max_tokens":8192}`, wantStatus: 200},
+		{name: "tts above limit", body: `{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"hi"}],"max_tokens":8193}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "max_tokens"},
+		{name: "stream not bool", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"stream":"yes"}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "stream"},
+		{name: "stream_options without stream", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "stream_options"},
+		{name: "bad thinking type", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"thinking":{"type":"maybe"}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "thinking.type"},
+		{name: "thinking not object", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"thinking":true}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "thinking"},
+		{name: "bad response_format", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"xml"}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "response_format.type"},
+		{name: "tool without name", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{}}]}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "tools[0].function.name"},
+		{name: "tool_choice unknown tool", body: `{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "tool_choice"},
+		{name: "tts bad audio format", body: `{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"hi"}],"audio":{"format":"ogg"}}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "audio.format"},
+		{name: "tts stream", body: `{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"hi"}],"stream":true}`, wantStatus: 400, wantCode: "invalid_request", wantParam: "stream"},
+		{name: "unknown fields pass", body: `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"frequency_penalty":0.5,"user":"u","seed":3}`, wantStatus: 200},
 		{name: "body too large", body: big, wantStatus: 413, wantCode: "invalid_request"},
 		{name: "unknown path", path: "/v1/completions", body: ok, wantStatus: 404, wantCode: "not_found"},
 	}
-	b := setup(t, mockapi.Config{MaxBodyBytes: 1000})
+	b := setup(t, mockapi.Config{MaxBodyBytes: 1000, Models: withSpeech()})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			method, path, header := tt.method, tt.path, tt.header
@@ -250,7 +260,7 @@ func TestValidation(t *testing.T) {
 func TestErrorMessages(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
-	r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2-pro", "hi"), nil)
+	r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2.6-pro", "hi"), nil)
 	if string(r.body) != `{"error":{"code":"authentication_failed","message":"Invalid API Key provided.","type":"error"}}` {
 		t.Errorf("401 body = %s", r.body)
 	}
@@ -263,14 +273,14 @@ func TestErrorMessages(t *testing.T) {
 func TestMiMoShape(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{ErrorShape: mockapi.ShapeMiMo, RPM: 1})
-	r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2-pro", "hi"), bearer("bad"))
+	r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2.6-pro", "hi"), bearer("bad"))
 	if r.status != 401 || string(r.body) != `{"error":{"code":"401","message":"Invalid API Key provided.","type":"authentication_error"}}` {
 		t.Errorf("401 = %d %s", r.status, r.body)
 	}
-	if r := b.chat(simple("mimo-v2-pro", "hi")); r.status != 200 {
+	if r := b.chat(simple("mimo-v2.6-pro", "hi")); r.status != 200 {
 		t.Fatalf("first = %d", r.status)
 	}
-	r = b.chat(simple("mimo-v2-pro", "hi"))
+	r = b.chat(simple("mimo-v2.6-pro", "hi"))
 	if r.status != 429 || string(r.body) != `{"error":{"code":"429","message":"Too many requests","type":"limitation"}}` {
 		t.Errorf("429 = %d %s", r.status, r.body)
 	}
@@ -284,7 +294,7 @@ func TestMixedShape(t *testing.T) {
 	b := setup(t, mockapi.Config{ErrorShape: mockapi.ShapeMixed, Rate503: 1, Seed: 7, RPM: mockapi.Unlimited})
 	seen := map[string]int{}
 	for i := 0; i < 200; i++ {
-		r := b.chat(simple("mimo-v2-flash", "hi"))
+		r := b.chat(simple("mimo-v2.6-flash", "hi"))
 		if r.status != 503 {
 			t.Fatalf("status = %d", r.status)
 		}
@@ -322,14 +332,14 @@ func TestMixedShape(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	b := setup(t, mockapi.Config{RPM: 2, Limits: map[string]mockapi.Limit{"mimo-v2-flash": {RPM: mockapi.Unlimited}}})
+	b := setup(t, mockapi.Config{RPM: 2, Limits: map[string]mockapi.Limit{"mimo-v2.6-flash": {RPM: mockapi.Unlimited}}})
 	for i := 0; i < 2; i++ {
-		if r := b.chat(simple("mimo-v2-pro", "hi")); r.status != 200 {
+		if r := b.chat(simple("mimo-v2.6-pro", "hi")); r.status != 200 {
 			t.Fatalf("request %d: %d %s", i, r.status, r.body)
 		}
 		b.clock.Advance(10 * time.Second)
 	}
-	r := b.chat(simple("mimo-v2-pro", "hi"))
+	r := b.chat(simple("mimo-v2.6-pro", "hi"))
 	if r.status != 429 {
 		t.Fatalf("third request = %d, want 429", r.status)
 	}
@@ -345,29 +355,29 @@ func TestRateLimit(t *testing.T) {
 	}
 	// Another model has its own (here unlimited) budget.
 	for i := 0; i < 5; i++ {
-		if r := b.chat(simple("mimo-v2-flash", "hi")); r.status != 200 {
+		if r := b.chat(simple("mimo-v2.6-flash", "hi")); r.status != 200 {
 			t.Fatalf("flash: %d", r.status)
 		}
 	}
 	b.clock.Advance(40*time.Second - time.Millisecond)
-	r = b.chat(simple("mimo-v2-pro", "hi"))
+	r = b.chat(simple("mimo-v2.6-pro", "hi"))
 	if r.status != 429 || r.header.Get("Retry-After") != "1" || r.header.Get("Retry-After-Ms") != "1" {
 		t.Errorf("just before the window moves: %d, Retry-After %q, ms %q", r.status, r.header.Get("Retry-After"), r.header.Get("Retry-After-Ms"))
 	}
 	b.clock.Advance(time.Millisecond)
-	if r := b.chat(simple("mimo-v2-pro", "hi")); r.status != 200 {
+	if r := b.chat(simple("mimo-v2.6-pro", "hi")); r.status != 200 {
 		t.Errorf("after the window moved: %d %s", r.status, r.body)
 	}
 	st := b.stats()
-	pro := st.Models["mimo-v2-pro"]
+	pro := st.Models["mimo-v2.6-pro"]
 	if pro.LimitExceeded != 2 || pro.ByStatus["429"] != 2 || pro.ByStatus["200"] != 3 {
 		t.Errorf("pro stats = %+v", pro)
 	}
 	if pro.MaxRPMWindow.OK != 2 || pro.MaxRPMWindow.Received != 4 {
 		t.Errorf("pro windows = %+v", pro.MaxRPMWindow)
 	}
-	if st.Models["mimo-v2-flash"].RPM != 0 || pro.RPM != 2 {
-		t.Errorf("limits shown: flash %d, pro %d", st.Models["mimo-v2-flash"].RPM, pro.RPM)
+	if st.Models["mimo-v2.6-flash"].RPM != 0 || pro.RPM != 2 {
+		t.Errorf("limits shown: flash %d, pro %d", st.Models["mimo-v2.6-flash"].RPM, pro.RPM)
 	}
 }
 
@@ -377,7 +387,7 @@ func TestTokenLimit(t *testing.T) {
 	// A reply to "hi" from flash costs about 40 tokens.
 	n := 0
 	for ; n < 20; n++ {
-		r := b.chat(simple("mimo-v2-flash", "hi"))
+		r := b.chat(simple("mimo-v2.6-flash", "hi"))
 		if r.status == 429 {
 			if !strings.Contains(string(r.body), "TPM") {
 				t.Errorf("message does not name the token limit: %s", r.body)
@@ -391,7 +401,7 @@ func TestTokenLimit(t *testing.T) {
 	if n == 0 || n == 20 {
 		t.Fatalf("token limit hit after %d requests", n)
 	}
-	r := b.chat(simple("mimo-v2-flash", strings.Repeat("long prompt ", 100)))
+	r := b.chat(simple("mimo-v2.6-flash", strings.Repeat("long prompt ", 100)))
 	if r.status != 429 || !strings.Contains(string(r.body), "Request too large") {
 		t.Errorf("request above TPM: %d %s", r.status, r.body)
 	}
@@ -400,7 +410,7 @@ func TestTokenLimit(t *testing.T) {
 func TestUpdate(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{Key: "old"})
-	if r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2-pro", "hi"), bearer("new")); r.status != 401 {
+	if r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2.6-pro", "hi"), bearer("new")); r.status != 401 {
 		t.Fatalf("before: %d", r.status)
 	}
 	r := b.do(http.MethodPut, "/mock/config", `{"key":"new","rpm":1,"rate_500":0.5,"latency":"1ms","error_shape":"mimo"}`, nil)
@@ -411,14 +421,14 @@ func TestUpdate(t *testing.T) {
 	if err := json.Unmarshal(r.body, &set); err != nil {
 		t.Fatal(err)
 	}
-	if !set.KeySet || set.Models["mimo-v2-pro"].RPM != 1 || set.Rates["500"] != 0.5 || set.ErrorShape != mockapi.ShapeMiMo ||
+	if !set.KeySet || set.Models["mimo-v2.6-pro"].RPM != 1 || set.Rates["500"] != 0.5 || set.ErrorShape != mockapi.ShapeMiMo ||
 		time.Duration(set.Latency) != time.Millisecond {
 		t.Errorf("settings = %+v", set)
 	}
 	if bytes.Contains(r.body, []byte(`"new"`)) {
 		t.Errorf("settings show the key: %s", r.body)
 	}
-	if r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2-pro", "hi"), bearer("new")); r.status == 401 {
+	if r := b.do(http.MethodPost, "/v1/chat/completions", simple("mimo-v2.6-pro", "hi"), bearer("new")); r.status == 401 {
 		t.Errorf("after: still 401")
 	}
 	for _, bad := range []string{`{"rate_429":0.6}`, `{"rate_503":-1}`, `{"error_shape":"x"}`, `{"key":""}`, `{"latency":"fast"}`, `{"limits":{"nope":{"rpm":1}}}`, `{"bogus":1}`} {
@@ -452,12 +462,12 @@ func TestMixedRetryAfter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{ErrorShape: mockapi.ShapeMixed, RPM: 1, Seed: 9})
 	b.clock.Advance(250 * time.Millisecond)
-	if r := b.chat(simple("mimo-v2-pro", "hi")); r.status != 200 {
+	if r := b.chat(simple("mimo-v2.6-pro", "hi")); r.status != 200 {
 		t.Fatalf("first: %d", r.status)
 	}
 	seconds, dates := 0, 0
 	for i := 0; i < 100; i++ {
-		r := b.chat(simple("mimo-v2-pro", "hi"))
+		r := b.chat(simple("mimo-v2.6-pro", "hi"))
 		if r.status != 429 || r.header.Get("Retry-After-Ms") != "60000" {
 			t.Fatalf("status %d, retry-after-ms %q", r.status, r.header.Get("Retry-After-Ms"))
 		}

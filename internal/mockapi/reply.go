@@ -38,6 +38,63 @@ func (req *chatRequest) promptTokens() int {
 	return n
 }
 
+// prefixes returns, for each run of leading messages, a hash of the run and
+// its prompt tokens: what the prompt cache keys on.
+func (req *chatRequest) prefixes() []prefix {
+	out := make([]prefix, len(req.messages))
+	h := fnv.New64a()
+	tokens := 0
+	for i, m := range req.messages {
+		h.Write([]byte(m.role))
+		h.Write([]byte{0})
+		h.Write([]byte(m.text))
+		h.Write([]byte{0})
+		tokens += countTokens(m.text)
+		out[i] = prefix{hash: h.Sum64(), tokens: tokens}
+	}
+	return out
+}
+
+// prefix is a run of leading messages.
+type prefix struct {
+	hash   uint64
+	tokens int
+}
+
+// promptCache remembers the prefixes one model has seen, the oldest
+// forgotten first once it holds its limit.
+type promptCache struct {
+	seen  map[uint64]struct{}
+	order ring[uint64]
+}
+
+// lookup returns the tokens of the longest of ps seen before, and remembers
+// them all. Caching goes by whole messages, as a prompt's stable part (system
+// prompt, earlier turns) comes in whole messages.
+func (pc *promptCache) lookup(ps []prefix, limit int) int {
+	if pc.seen == nil {
+		pc.seen = make(map[uint64]struct{})
+	}
+	cached := 0
+	for i := len(ps) - 1; i >= 0; i-- {
+		if _, ok := pc.seen[ps[i].hash]; ok {
+			cached = ps[i].tokens
+			break
+		}
+	}
+	for _, p := range ps {
+		if _, ok := pc.seen[p.hash]; ok || limit <= 0 {
+			continue
+		}
+		for pc.order.len() >= limit {
+			delete(pc.seen, pc.order.pop())
+		}
+		pc.seen[p.hash] = struct{}{}
+		pc.order.push(p.hash)
+	}
+	return cached
+}
+
 // lastText is the text the reply answers: the last user message, or the last
 // message of any role when there is none.
 func (req *chatRequest) lastText(role string) string {
@@ -93,6 +150,7 @@ type reply struct {
 	completion   int
 	reasoningTok int
 	audioTok     int
+	cached       int // prompt tokens from the prompt cache
 }
 
 type toolCall struct {
@@ -309,6 +367,7 @@ func (rp *reply) usage() *usage {
 	u := &usage{PromptTokens: rp.prompt, CompletionTokens: rp.completion, TotalTokens: rp.prompt + rp.completion}
 	u.CompletionTokensDetails.ReasoningTokens = rp.reasoningTok
 	u.CompletionTokensDetails.AudioTokens = rp.audioTok
+	u.PromptTokensDetails.CachedTokens = rp.cached
 	return u
 }
 

@@ -72,9 +72,9 @@ func decodeCompletion(t *testing.T, r response) completion {
 func TestSuccessBody(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
-	body := `{"model":"mimo-v2-pro","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Explain queues in one line, please."}]}`
+	body := `{"model":"mimo-v2.6-pro","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Explain queues in one line, please."}]}`
 	c := decodeCompletion(t, b.chat(body))
-	if !hex32.MatchString(c.ID) || c.Object != "chat.completion" || c.Model != "mimo-v2-pro" || c.Created != b.clock.Now().Unix() {
+	if !hex32.MatchString(c.ID) || c.Object != "chat.completion" || c.Model != "mimo-v2.6-pro" || c.Created != b.clock.Now().Unix() {
 		t.Errorf("envelope = %+v", c)
 	}
 	ch := c.Choices[0]
@@ -105,16 +105,22 @@ func TestSuccessBody(t *testing.T) {
 func TestThinking(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
+	none := setup(t, mockapi.Config{ThinkingModels: []string{}})
 	for _, tt := range []struct {
+		b               *bundle
 		model, thinking string
 		want            bool
 	}{
-		{"mimo-v2-pro", "", true},
-		{"mimo-v2-omni", "", true},
-		{"mimo-v2-flash", "", false},
-		{"mimo-v2-pro", "disabled", false},
-		{"mimo-v2-flash", "enabled", true},
+		// Thinking is on by default on every V2.6 model.
+		{b, "mimo-v2.6-pro", "", true},
+		{b, "mimo-v2.6-pro-ultraspeed", "", true},
+		{b, "mimo-v2.6-flash", "", true},
+		{b, "mimo-v2.6-pro", "disabled", false},
+		{b, "mimo-v2.6-flash", "disabled", false},
+		{none, "mimo-v2.6-flash", "", false},
+		{none, "mimo-v2.6-flash", "enabled", true},
 	} {
+		b := tt.b
 		body := `{"model":"` + tt.model + `","messages":[{"role":"user","content":"Why is the sky blue?"}]`
 		if tt.thinking != "" {
 			body += `,"thinking":{"type":"` + tt.thinking + `"}`
@@ -133,13 +139,13 @@ func TestThinking(t *testing.T) {
 func TestMaxTokensTruncates(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
-	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Tell me everything."}],"max_tokens":5}`))
+	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Tell me everything."}],"max_tokens":5}`))
 	ch := c.Choices[0]
 	if ch.FinishReason != "length" || c.Usage.CompletionTokens != 5 || len([]rune(*ch.Message.Content)) > 20 {
 		t.Errorf("finish %q, completion_tokens %d, content %q", ch.FinishReason, c.Usage.CompletionTokens, *ch.Message.Content)
 	}
 	// With thinking, reasoning spends the budget first.
-	c = decodeCompletion(t, b.chat(`{"model":"mimo-v2-pro","messages":[{"role":"user","content":"Tell me everything."}],"max_completion_tokens":3}`))
+	c = decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"Tell me everything."}],"max_completion_tokens":3}`))
 	if c.Choices[0].FinishReason != "length" || c.Usage.CompletionTokensDetails.ReasoningTokens != 3 || *c.Choices[0].Message.Content != "" {
 		t.Errorf("thinking within budget: %+v", c.Choices[0])
 	}
@@ -148,7 +154,7 @@ func TestMaxTokensTruncates(t *testing.T) {
 func TestJSONResponseFormat(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
-	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"List fruit."}],"response_format":{"type":"json_object"}}`))
+	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"List fruit."}],"response_format":{"type":"json_object"}}`))
 	var v map[string]any
 	if err := json.Unmarshal([]byte(*c.Choices[0].Message.Content), &v); err != nil || v["answer"] == nil {
 		t.Errorf("content is not a JSON object: %v %q", err, *c.Choices[0].Message.Content)
@@ -159,20 +165,20 @@ func TestToolCall(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
 	tools := `"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]`
-	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Call get_weather for Paris"}],`+tools+`}`))
+	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Call get_weather for Paris"}],`+tools+`}`))
 	ch := c.Choices[0]
 	if ch.FinishReason != "tool_calls" || len(ch.Message.ToolCalls) != 1 || ch.Message.ToolCalls[0].Function.Name != "get_weather" ||
 		ch.Message.Content != nil || ch.Message.ToolCalls[0].Function.Arguments != "{}" {
 		t.Errorf("tool call = %+v", ch)
 	}
 	// Once the tool answered, the model answers in text.
-	c = decodeCompletion(t, b.chat(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Call get_weather for Paris"},`+
+	c = decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Call get_weather for Paris"},`+
 		`{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},`+
 		`{"role":"tool","tool_call_id":"c1","content":"sunny"}],`+tools+`}`))
 	if c.Choices[0].FinishReason != "stop" || c.Choices[0].Message.Content == nil {
 		t.Errorf("after the tool: %+v", c.Choices[0])
 	}
-	c = decodeCompletion(t, b.chat(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Call get_weather"}],`+tools+`,"tool_choice":"none"}`))
+	c = decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Call get_weather"}],`+tools+`,"tool_choice":"none"}`))
 	if c.Choices[0].FinishReason != "stop" {
 		t.Errorf("tool_choice none: %+v", c.Choices[0])
 	}
@@ -180,9 +186,9 @@ func TestToolCall(t *testing.T) {
 
 func TestSpeech(t *testing.T) {
 	t.Parallel()
-	b := setup(t, mockapi.Config{})
+	b := setup(t, mockapi.Config{Models: withSpeech()})
 	text := "Hello from the speech model."
-	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2-tts","messages":[{"role":"user","content":"Read it cheerfully."},{"role":"assistant","content":"`+text+`"}],"audio":{"format":"wav","voice":"mimo_default"}}`))
+	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2.5-tts","messages":[{"role":"user","content":"Read it cheerfully."},{"role":"assistant","content":"`+text+`"}],"audio":{"format":"wav","voice":"mimo_default"}}`))
 	a := c.Choices[0].Message.Audio
 	if a == nil {
 		t.Fatalf("no audio: %+v", c.Choices[0].Message)
@@ -204,11 +210,11 @@ func TestSpeech(t *testing.T) {
 		t.Errorf("sample rate %d", rate)
 	}
 	// Longer text, longer audio.
-	long := decodeCompletion(t, b.chat(`{"model":"mimo-v2-tts","messages":[{"role":"assistant","content":"`+strings.Repeat(text+" ", 3)+`"}]}`))
+	long := decodeCompletion(t, b.chat(`{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"`+strings.Repeat(text+" ", 3)+`"}]}`))
 	if len(long.Choices[0].Message.Audio.Data) <= len(a.Data) {
 		t.Errorf("audio does not grow with the text")
 	}
-	pcm := decodeCompletion(t, b.chat(`{"model":"mimo-v2-tts","messages":[{"role":"assistant","content":"hi"}],"audio":{"format":"pcm16"}}`))
+	pcm := decodeCompletion(t, b.chat(`{"model":"mimo-v2.5-tts","messages":[{"role":"assistant","content":"hi"}],"audio":{"format":"pcm16"}}`))
 	raw, _ := base64.StdEncoding.DecodeString(pcm.Choices[0].Message.Audio.Data)
 	if bytes.HasPrefix(raw, []byte("RIFF")) || len(raw)%2 != 0 {
 		t.Errorf("pcm16 has a header or odd length %d", len(raw))
@@ -218,7 +224,7 @@ func TestSpeech(t *testing.T) {
 func TestStream(t *testing.T) {
 	t.Parallel()
 	b := setup(t, mockapi.Config{})
-	r := b.chat(`{"model":"mimo-v2-pro","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream a reply about rivers."}]}`)
+	r := b.chat(`{"model":"mimo-v2.6-pro","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Stream a reply about rivers."}]}`)
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("status %d, content-type %q", r.status, r.header.Get("Content-Type"))
 	}
@@ -274,7 +280,7 @@ func TestStream(t *testing.T) {
 		t.Errorf("content %q, reasoning %q", content.String(), reasoning.String())
 	}
 	// The streamed text is the text of the same request unstreamed.
-	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2-pro","messages":[{"role":"user","content":"Stream a reply about rivers."}]}`))
+	c := decodeCompletion(t, b.chat(`{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"Stream a reply about rivers."}]}`))
 	if *c.Choices[0].Message.Content != content.String() {
 		t.Errorf("streamed %q, unstreamed %q", content.String(), *c.Choices[0].Message.Content)
 	}
@@ -289,7 +295,8 @@ func TestModelsList(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(r.body, &list); err != nil || r.status != 200 || len(list.Data) != 4 || list.Data[0].ID != "mimo-v2-flash" {
+	if err := json.Unmarshal(r.body, &list); err != nil || r.status != 200 || len(list.Data) != 3 ||
+		list.Data[0].ID != "mimo-v2.6-flash" || list.Data[1].ID != "mimo-v2.6-pro" || list.Data[2].ID != "mimo-v2.6-pro-ultraspeed" {
 		t.Errorf("GET /v1/models: %d %s", r.status, r.body)
 	}
 	if r := b.do("GET", "/v1/models", "", nil); r.status != 401 {

@@ -36,7 +36,8 @@ type rawMessage struct {
 
 // chatRequest is a validated request.
 type chatRequest struct {
-	model        modelInfo
+	model        modelInfo // the served model
+	asked        string    // the model the request named: model's, or a name forwarded to it
 	messages     []chatMessage
 	maxTokens    int // 0: no limit asked
 	stream       bool
@@ -119,9 +120,11 @@ func decodeObject(param string, v json.RawMessage, dst any) *apiError {
 }
 
 // parseChat validates a chat-completions body in the order the real API does:
-// shape and required fields (400), then the model (404), then the parameters
-// (400). When the model is known the request is returned with the error.
-func (s *Server) parseChat(body []byte) (*chatRequest, *apiError) {
+// shape and required fields (400), then the model (400 for a retired name,
+// 404 for an unknown one), then the parameters (400). A forwarded name is
+// answered as the model it is forwarded to. When the model is served the
+// request is returned with the error.
+func (s *Server) parseChat(body []byte, set *settings) (*chatRequest, *apiError) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, invalid("", "The request body is empty: expected a JSON object.")
@@ -144,12 +147,20 @@ func (s *Server) parseChat(body []byte) (*chatRequest, *apiError) {
 	if model == "" {
 		return nil, invalid("model", "Invalid value for 'model': it must not be empty.")
 	}
-	req := &chatRequest{}
+	req := &chatRequest{asked: model}
 	if req.messages, e = parseMessages(raw.Messages); e != nil {
 		return nil, e
 	}
-	info, ok := s.models[model]
-	if !ok {
+	served := model
+	if to, ok := set.forward[model]; ok {
+		served = to
+	}
+	info, ok := s.models[served]
+	switch {
+	case ok && !set.retired[served]:
+	case ok || retiredName(set.retiredPatterns, model):
+		return nil, unsupportedModel(model)
+	default:
 		return nil, &apiError{status: http.StatusNotFound, code: codeNotFound, param: "model",
 			message: fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", model)}
 	}

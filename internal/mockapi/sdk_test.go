@@ -40,7 +40,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 	defer cancel()
 	modules := openaiModules(ctx, t, npm)
 
-	_, url := serve(t, mockapi.Config{Limits: map[string]mockapi.Limit{"mimo-v2-flash": {RPM: 1}}})
+	_, url := serve(t, mockapi.Config{Models: withSpeech(), Limits: map[string]mockapi.Limit{"mimo-v2.6-flash": {RPM: 1}}})
 	dir := t.TempDir()
 	if err := os.Symlink(modules, filepath.Join(dir, "node_modules")); err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 	if c := out.Chat.OK; c == nil {
 		fail("chat", out.Chat.Error)
 	} else {
-		if !hex32.MatchString(c.ID) || c.Object != "chat.completion" || c.Model != "mimo-v2-pro" || c.FinishReason != "stop" {
+		if !hex32.MatchString(c.ID) || c.Object != "chat.completion" || c.Model != "mimo-v2.6-pro" || c.FinishReason != "stop" {
 			t.Errorf("chat = %+v", *c)
 		}
 		if !strings.Contains(c.Content, "Hello from the SDK") || c.ReasoningContent == nil || *c.ReasoningContent == "" {
@@ -184,7 +184,7 @@ func TestOpenAINodeSDK(t *testing.T) {
 	if e := out.BadRequest.Error; e != nil && str(e.Param) != "temperature" {
 		t.Errorf("bad request param = %s", str(e.Param))
 	}
-	if m := out.Models.OK; m == nil || fmt.Sprint(*m) != "[mimo-v2-flash mimo-v2-omni mimo-v2-pro mimo-v2-tts]" {
+	if m := out.Models.OK; m == nil || fmt.Sprint(*m) != "[mimo-v2.5-tts mimo-v2.5-tts-voiceclone mimo-v2.5-tts-voicedesign mimo-v2.6-flash mimo-v2.6-pro mimo-v2.6-pro-ultraspeed]" {
 		t.Errorf("models = %v, %v", m, out.Models.Error)
 	}
 }

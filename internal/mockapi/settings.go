@@ -1,10 +1,14 @@
 package mockapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,11 +25,13 @@ const (
 	faultReset
 	faultTruncate
 	faultHang
+	faultHTTP421
+	faultHTTP451
 	numFaults
 )
 
 // faultNames are the keys of Stats.Faults and Call.Fault.
-var faultNames = [numFaults]string{"", "429", "500", "502", "503", "reset", "truncate", "hang"}
+var faultNames = [numFaults]string{"", "429", "500", "502", "503", "reset", "truncate", "hang", "421", "451"}
 
 func (k faultKind) String() string {
 	if k <= faultNone || k >= numFaults {
@@ -80,6 +86,57 @@ type settings struct {
 	seed            int64
 	rates           faultRates
 	shape           ErrorShape
+	omitRetryAfter  bool
+	retiredPatterns []string
+	retired         map[string]bool // served models retired at run time
+	forward         map[string]string
+	blocked         []string // lower case
+	burst           *burst   // shared by the snapshots until an Update sets a new one
+	quotaTokens     int64    // 0: no quota
+	quotaWindow     time.Duration
+	promptCache     bool
+}
+
+// burst is a run of spurious 402s: the next n valid requests, and every one
+// before until.
+type burst struct {
+	left  atomic.Int64
+	until time.Time
+}
+
+func newBurst(n int, d time.Duration, now time.Time) *burst {
+	b := &burst{}
+	b.left.Store(int64(n))
+	if d > 0 {
+		b.until = now.Add(d)
+	}
+	return b
+}
+
+// take reports whether the request arriving at now is answered 402.
+func (b *burst) take(now time.Time) bool {
+	if now.Before(b.until) {
+		return true
+	}
+	for {
+		n := b.left.Load()
+		if n <= 0 {
+			return false
+		}
+		if b.left.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+func lowerAll(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // limitsOf returns the limits of one model; 0 means unlimited.
@@ -147,7 +204,29 @@ type Update struct {
 	RateReset       *float64         `json:"rate_reset,omitempty"`
 	RateTruncate    *float64         `json:"rate_truncate,omitempty"`
 	RateHang        *float64         `json:"rate_hang,omitempty"`
+	Rate421         *float64         `json:"rate_421,omitempty"`
+	Rate451         *float64         `json:"rate_451,omitempty"`
 	ErrorShape      *ErrorShape      `json:"error_shape,omitempty"`
+	OmitRetryAfter  *bool            `json:"omit_retry_after,omitempty"`
+	// Burst402 and Burst402For, when either is set, start a new burst of
+	// 402s (as Config's) from now; the other takes 0 when not set.
+	Burst402    *int      `json:"burst_402,omitempty"`
+	Burst402For *Duration `json:"burst_402_for,omitempty"`
+	// QuotaTokens (0 = no quota) and QuotaWindow (0 = 1 h) change the quota;
+	// the tokens already used in the window stay counted.
+	QuotaTokens *int64    `json:"quota_tokens,omitempty"`
+	QuotaWindow *Duration `json:"quota_window,omitempty"`
+	PromptCache *bool     `json:"prompt_cache,omitempty"`
+	// RetiredModels, when not nil, replaces the served models retired at run
+	// time: they leave GET /v1/models and are answered 400 "Unsupported
+	// model", as a model retired while a batch waits; an empty list restores
+	// them all.
+	RetiredModels *[]string `json:"retired_models,omitempty"`
+	// Forward, when not nil, replaces every forward (as Config.Forward); an
+	// empty map removes them.
+	Forward map[string]string `json:"forward,omitempty"`
+	// BlockedTerms, when not nil, replaces the content filter's terms.
+	BlockedTerms *[]string `json:"blocked_terms,omitempty"`
 }
 
 // Update applies u atomically: either all of it or, on an invalid value,
@@ -197,7 +276,7 @@ func (s *Server) Update(u Update) error {
 	for k, v := range map[faultKind]*float64{
 		faultHTTP429: u.Rate429, faultHTTP500: u.Rate500, faultHTTP502: u.Rate502,
 		faultHTTP503: u.Rate503, faultReset: u.RateReset, faultTruncate: u.RateTruncate,
-		faultHang: u.RateHang,
+		faultHang: u.RateHang, faultHTTP421: u.Rate421, faultHTTP451: u.Rate451,
 	} {
 		if v != nil {
 			n.rates[k] = *v
@@ -212,7 +291,71 @@ func (s *Server) Update(u Update) error {
 		}
 		n.shape = *u.ErrorShape
 	}
+	if u.OmitRetryAfter != nil {
+		n.omitRetryAfter = *u.OmitRetryAfter
+	}
+	if err := s.updateModes(&n, u); err != nil {
+		return err
+	}
 	s.set.Store(&n)
+	return nil
+}
+
+// updateModes applies the parts of u that change what the mock serves: the
+// 402 burst, the quota, the prompt cache, retired models, forwards and the
+// content filter.
+func (s *Server) updateModes(n *settings, u Update) error {
+	if u.Burst402 != nil || u.Burst402For != nil {
+		count, d := 0, time.Duration(0)
+		if u.Burst402 != nil {
+			count = *u.Burst402
+		}
+		if u.Burst402For != nil {
+			d = time.Duration(*u.Burst402For)
+		}
+		if count < 0 || d < 0 {
+			return errors.New("burst of 402s must not be negative")
+		}
+		n.burst = newBurst(count, d, s.clock())
+	}
+	if u.QuotaTokens != nil {
+		if *u.QuotaTokens < 0 {
+			return errors.New("quota tokens must not be negative")
+		}
+		n.quotaTokens = *u.QuotaTokens
+	}
+	if u.QuotaWindow != nil {
+		if *u.QuotaWindow < 0 {
+			return errors.New("quota window must not be negative")
+		}
+		n.quotaWindow = cmp.Or(time.Duration(*u.QuotaWindow), DefaultQuotaWindow)
+	}
+	if u.PromptCache != nil {
+		n.promptCache = *u.PromptCache
+	}
+	if u.RetiredModels != nil {
+		retired := make(map[string]bool, len(*u.RetiredModels))
+		for _, m := range *u.RetiredModels {
+			if _, ok := s.models[m]; !ok {
+				return fmt.Errorf("retired models: %s is not a served model", m)
+			}
+			retired[m] = true
+		}
+		n.retired = retired
+	}
+	if u.Forward != nil {
+		n.forward = maps.Clone(u.Forward)
+	}
+	served := make(map[string]int, len(s.models))
+	for m := range s.models {
+		served[m] = 0
+	}
+	if err := validateForward(n.forward, served, n.retired); err != nil {
+		return err
+	}
+	if u.BlockedTerms != nil {
+		n.blocked = lowerAll(*u.BlockedTerms)
+	}
 	return nil
 }
 
@@ -229,6 +372,19 @@ type Settings struct {
 	Rates           map[string]float64 `json:"rates"`
 	ErrorShape      ErrorShape         `json:"error_shape"`
 	MaxBodyBytes    int64              `json:"max_body_bytes"`
+	OmitRetryAfter  bool               `json:"omit_retry_after"`
+	// Retired are the retired-name patterns (Config.Retired).
+	Retired []string `json:"retired"`
+	// Forward maps forwarded names to the served model that answers them.
+	Forward      map[string]string `json:"forward"`
+	BlockedTerms []string          `json:"blocked_terms"`
+	// Burst402Left is how many 402s of the burst by count are left;
+	// Burst402Until is when the burst by time ends (zero: none).
+	Burst402Left  int64     `json:"burst_402_left"`
+	Burst402Until time.Time `json:"burst_402_until"`
+	QuotaTokens   int64     `json:"quota_tokens"`
+	QuotaWindow   Duration  `json:"quota_window"`
+	PromptCache   bool      `json:"prompt_cache"`
 }
 
 // Model is one served model with its current limits (0: unlimited or unchecked).
@@ -238,6 +394,8 @@ type Model struct {
 	MaxOutputTokens int   `json:"max_output_tokens"`
 	Thinking        bool  `json:"thinking"`
 	Audio           bool  `json:"audio"`
+	// Retired is set once Update.RetiredModels retired the model.
+	Retired bool `json:"retired"`
 }
 
 // Settings returns the current configuration.
@@ -254,10 +412,22 @@ func (s *Server) Settings() Settings {
 		Rates:           make(map[string]float64, numFaults),
 		ErrorShape:      set.shape,
 		MaxBodyBytes:    s.maxBody,
+		OmitRetryAfter:  set.omitRetryAfter,
+		Retired:         append([]string{}, set.retiredPatterns...),
+		Forward:         maps.Clone(set.forward),
+		BlockedTerms:    append([]string{}, set.blocked...),
+		Burst402Left:    max(set.burst.left.Load(), 0),
+		Burst402Until:   set.burst.until,
+		QuotaTokens:     set.quotaTokens,
+		QuotaWindow:     Duration(set.quotaWindow),
+		PromptCache:     set.promptCache,
+	}
+	if out.Forward == nil {
+		out.Forward = map[string]string{}
 	}
 	for name, m := range s.models {
 		rpm, tpm := set.limitsOf(name)
-		out.Models[name] = Model{RPM: rpm, TPM: tpm, MaxOutputTokens: m.maxOutput, Thinking: m.thinking, Audio: m.audio}
+		out.Models[name] = Model{RPM: rpm, TPM: tpm, MaxOutputTokens: m.maxOutput, Thinking: m.thinking, Audio: m.audio, Retired: set.retired[name]}
 	}
 	for k := faultNone + 1; k < numFaults; k++ {
 		out.Rates[faultNames[k]] = set.rates[k]

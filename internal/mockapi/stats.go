@@ -1,6 +1,7 @@
 package mockapi
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,16 @@ type state struct {
 	maxFlight atomic.Int64
 	faults    [numFaults]atomic.Int64
 	models    map[string]*modelState // fixed keys: the served models
+
+	contentFiltered   atomic.Int64
+	burst402          atomic.Int64
+	quotaRejections   atomic.Int64
+	retryAfterOmitted atomic.Int64
+	quota             quotaState
+	countsMu          sync.Mutex
+	forwarded         map[string]int64 // "asked=served", under countsMu
+	retiredAsked      map[string]int64 // under countsMu
+
 	jobsMu    sync.Mutex
 	jobs      map[string]*job
 	dups      int64 // under jobsMu
@@ -46,6 +57,55 @@ type modelState struct {
 	limitExceeded  atomic.Int64
 	promptTokens   atomic.Int64
 	completionToks atomic.Int64
+	cachedTokens   atomic.Int64
+	cache          promptCache // under mu
+}
+
+// quotaState is the Token Plan quota: the tokens answered in the current
+// fixed window.
+type quotaState struct {
+	mu     sync.Mutex
+	window int64 // index of the window, since the epoch
+	used   int64
+}
+
+// roll starts a new window when at is past the current one.
+func (q *quotaState) roll(at int64, window time.Duration) {
+	if w := at / int64(max(window, 1)); w != q.window {
+		q.window, q.used = w, 0
+	}
+}
+
+// left reports whether the quota has tokens left at at.
+func (q *quotaState) left(at int64, window time.Duration, limit int64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.roll(at, window)
+	return q.used < limit
+}
+
+func (q *quotaState) spend(at int64, window time.Duration, tokens int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.roll(at, window)
+	q.used += tokens
+}
+
+func (q *quotaState) usedAt(at int64, window time.Duration) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.roll(at, window)
+	return q.used
+}
+
+// count adds one to a counter of the state's maps.
+func (st *state) count(m *map[string]int64, key string) {
+	st.countsMu.Lock()
+	defer st.countsMu.Unlock()
+	if *m == nil {
+		*m = make(map[string]int64)
+	}
+	(*m)[key]++
 }
 
 func (s *Server) newState() *state {
@@ -111,9 +171,12 @@ type Call struct {
 	// Time is when the call arrived.
 	Time time.Time `json:"time"`
 	// Attempt is the X-Mimoq-Attempt header (0 when absent or not a number).
-	Attempt   int    `json:"attempt"`
-	Model     string `json:"model,omitempty"`
-	RequestID string `json:"request_id"`
+	Attempt int `json:"attempt"`
+	// Model is the model the request named.
+	Model string `json:"model,omitempty"`
+	// ServedModel is the model that answered, when a forward made it another.
+	ServedModel string `json:"served_model,omitempty"`
+	RequestID   string `json:"request_id"`
 	// Status is the HTTP status returned; 0 while in flight, or when no status
 	// was returned (reset, hang, client gone during latency).
 	Status int `json:"status"`
@@ -121,7 +184,7 @@ type Call struct {
 	// first), "reset", "truncated" or "hung".
 	Outcome string `json:"outcome"`
 	// Fault is the injected fault, if any ("429", "500", "502", "503",
-	// "reset", "truncate", "hang").
+	// "421", "451", "reset", "truncate", "hang").
 	Fault string `json:"fault,omitempty"`
 	// RetryAfterMS is the Retry-After given with a 429, in milliseconds.
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
@@ -180,7 +243,8 @@ type outcome struct {
 	retryAfter time.Duration
 	// retryAt is when the retry is allowed (ns since epoch), for a 429.
 	retryAt int64
-	model   string
+	model   string // as the request named it
+	served  string // the model that answered, when another
 }
 
 func (jc jobCall) finish(o outcome) {
@@ -197,6 +261,7 @@ func (jc jobCall) finish(o outcome) {
 	if o.model != "" {
 		c.Model = o.model
 	}
+	c.ServedModel = o.served
 	if o.status == 429 {
 		c.RetryAfterMS = o.retryAfter.Milliseconds()
 		jc.job.retryAt = o.retryAt
@@ -239,6 +304,26 @@ type Stats struct {
 	// RetryAfterUndercut counts calls that arrived earlier than the Retry-After
 	// the job's previous call (a 429) was given, less 50 ms.
 	RetryAfterUndercut int64 `json:"retry_after_undercut"`
+
+	// RetryAfterOmitted counts 429s sent without Retry-After (OmitRetryAfter,
+	// and every quota 429).
+	RetryAfterOmitted int64 `json:"retry_after_omitted"`
+	// ContentFiltered counts 421s for a blocked term (injected 421s are in
+	// Faults["421"]).
+	ContentFiltered int64 `json:"content_filtered"`
+	// Burst402 counts the 402s of the burst.
+	Burst402 int64 `json:"burst_402"`
+	// QuotaRejections counts 429s for a used-up quota; QuotaUsed is the
+	// tokens answered in the current quota window.
+	QuotaRejections int64 `json:"quota_rejections"`
+	QuotaUsed       int64 `json:"quota_used"`
+	// Retired counts 400 "Unsupported model" answers by the name requested.
+	Retired map[string]int64 `json:"retired"`
+	// Forwarded counts answers given by another model than the one named,
+	// keyed "named=served".
+	Forwarded map[string]int64 `json:"forwarded"`
+	// CachedTokens is the prompt-cache tokens reported, all models together.
+	CachedTokens int64 `json:"cached_tokens"`
 }
 
 // ModelStats are the statistics of one model.
@@ -255,6 +340,8 @@ type ModelStats struct {
 	MaxPerSecond     WindowMax `json:"max_per_second"`
 	PromptTokens     int64     `json:"prompt_tokens"`
 	CompletionTokens int64     `json:"completion_tokens"`
+	// CachedTokens is the part of PromptTokens reported as cached.
+	CachedTokens int64 `json:"cached_tokens"`
 	// RPM and TPM are the current limits (0: unlimited).
 	RPM int   `json:"rpm"`
 	TPM int64 `json:"tpm"`
@@ -287,6 +374,21 @@ func (s *Server) Stats() Stats {
 	for k := faultNone + 1; k < numFaults; k++ {
 		out.Faults[faultNames[k]] = st.faults[k].Load()
 	}
+	out.RetryAfterOmitted = st.retryAfterOmitted.Load()
+	out.ContentFiltered = st.contentFiltered.Load()
+	out.Burst402 = st.burst402.Load()
+	out.QuotaRejections = st.quotaRejections.Load()
+	out.QuotaUsed = st.quota.usedAt(st.since(s.clock()), set.quotaWindow)
+	st.countsMu.Lock()
+	out.Retired = maps.Clone(st.retiredAsked)
+	out.Forwarded = maps.Clone(st.forwarded)
+	st.countsMu.Unlock()
+	if out.Retired == nil {
+		out.Retired = map[string]int64{}
+	}
+	if out.Forwarded == nil {
+		out.Forwarded = map[string]int64{}
+	}
 	for name, ms := range st.models {
 		rpm, tpm := set.limitsOf(name)
 		m := ModelStats{
@@ -295,9 +397,11 @@ func (s *Server) Stats() Stats {
 			LimitExceeded:    ms.limitExceeded.Load(),
 			PromptTokens:     ms.promptTokens.Load(),
 			CompletionTokens: ms.completionToks.Load(),
+			CachedTokens:     ms.cachedTokens.Load(),
 			RPM:              rpm,
 			TPM:              tpm,
 		}
+		out.CachedTokens += m.CachedTokens
 		ms.mu.Lock()
 		m.MaxRPMWindow = WindowMax{Received: ms.recvMin.max, OK: ms.okMin.max}
 		m.MaxPerSecond = WindowMax{Received: ms.recvSec.max, OK: ms.okSec.max}

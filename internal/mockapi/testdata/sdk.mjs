@@ -1,6 +1,6 @@
 // Calls the mock through the official OpenAI Node SDK and prints what the SDK
 // made of each answer as one JSON object. Run by sdk_test.go with MOCK_BASE_URL
-// and MOCK_KEY set; mimo-v2-flash must be limited to 1 request a minute.
+// and MOCK_KEY set; mimo-v2.6-flash must be limited to 1 request a minute.
 import OpenAI from 'openai';
 
 const baseURL = process.env.MOCK_BASE_URL;
@@ -38,7 +38,7 @@ async function attempt(fn) {
 
 out.chat = await attempt(async () => {
   const { data, response } = await client.chat.completions
-    .create({ model: 'mimo-v2-pro', messages: [{ role: 'user', content: 'Hello from the SDK' }], temperature: 0.7 })
+    .create({ model: 'mimo-v2.6-pro', messages: [{ role: 'user', content: 'Hello from the SDK' }], temperature: 0.7 })
     .withResponse();
   const m = data.choices[0].message;
   return {
@@ -49,7 +49,7 @@ out.chat = await attempt(async () => {
 
 out.stream = await attempt(async () => {
   const stream = await client.chat.completions.create({
-    model: 'mimo-v2-pro', stream: true, stream_options: { include_usage: true },
+    model: 'mimo-v2.6-pro', stream: true, stream_options: { include_usage: true },
     messages: [{ role: 'user', content: 'Stream through the SDK' }],
   });
   let content = '';
@@ -67,24 +67,24 @@ out.stream = await attempt(async () => {
 
 out.speech = await attempt(async () => {
   const r = await client.chat.completions.create({
-    model: 'mimo-v2-tts', audio: { format: 'wav', voice: 'mimo_default' },
+    model: 'mimo-v2.5-tts', audio: { format: 'wav', voice: 'mimo_default' },
     messages: [{ role: 'assistant', content: 'Hello in a voice.' }],
   });
   const a = r.choices[0].message.audio;
   return { riff: Buffer.from(a.data, 'base64').subarray(0, 4).toString('latin1'), transcript: a.transcript };
 });
 
-// The first call to mimo-v2-flash uses its one request a minute; the second is limited.
+// The first call to mimo-v2.6-flash uses its one request a minute; the second is limited.
 out.rate_limit_first = await attempt(async () => (await client.chat.completions.create({
-  model: 'mimo-v2-flash', messages: [{ role: 'user', content: 'one' }],
+  model: 'mimo-v2.6-flash', messages: [{ role: 'user', content: 'one' }],
 })).choices[0].finish_reason);
 out.rate_limit = await attempt(() => client.chat.completions.create({
-  model: 'mimo-v2-flash', messages: [{ role: 'user', content: 'two' }],
+  model: 'mimo-v2.6-flash', messages: [{ role: 'user', content: 'two' }],
 }));
 
 const wrongKey = new OpenAI({ baseURL, apiKey: 'wrong-key', maxRetries: 0 });
 out.auth = await attempt(() => wrongKey.chat.completions.create({
-  model: 'mimo-v2-pro', messages: [{ role: 'user', content: 'hi' }],
+  model: 'mimo-v2.6-pro', messages: [{ role: 'user', content: 'hi' }],
 }));
 
 out.not_found = await attempt(() => client.chat.completions.create({
@@ -92,7 +92,7 @@ out.not_found = await attempt(() => client.chat.completions.create({
 }));
 
 out.bad_request = await attempt(() => client.chat.completions.create({
-  model: 'mimo-v2-pro', messages: [{ role: 'user', content: 'hi' }], temperature: 5,
+  model: 'mimo-v2.6-pro', messages: [{ role: 'user', content: 'hi' }], temperature: 5,
 }));
 
 out.models = await attempt(async () => {
