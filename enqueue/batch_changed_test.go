@@ -49,14 +49,14 @@ func TestSubmitBatchRefusesAFileChangedMidway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	orig := batchLines(600, "mimo-v2-flash")
+	orig := batchLines(600, "mimo-v2.6-flash")
 	for _, tc := range []struct {
 		name   string
 		second []byte
 	}{
 		{"a line edited", bytes.Replace(orig, []byte(`"q7"`), []byte(`"Q7"`), 1)},
-		{"a model changed", bytes.Replace(orig, []byte(`"mimo-v2-flash","messages":[{"role":"user","content":"q9"}`), []byte(`"mimo-v2-pro","messages":[{"role":"user","content":"q9"}`), 1)},
-		{"a line added", append(bytes.Clone(orig), `{"custom_id":"extra","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`+"\n"...)},
+		{"a model changed", bytes.Replace(orig, []byte(`"mimo-v2.6-flash","messages":[{"role":"user","content":"q9"}`), []byte(`"mimo-v2.6-pro","messages":[{"role":"user","content":"q9"}`), 1)},
+		{"a line added", append(bytes.Clone(orig), `{"custom_id":"extra","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`+"\n"...)},
 		{"a line broken", bytes.Replace(orig, []byte(`{"custom_id":"r3"`), []byte(`{"custom_id":`), 1)},
 	} {
 		f := &changingFile{contents: [2][]byte{orig, tc.second}}

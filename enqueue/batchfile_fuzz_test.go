@@ -10,7 +10,7 @@ import (
 	"github.com/mimoq/mimoq/apiclient"
 )
 
-const fuzzGoodLine = `{"custom_id":"req-1","method":"POST","url":"/v1/chat/completions","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}}`
+const fuzzGoodLine = `{"custom_id":"req-1","method":"POST","url":"/v1/chat/completions","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}}`
 
 // FuzzParseBatchLine checks one batch input line: every input gets either a
 // parsed line or one short reason, and what is accepted is what
@@ -19,7 +19,7 @@ const fuzzGoodLine = `{"custom_id":"req-1","method":"POST","url":"/v1/chat/compl
 func FuzzParseBatchLine(f *testing.F) {
 	for _, s := range []string{
 		fuzzGoodLine,
-		`{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled"}}}`,
+		`{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled"}}}`,
 		`{"custom_id":"a","body":"hello"}`,
 		`{"custom_id":"a","body":[1]}`,
 		`{"custom_id":7,"body":{}}`,
@@ -29,16 +29,16 @@ func FuzzParseBatchLine(f *testing.F) {
 		`{"custom_id":"a","method":"GET","body":{}}`,
 		`{"custom_id":"a","url":"/v1/embeddings","body":{}}`,
 		`{"custom_id":"a","body":null}`,
-		`{"custom_id":"a","custom_id":"b","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`,
-		`{"Custom_ID":"a","BODY":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`,
-		`{"custom_id":"\ud800","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`,
+		`{"custom_id":"a","custom_id":"b","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`,
+		`{"Custom_ID":"a","BODY":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`,
+		`{"custom_id":"\ud800","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`,
 		`{} {}`,
 		`[1,2]`,
 		`"just a string"`,
 		"{\"custom_id\":\"caf\xe9\"}",
-		`{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"stream":true}}`,
-		`{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[],"temperature":3}}`,
-		`{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}` + strings.Repeat(" ", 10),
+		`{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"stream":true}}`,
+		`{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[],"temperature":3}}`,
+		`{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}` + strings.Repeat(" ", 10),
 		`{"custom_id":"` + strings.Repeat("x", 600) + `","body":{}}`,
 		`{"` + strings.Repeat("k", 2000) + `":1}`,
 		"\xef\xbb\xbf" + fuzzGoodLine,

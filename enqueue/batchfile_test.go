@@ -24,7 +24,7 @@ func scanFile(n int) []byte {
 		case 5:
 			b.WriteString(strings.Repeat("x", 300) + "\n")
 		default:
-			fmt.Fprintf(&b, `{"custom_id":"r%d","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"q%d"}]}}`+"\r\n", i, i)
+			fmt.Fprintf(&b, `{"custom_id":"r%d","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"q%d"}]}}`+"\r\n", i, i)
 		}
 	}
 	return b.Bytes()

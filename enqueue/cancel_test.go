@@ -60,7 +60,7 @@ func TestCancelOfAnInterruptedSubmitEndsTheBatch(t *testing.T) {
 	}
 	defer c.Close()
 	const n = 2500
-	content := batchLines(n, "mimo-v2-flash")
+	content := batchLines(n, "mimo-v2.6-flash")
 	f := &failingFile{content: content, cut: len(content) / 2}
 	if _, err := c.SubmitBatch(ctx, f, enqueue.BatchOptions{ID: "cut-short"}); !errors.Is(err, errDiskGone) {
 		t.Fatalf("interrupted submit: %v, want the read error", err)

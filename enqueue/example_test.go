@@ -23,7 +23,7 @@ func ExampleClient_Submit() {
 	}
 	defer c.Close()
 
-	body := []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`)
+	body := []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}`)
 	id, err := c.Submit(ctx, body, enqueue.WithIdempotencyKey("greeting-1"))
 	if err != nil {
 		panic(err)
@@ -38,8 +38,8 @@ func ExampleClient_Submit() {
 	fmt.Println(err)
 	// Output:
 	// same job: true
-	// queued interactive mimo-v2-flash
-	// invalid request: model "gpt-4o" is not one of mimo-v2-pro, mimo-v2-omni, mimo-v2-tts, mimo-v2-flash
+	// queued interactive mimo-v2.6-flash
+	// invalid request: model "gpt-4o" is not one of mimo-v2.6-pro, mimo-v2.6-flash, mimo-v2.6-pro-ultraspeed
 }
 
 func ExampleClient_SubmitBatch() {
@@ -49,8 +49,8 @@ func ExampleClient_SubmitBatch() {
 	c, _ := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb})
 	defer c.Close()
 
-	file := `{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"one"}]}}
-{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"mimo-v2-pro","messages":[{"role":"user","content":"two"}]}}
+	file := `{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"one"}]}}
+{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"two"}]}}
 `
 	b, err := c.SubmitBatch(ctx, strings.NewReader(file), enqueue.BatchOptions{ID: "nightly"})
 	if err != nil {
@@ -58,7 +58,7 @@ func ExampleClient_SubmitBatch() {
 	}
 	fmt.Println(b.ID, b.State, b.Total, b.Pending)
 
-	bad := file + `{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"three"}]}}` + "\n"
+	bad := file + `{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"three"}]}}` + "\n"
 	_, err = c.SubmitBatch(ctx, strings.NewReader(bad), enqueue.BatchOptions{Source: "bad.jsonl"})
 	fmt.Println(err)
 	// Output:
@@ -87,7 +87,7 @@ func ExampleClient_Wait() {
 	go func() { defer close(done); _ = w.Run(wctx) }()
 	defer func() { stopWorker(); <-done }()
 
-	id, _ := c.Submit(ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`))
+	id, _ := c.Submit(ctx, []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}`))
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	j, err := c.Wait(waitCtx, id)

@@ -46,7 +46,7 @@ mockcfg() { curl -fsS -X PUT -H 'Content-Type: application/json' -d "$1" "$mock/
 
 batch() { # batch FILE N: N requests of about 130 bytes each
 	for i in $(seq 1 "$2"); do
-		printf '{"custom_id":"req-%d","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Give me fact number %d about queues"}],"max_tokens":64}}\n' "$i" "$i"
+		printf '{"custom_id":"req-%d","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Give me fact number %d about queues"}],"max_tokens":64}}\n' "$i" "$i"
 	done >"$1"
 }
 

@@ -133,3 +133,32 @@ func TestTokensUsed(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodePayload(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in      string
+		want    taskPayload
+		wantErr bool
+	}{
+		{in: `{"job_id":"J","batch_id":"B","custom_id":"c\"1","queue":"batch","model":"m"}`,
+			want: taskPayload{Payload: job.Payload{JobID: "J", BatchID: "B", CustomID: `c"1`, Queue: "batch", Model: "m"}}},
+		{in: `{"job_id":"J","queue":"interactive","model":"m","body":{"model":"m","messages":[]},"submitted_at":"2026-01-01T00:00:00Z"}`,
+			want: taskPayload{Payload: job.Payload{JobID: "J", Queue: "interactive", Model: "m"}, Body: []byte(`{"model":"m","messages":[]}`)}},
+		{in: ` { "job_id" : "J\u00e9" } `, want: taskPayload{Payload: job.Payload{JobID: "Jé"}}},
+		{in: `{"queue":"batch"}`, wantErr: true},
+		{in: `{"job_id":7}`, wantErr: true},
+		{in: `not json`, wantErr: true},
+		{in: `{"job_id":"J"`, wantErr: true},
+		{in: `["job_id"]`, wantErr: true},
+	} {
+		got, err := decodePayload([]byte(tc.in))
+		if (err != nil) != tc.wantErr {
+			t.Errorf("decodePayload(%s): error %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if !tc.wantErr && (got.Payload != tc.want.Payload || string(got.Body) != string(tc.want.Body)) {
+			t.Errorf("decodePayload(%s) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}

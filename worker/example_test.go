@@ -38,7 +38,7 @@ func Example() {
 	go func() { done <- w.Run(ctx) }()
 
 	producer, _ := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb})
-	id, _ := producer.Submit(ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Say hi"}]}`))
+	id, _ := producer.Submit(ctx, []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Say hi"}]}`))
 	waitCtx, stopWait := context.WithTimeout(ctx, 30*time.Second)
 	defer stopWait()
 	j, err := producer.Wait(waitCtx, id)

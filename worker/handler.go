@@ -15,6 +15,7 @@ import (
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/job"
+	"github.com/mimoq/mimoq/internal/jsonscan"
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/records"
 )
@@ -89,10 +90,40 @@ type taskPayload struct {
 	Body json.RawMessage `json:"body,omitempty"`
 }
 
-// decodePayload reads a task's payload.
+// decodePayload reads a task's payload: a scan over its members rather than
+// encoding/json's reflection, on the path of every delivery.
 func decodePayload(b []byte) (taskPayload, error) {
 	var p taskPayload
-	if err := json.Unmarshal(b, &p); err != nil {
+	if !json.Valid(b) {
+		return p, errors.New("not JSON")
+	}
+	err := jsonscan.Members(b, func(key string, val []byte) error {
+		var dst *string
+		switch key {
+		case "job_id":
+			dst = &p.JobID
+		case "batch_id":
+			dst = &p.BatchID
+		case "custom_id":
+			dst = &p.CustomID
+		case "queue":
+			dst = &p.Queue
+		case "model":
+			dst = &p.Model
+		case "body":
+			p.Body = json.RawMessage(val)
+			return nil
+		default:
+			return nil
+		}
+		if val[0] != '"' {
+			return fmt.Errorf("%s is not a string", key)
+		}
+		var err error
+		*dst, err = jsonscan.String(val)
+		return err
+	})
+	if err != nil {
 		return p, err
 	}
 	if p.JobID == "" {

@@ -201,13 +201,13 @@ type Worker struct {
 	metrics *metrics
 	policy  Policy
 	models  []string
-	// srvs holds one asynq server per model: asynq's dequeue loop tries its
-	// queues one round trip at a time, so one server over every model's
-	// queues spends most of its time asking empty queues. slots keeps the
-	// process's jobs in flight at Concurrency across the servers.
-	srvs  []*asynq.Server
-	slots *slots.Pool
-	insp  *asynq.Inspector
+	// srvs holds one asynq server per model and queue (srvNames: the
+	// queue of each). slots keeps the process's jobs in flight at
+	// Concurrency across the servers.
+	srvs     []*asynq.Server
+	srvNames []string
+	slots    *slots.Pool
+	insp     *asynq.Inspector
 
 	// drain ends when shutdown begins: jobs still waiting for a slot or a
 	// permit are put back at once instead of holding the shutdown grace.
@@ -260,19 +260,27 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	for _, m := range w.models {
-		// Each server may hold Concurrency tasks, so that one busy model
-		// can use every slot; the tasks beyond the slots wait in ProcessTask.
-		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
-			Concurrency:              cfg.Concurrency,
-			Queues:                   w.modelQueues(m),
-			RetryDelayFunc:           retryDelay,
-			IsFailure:                isFailure,
-			ShutdownTimeout:          cfg.ShutdownTimeout,
-			TaskCheckInterval:        cfg.TaskCheckInterval,
-			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
-			Logger:                   asynqLogger{cfg.Logger},
-			LogLevel:                 asynq.WarnLevel,
-		}))
+		for q := range w.cfg.Queues {
+			// One server per model and queue: asynq's dequeue loop asks
+			// its queues one round trip at a time, so a server over both
+			// lanes of a model asked the empty one about once per job.
+			// Each server may hold Concurrency tasks, so that one busy
+			// lane can use every slot; the tasks beyond the slots wait in
+			// ProcessTask (at most MaxHold), and the slots go to the lanes
+			// by their weights.
+			w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+				Concurrency:              cfg.Concurrency,
+				Queues:                   map[string]int{job.AsynqQueue(q, m): 1},
+				RetryDelayFunc:           retryDelay,
+				IsFailure:                isFailure,
+				ShutdownTimeout:          cfg.ShutdownTimeout,
+				TaskCheckInterval:        cfg.TaskCheckInterval,
+				DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+				Logger:                   asynqLogger{cfg.Logger},
+				LogLevel:                 asynq.WarnLevel,
+			}))
+			w.srvNames = append(w.srvNames, job.AsynqQueue(q, m))
+		}
 	}
 	return w, nil
 }
@@ -339,7 +347,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err := srv.Start(mux); err != nil {
 			w.stopDrain()
 			w.shutdown(w.srvs[:i])
-			return fmt.Errorf("start worker (model %s): %w", w.models[i], err)
+			return fmt.Errorf("start worker (queue %s): %w", w.srvNames[i], err)
 		}
 	}
 	w.readyMu.Do(func() { close(w.ready) })

@@ -18,9 +18,9 @@ import (
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
-const testModel = "mimo-v2-flash"
+const testModel = "mimo-v2.6-flash"
 
-var testBody = []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":16}`)
+var testBody = []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":16}`)
 
 // bundle is one test's world: a private Redis, the mock API in process,
 // and the record store a producer writes through.
@@ -179,7 +179,7 @@ func TestTaskOfAnEarlierVersionBecomesADeadLetter(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	id := records.NewID()
-	legacy := `{"job_id":"` + id + `","custom_id":"old-1","queue":"interactive","model":"mimo-v2-flash","body":` +
+	legacy := `{"job_id":"` + id + `","custom_id":"old-1","queue":"interactive","model":"mimo-v2.6-flash","body":` +
 		string(testBody) + `,"submitted_at":"2026-11-30T10:00:00Z"}`
 	if _, err := asynqwire.EnqueueMany(b.ctx, b.rdb, []asynqwire.Task{{Type: job.TaskType, Payload: []byte(legacy), ID: id,
 		Queue: job.AsynqQueue(job.QueueInteractive, testModel), MaxRetry: 1000}}); err != nil {

@@ -100,7 +100,7 @@ On a terminal the output is a table of at most 100 rows unless --limit says othe
 with --json, or when the output is not a terminal, every matching dead letter is
 listed (one JSON object per line with --json), streamed page by page.`,
 		Example: `  mimoq dlq list --batch 01JD... --json
-  mimoq dlq list --model mimo-v2-pro --status 401 --since 2h
+  mimoq dlq list --model mimo-v2.6-pro --status 401 --since 2h
   mimoq dlq list --class exhausted --limit 20`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -302,7 +302,7 @@ On a terminal, --all asks for confirmation first; --yes skips it. A command whos
 stdin is not a terminal never asks. An ID that is not a dead letter is reported on
 stderr and makes the exit status 1; the others are still handled.`,
 		Example: `  mimoq dlq ` + verb + ` --all --batch 01JD... --dry-run
-  mimoq dlq ` + verb + ` --all --model mimo-v2-pro --status 401 --since 2h --yes
+  mimoq dlq ` + verb + ` --all --model mimo-v2.6-pro --status 401 --since 2h --yes
   mimoq dlq ` + verb + ` 01JD... 01JE...`,
 		RunE: func(cmd *cobra.Command, ids []string) error {
 			switch {

@@ -46,13 +46,13 @@ func FuzzLoadEnv(f *testing.F) {
 	for _, s := range []seed{
 		{redisHost: "127.0.0.1:6379", redisRest: "/0", durBase: "1s", durMax: "60s", number: "50", level: "info"},
 		{redisUser: "default", redisHost: "redis", redisRest: "/15?dial_timeout=3s", durBase: "20ms", durMax: "200ms", number: "1",
-			limits: "mimo-v2-pro=50:2000000,mimo-v2-flash=200:0", models: "mimo-v2-pro=131072,mimo-v2-tts", tokens: "a,b", level: "debug"},
+			limits: "mimo-v2.6-pro=50:2000000,mimo-v2.6-flash=200:0", models: "mimo-v2.6-pro=131072,mimo-v2.6-tts", tokens: "a,b", level: "debug"},
 		{redisHost: "[::1]:6380", redisRest: "/abc", durBase: "5 parsecs", durMax: "-1s", number: "lots"},
 		{redisHost: "h:notaport", redisRest: "/0?unknown=PW", durMax: "1e9h", number: "-5", limits: "=:", models: ",,,"},
 		{redisHost: "PW", redisRest: "/PW", sentinel: "s1:26379,s2:26379", durBase: "0", number: "99999999999999999999"},
 		{cluster: "n1:6379,n2:PW", redisPW: "PW", tls: true, level: "LOUD"},
 		{redisHost: "127.0.0.1:6379", redisRest: "/0", redisPW: "PW", tls: true},
-		{redisHost: "%zz", redisRest: "#frag", number: "0x10", limits: "mimo-v2-pro=abc"},
+		{redisHost: "%zz", redisRest: "#frag", number: "0x10", limits: "mimo-v2.6-pro=abc"},
 	} {
 		f.Add(s.redisUser, s.redisHost, s.redisRest, s.sentinel, s.cluster, s.redisPW, s.durBase, s.durMax,
 			s.number, s.limits, s.models, s.tokens, s.level, s.tls)

@@ -32,7 +32,7 @@ files, read and wait for results, list and requeue dead letters. Every route but
 /healthz and /readyz takes "Authorization: Bearer <token>" with one of the tokens in
 MIMOQ_API_TOKENS (comma-separated; required). Stops gracefully on SIGTERM or SIGINT.`,
 		Example: `  MIMOQ_API_TOKENS=s3cret mimoq serve
-  curl -H "Authorization: Bearer s3cret" -d '{"body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}}' http://127.0.0.1:8080/v1/jobs`,
+  curl -H "Authorization: Bearer s3cret" -d '{"body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}}' http://127.0.0.1:8080/v1/jobs`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runServe(cmd.Context(), f)

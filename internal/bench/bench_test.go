@@ -24,7 +24,7 @@ import (
 	"github.com/mimoq/mimoq/worker"
 )
 
-const payloadSample = `{"job_id":"01JD0000000000000000000000","batch_id":"b","custom_id":"req-1","queue":"batch","model":"mimo-v2-flash","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Summarise item 1 of the benchmark in one sentence."}],"max_tokens":64},"submitted_at":"2026-01-01T00:00:00Z"}`
+const payloadSample = `{"job_id":"01JD0000000000000000000000","batch_id":"b","custom_id":"req-1","queue":"batch","model":"mimo-v2.6-flash","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Summarise item 1 of the benchmark in one sentence."}],"max_tokens":64},"submitted_at":"2026-01-01T00:00:00Z"}`
 
 // asynqEnqueueRate enqueues n tasks with asynq's own Client from g
 // goroutines and returns tasks/s.
@@ -60,7 +60,7 @@ func asynqEnqueueRate(b *testing.B, w *world, n, g int) float64 {
 func BenchmarkSubmit(b *testing.B) {
 	const n, pairs = 50000, 3
 	w := newWorld(b, mockapi.Config{})
-	f := batchFile(b, n, "mimo-v2-flash")
+	f := batchFile(b, n, "mimo-v2.6-flash")
 	ctx := context.Background()
 	b.ResetTimer()
 	for range b.N {
@@ -168,7 +168,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 func (w *world) mimoqDrain(n, concurrency int) drain {
 	w.b.Helper()
 	ctx := context.Background()
-	f := batchFile(w.b, n, "mimo-v2-flash")
+	f := batchFile(w.b, n, "mimo-v2.6-flash")
 	batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
 	if err != nil {
 		w.b.Fatal(err)
@@ -292,7 +292,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 	w := newWorld(b, mockapi.Config{})
 	w.startWorker(0, 50, worker.Backoff{})
 	ctx := context.Background()
-	body := []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"ping"}],"max_tokens":16}`)
+	body := []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"ping"}],"max_tokens":16}`)
 	for range b.N {
 		var ids []string
 		tick := time.NewTicker(time.Second / rate)
@@ -330,7 +330,7 @@ func BenchmarkRetryLateness(b *testing.B) {
 	w.startWorker(0, 50, worker.Backoff{Base: 200 * time.Millisecond, Max: time.Second})
 	ctx := context.Background()
 	for range b.N {
-		f := batchFile(b, 500, "mimo-v2-flash")
+		f := batchFile(b, 500, "mimo-v2.6-flash")
 		batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -373,7 +373,7 @@ func BenchmarkFleetRateLimit(b *testing.B) {
 		fleet = append(fleet, w.startWorker(rps*60, 50, worker.Backoff{}))
 	}
 	for range b.N {
-		f := batchFile(b, n, "mimo-v2-flash")
+		f := batchFile(b, n, "mimo-v2.6-flash")
 		batch, err := w.client.SubmitBatch(ctx, f, enqueue.BatchOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -404,7 +404,7 @@ func BenchmarkFleetRateLimit(b *testing.B) {
 		})
 		use := float64(n-1) / (last.Sub(first).Seconds() * rps)
 		st := w.mock.Stats()
-		m := st.Models["mimo-v2-flash"]
+		m := st.Models["mimo-v2.6-flash"]
 		statsJSON, _ := json.Marshal(m.MaxPerSecond)
 		b.ReportMetric(float64(calls)/float64(n), "limiter_calls/job")
 		b.ReportMetric(use*100, "use_%")

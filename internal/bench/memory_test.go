@@ -42,7 +42,7 @@ func BenchmarkRedisMemory(b *testing.B) {
 	ctx := context.Background()
 	for range b.N {
 		before := w.usedMemory()
-		batch, err := w.client.SubmitBatch(ctx, batchFile(b, n, "mimo-v2-flash"), enqueue.BatchOptions{})
+		batch, err := w.client.SubmitBatch(ctx, batchFile(b, n, "mimo-v2.6-flash"), enqueue.BatchOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -76,7 +76,7 @@ func BenchmarkWorkerRSS(b *testing.B) {
 	}
 	ctx := context.Background()
 	for range b.N {
-		batch, err := w.client.SubmitBatch(ctx, batchFile(b, 3000, "mimo-v2-flash"), enqueue.BatchOptions{})
+		batch, err := w.client.SubmitBatch(ctx, batchFile(b, 3000, "mimo-v2.6-flash"), enqueue.BatchOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 // benchRecord is a dead letter of realistic size: a 1 KB request and five
 // attempts.
 func benchRecord(i int) *dlq.Record {
-	models := []string{"mimo-v2-pro", "mimo-v2-flash", "mimo-v2-omni"}
+	models := []string{"mimo-v2.6-pro", "mimo-v2.6-flash", "mimo-v2.6-pro-ultraspeed"}
 	codes := []string{"invalid_request", "authentication_failed", "rate_limit_exceeded", "server_error"}
 	r := record(i, t0.Add(time.Duration(i)*time.Millisecond))
 	r.Queue = []string{job.QueueInteractive, job.QueueBatch}[i%2]
@@ -64,9 +64,9 @@ func BenchmarkListFiltered(b *testing.B) {
 	}{
 		{"all", dlq.Filter{}},
 		{"code", dlq.Filter{Code: "rate_limit_exceeded"}},
-		{"queue+model", dlq.Filter{Queue: job.QueueBatch, Model: "mimo-v2-flash"}},
-		{"batch+code+model", dlq.Filter{BatchID: "batch-3", Code: "server_error", Model: "mimo-v2-pro"}},
-		{"since+model", dlq.Filter{Since: t0.Add(15 * time.Second), Model: "mimo-v2-omni"}},
+		{"queue+model", dlq.Filter{Queue: job.QueueBatch, Model: "mimo-v2.6-flash"}},
+		{"batch+code+model", dlq.Filter{BatchID: "batch-3", Code: "server_error", Model: "mimo-v2.6-pro"}},
+		{"since+model", dlq.Filter{Since: t0.Add(15 * time.Second), Model: "mimo-v2.6-pro-ultraspeed"}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

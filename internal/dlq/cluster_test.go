@@ -28,7 +28,7 @@ func TestStoreOnCluster(t *testing.T) {
 	for i := range 300 {
 		r := record(i, t0.Add(time.Duration(i)*time.Second))
 		if i%3 == 0 {
-			r.Model, r.Class, r.StatusCode, r.ErrorCode = "mimo-v2-pro", job.ClassExhausted, 503, "service_unavailable"
+			r.Model, r.Class, r.StatusCode, r.ErrorCode = "mimo-v2.6-pro", job.ClassExhausted, 503, "service_unavailable"
 		}
 		r.BatchID = "b1"
 		recs = append(recs, r)
@@ -38,7 +38,7 @@ func TestStoreOnCluster(t *testing.T) {
 	}
 	// An upsert replaces the record and its index entries.
 	up := record(1, t0.Add(time.Hour))
-	up.BatchID, up.Model = "b1", "mimo-v2-omni"
+	up.BatchID, up.Model = "b1", "mimo-v2.6-pro-ultraspeed"
 	if err := store.Put(ctx, up); err != nil {
 		t.Fatalf("Put on a cluster: %v", err)
 	}
@@ -54,10 +54,10 @@ func TestStoreOnCluster(t *testing.T) {
 	if n := count(dlq.Filter{}); n != 300 {
 		t.Errorf("%d records; want 300", n)
 	}
-	if n := count(dlq.Filter{Model: "mimo-v2-pro", Status: 503}); n != 100 {
+	if n := count(dlq.Filter{Model: "mimo-v2.6-pro", Status: 503}); n != 100 {
 		t.Errorf("%d pro/503 records; want 100", n)
 	}
-	if n := count(dlq.Filter{Model: "mimo-v2-omni", BatchID: "b1"}); n != 1 {
+	if n := count(dlq.Filter{Model: "mimo-v2.6-pro-ultraspeed", BatchID: "b1"}); n != 1 {
 		t.Errorf("%d omni records; want the one upserted", n)
 	}
 	recsPage, next, err := store.List(ctx, dlq.Filter{Class: job.ClassTerminal}, "", 10)
@@ -71,7 +71,7 @@ func TestStoreOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Total != 300 || sum.ByModel["mimo-v2-pro"] != 100 || sum.ByStatus[503] != 100 || sum.ByModel["mimo-v2-omni"] != 1 {
+	if sum.Total != 300 || sum.ByModel["mimo-v2.6-pro"] != 100 || sum.ByStatus[503] != 100 || sum.ByModel["mimo-v2.6-pro-ultraspeed"] != 1 {
 		t.Errorf("summary %+v", sum)
 	}
 	if ok, err := store.Delete(ctx, recs[0].ID); err != nil || !ok {
@@ -80,7 +80,7 @@ func TestStoreOnCluster(t *testing.T) {
 	if ok, err := store.DeleteIf(ctx, up.ID, t0); err != nil || ok {
 		t.Fatalf("DeleteIf with an old dead_at deleted %v, %v; want it kept", ok, err)
 	}
-	if n := count(dlq.Filter{Model: "mimo-v2-pro"}); n != 99 {
+	if n := count(dlq.Filter{Model: "mimo-v2.6-pro"}); n != 99 {
 		t.Errorf("%d pro records after a delete; want 99", n)
 	}
 	if _, err := store.Get(ctx, up.ID); err != nil {

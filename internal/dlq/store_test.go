@@ -38,7 +38,7 @@ func id(i int) string { return fmt.Sprintf("01J%023d", i) }
 
 func record(i int, deadAt time.Time) *dlq.Record {
 	return &dlq.Record{
-		ID: id(i), Queue: job.QueueBatch, Model: "mimo-v2-flash", Class: job.ClassTerminal,
+		ID: id(i), Queue: job.QueueBatch, Model: "mimo-v2.6-flash", Class: job.ClassTerminal,
 		StatusCode: 400, ErrorCode: "invalid_request", ErrorMessage: "bad", Attempts: 1, DeadAt: deadAt,
 	}
 }
@@ -84,10 +84,10 @@ func TestPutGetRoundTrip(t *testing.T) {
 	dead := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("CST", 8*3600))
 	want := &dlq.Record{
 		ID: "01JQ0000000000000000000001", BatchID: "batch-1", CustomID: "req-7",
-		Queue: job.QueueBatch, Model: "mimo-v2-pro", Class: job.ClassExhausted, Reason: "server_error",
+		Queue: job.QueueBatch, Model: "mimo-v2.6-pro", Class: job.ClassExhausted, Reason: "server_error",
 		StatusCode: 503, ErrorCode: "service_unavailable", ErrorMessage: "try later", ErrorType: "error",
 		RequestID: "req-abc", Attempts: 5, DeadAt: dead,
-		Request: json.RawMessage(`{"model":"mimo-v2-pro","messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"enabled"}}`),
+		Request: json.RawMessage(`{"model":"mimo-v2.6-pro","messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"enabled"}}`),
 		History: []job.Attempt{
 			{Attempt: 1, Start: t0, DurationMs: 120, StatusCode: 503, ErrorCode: "service_unavailable", Class: "retryable", NextDelay: 2000, Worker: "w1"},
 			{Attempt: 2, Start: t0.Add(3 * time.Second), Reason: "interrupted", Worker: "w2"},
@@ -299,8 +299,8 @@ func TestListPagingStable(t *testing.T) {
 		filter dlq.Filter
 	}{
 		{"all", dlq.Filter{}},
-		{"one index", dlq.Filter{Model: "mimo-v2-flash"}},
-		{"checked fields", dlq.Filter{Model: "mimo-v2-flash", Class: job.ClassTerminal}},
+		{"one index", dlq.Filter{Model: "mimo-v2.6-flash"}},
+		{"checked fields", dlq.Filter{Model: "mimo-v2.6-flash", Class: job.ClassTerminal}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -462,7 +462,7 @@ func TestListFilters(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	queues := []string{job.QueueInteractive, job.QueueBatch}
-	models := []string{"mimo-v2-pro", "mimo-v2-flash", "mimo-v2-omni"}
+	models := []string{"mimo-v2.6-pro", "mimo-v2.6-flash", "mimo-v2.6-pro-ultraspeed"}
 	codes := []string{"invalid_request", "authentication_failed", "rate_limit_exceeded", ""}
 	statuses := []int{400, 401, 429, 0}
 	var recs []*dlq.Record
@@ -489,7 +489,7 @@ func TestListFilters(t *testing.T) {
 		want int // -1: only compare with Match over the data
 	}{
 		{"none", dlq.Filter{}, 240},
-		{"queue+model", dlq.Filter{Queue: job.QueueBatch, Model: "mimo-v2-flash"}, 40},
+		{"queue+model", dlq.Filter{Queue: job.QueueBatch, Model: "mimo-v2.6-flash"}, 40},
 		{"batch+code", dlq.Filter{BatchID: "batch-1", Code: "authentication_failed"}, 12},
 		{"status", dlq.Filter{Status: 429}, 60},
 		{"class", dlq.Filter{Class: job.ClassExhausted}, 120},
@@ -498,7 +498,7 @@ func TestListFilters(t *testing.T) {
 		{"until sub-ms", dlq.Filter{Until: t0.Add(10*time.Minute + 2*time.Microsecond)}, 11},
 		{"since+until", dlq.Filter{Since: t0.Add(10 * time.Minute), Until: t0.Add(20 * time.Minute)}, 10},
 		{"queue+status+class", dlq.Filter{Queue: job.QueueInteractive, Status: 401, Class: job.ClassTerminal}, 0},
-		{"model+class+since", dlq.Filter{Model: "mimo-v2-pro", Class: job.ClassTerminal, Since: t0.Add(120 * time.Minute)}, -1},
+		{"model+class+since", dlq.Filter{Model: "mimo-v2.6-pro", Class: job.ClassTerminal, Since: t0.Add(120 * time.Minute)}, -1},
 		{"ids", dlq.Filter{IDs: []string{id(5), id(7), id(7), id(100), "absent"}}, 3},
 		{"ids+queue", dlq.Filter{IDs: []string{id(5), id(6), id(100)}, Queue: job.QueueInteractive}, 2},
 		{"ids+until", dlq.Filter{IDs: []string{id(5), id(6), id(100)}, Until: t0.Add(6 * time.Minute)}, 1},
@@ -542,7 +542,7 @@ func TestBeyondAsynqArchiveCap(t *testing.T) {
 	for i := range recs {
 		recs[i] = record(i, t0.Add(time.Duration(i%97)*time.Second))
 		recs[i].BatchID = "big"
-		recs[i].Request = json.RawMessage(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hello"}]}`)
+		recs[i].Request = json.RawMessage(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hello"}]}`)
 	}
 	putAll(t, b, recs)
 	for _, f := range []dlq.Filter{{}, {BatchID: "big"}, {BatchID: "big", Class: job.ClassTerminal}} {
@@ -551,7 +551,7 @@ func TestBeyondAsynqArchiveCap(t *testing.T) {
 		}
 	}
 	seen := make(map[string]bool, n)
-	err := b.store.Iterate(b.ctx, dlq.Filter{BatchID: "big", Model: "mimo-v2-flash"}, 1000, func(r dlq.Record) error {
+	err := b.store.Iterate(b.ctx, dlq.Filter{BatchID: "big", Model: "mimo-v2.6-flash"}, 1000, func(r dlq.Record) error {
 		if seen[r.ID] {
 			return fmt.Errorf("%s seen twice", r.ID)
 		}
@@ -565,7 +565,7 @@ func TestBeyondAsynqArchiveCap(t *testing.T) {
 		t.Fatalf("Iterate saw %d records, %v; want %d", len(seen), err, n)
 	}
 	sum, err := b.store.Summary(b.ctx)
-	if err != nil || sum.Total != n || sum.ByQueueModel[job.QueueBatch]["mimo-v2-flash"] != n {
+	if err != nil || sum.Total != n || sum.ByQueueModel[job.QueueBatch]["mimo-v2.6-flash"] != n {
 		t.Fatalf("Summary = %+v, %v", sum, err)
 	}
 }
@@ -659,11 +659,11 @@ func TestSummary(t *testing.T) {
 		return r
 	}
 	putAll(t, b, []*dlq.Record{
-		mk(1, "interactive", "mimo-v2-pro", "terminal", "authentication_failed", 401),
-		mk(2, "interactive", "mimo-v2-pro", "terminal", "authentication_failed", 401),
-		mk(3, "batch", "mimo-v2-pro", "exhausted", "rate_limit_exceeded", 429),
-		mk(4, "batch", "mimo-v2-flash", "exhausted", "connection_error", 0),
-		mk(5, "batch", "mimo-v2-flash", "terminal", "", 400),
+		mk(1, "interactive", "mimo-v2.6-pro", "terminal", "authentication_failed", 401),
+		mk(2, "interactive", "mimo-v2.6-pro", "terminal", "authentication_failed", 401),
+		mk(3, "batch", "mimo-v2.6-pro", "exhausted", "rate_limit_exceeded", 429),
+		mk(4, "batch", "mimo-v2.6-flash", "exhausted", "connection_error", 0),
+		mk(5, "batch", "mimo-v2.6-flash", "terminal", "", 400),
 	})
 	if _, err := b.store.Delete(b.ctx, id(2)); err != nil {
 		t.Fatal(err)
@@ -675,13 +675,13 @@ func TestSummary(t *testing.T) {
 	want := dlq.Summary{
 		Total:    4,
 		ByQueue:  map[string]int64{"interactive": 1, "batch": 3},
-		ByModel:  map[string]int64{"mimo-v2-pro": 2, "mimo-v2-flash": 2},
+		ByModel:  map[string]int64{"mimo-v2.6-pro": 2, "mimo-v2.6-flash": 2},
 		ByClass:  map[string]int64{"terminal": 2, "exhausted": 2},
 		ByCode:   map[string]int64{"authentication_failed": 1, "rate_limit_exceeded": 1, "connection_error": 1},
 		ByStatus: map[int]int64{401: 1, 429: 1, 400: 1},
 		ByQueueModel: map[string]map[string]int64{
-			"interactive": {"mimo-v2-pro": 1},
-			"batch":       {"mimo-v2-pro": 1, "mimo-v2-flash": 2},
+			"interactive": {"mimo-v2.6-pro": 1},
+			"batch":       {"mimo-v2.6-pro": 1, "mimo-v2.6-flash": 2},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -19,7 +19,7 @@ import (
 func TestBadInputBatchFiles(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	good := batchLine("ok-1", "mimo-v2-flash", "hello")
+	good := batchLine("ok-1", "mimo-v2.6-flash", "hello")
 	longID := strings.Repeat("x", 10000)
 	tests := []struct {
 		name  string
@@ -30,14 +30,14 @@ func TestBadInputBatchFiles(t *testing.T) {
 	}{
 		{name: "empty file", want: []string{"in.jsonl: the file holds no requests"}},
 		{name: "only blank lines", lines: []string{"", "   ", "\t"}, want: []string{"the file holds no requests"}},
-		{name: "line over the size limit", lines: []string{good, batchLine("big", "mimo-v2-flash", strings.Repeat("a", 4096))},
+		{name: "line over the size limit", lines: []string{good, batchLine("big", "mimo-v2.6-flash", strings.Repeat("a", 4096))},
 			flags: []string{"--max-line-bytes", "2KiB"}, want: []string{"in.jsonl:2: line is longer than 2048 bytes"}},
-		{name: "invalid UTF-8", raw: []byte(good + "\n" + `{"custom_id":"u","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"caf` + "\xe9" + `"}]}}` + "\n"),
+		{name: "invalid UTF-8", raw: []byte(good + "\n" + `{"custom_id":"u","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"caf` + "\xe9" + `"}]}}` + "\n"),
 			want: []string{"in.jsonl:2: line is not valid UTF-8"}},
-		{name: "custom_id of 10,000 characters", lines: []string{batchLine(longID, "mimo-v2-flash", "x")},
+		{name: "custom_id of 10,000 characters", lines: []string{batchLine(longID, "mimo-v2.6-flash", "x")},
 			want: []string{"in.jsonl:1: custom_id is 10000 bytes long; at most 512 are allowed"}},
 		{name: "body is a string", lines: []string{`{"custom_id":"a","body":"hello"}`}, want: []string{"in.jsonl:1: body: "}},
-		{name: "body is an array", lines: []string{`{"custom_id":"a","body":[{"model":"mimo-v2-flash"}]}`}, want: []string{"in.jsonl:1: body: "}},
+		{name: "body is an array", lines: []string{`{"custom_id":"a","body":[{"model":"mimo-v2.6-flash"}]}`}, want: []string{"in.jsonl:1: body: "}},
 		{name: "line is not an object", lines: []string{good, `["custom_id","a"]`}, want: []string{"in.jsonl:2: the line is not a JSON object"}},
 		{name: "unknown field in the envelope", lines: []string{strings.Replace(good, `"body"`, `"priority":1,"body"`, 1)},
 			want: []string{`in.jsonl:1: unknown field "priority"`}},
@@ -85,7 +85,7 @@ func TestBadInputLargeMessageAccepted(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "1000000", "--tpm", "0")
 	big := strings.Repeat("All work and no play makes Jack a dull boy. ", (1<<20)/44+1)[:1<<20]
-	path := writeLines(t, batchLine("big-1", "mimo-v2-flash", big), batchLine("small-1", "mimo-v2-flash", "hi"))
+	path := writeLines(t, batchLine("big-1", "mimo-v2.6-flash", big), batchLine("small-1", "mimo-v2.6-flash", "hi"))
 	f.submitBatchFile(path, "big")
 	f.startWorker("MIMOQ_RPM=1000000", "MIMOQ_TPM=0")
 	b, jobs := f.waitBatchFinal("big", 2*time.Minute)
@@ -114,7 +114,7 @@ func TestBadInputLargeMessageAccepted(t *testing.T) {
 func TestBadInputEnvironment(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	path := writeLines(t, batchLine("a", "mimo-v2-flash", "x"))
+	path := writeLines(t, batchLine("a", "mimo-v2.6-flash", "x"))
 
 	// A listener that accepts connections and never answers: the worst
 	// kind of "nowhere".

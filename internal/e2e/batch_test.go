@@ -63,7 +63,7 @@ func TestBatchRoundTrip(t *testing.T) {
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--seed", "3")
 	f.mock.Configure(t, map[string]any{"rate_500": 0.05, "rate_reset": 0.02})
 	const n = 10000
-	path := writeBatch(t, n, "mimo-v2-flash")
+	path := writeBatch(t, n, "mimo-v2.6-flash")
 	out, stderr, code := f.run("batch", "submit", path, "--id", "round-trip", "--json")
 	if code != 0 {
 		t.Fatalf("batch submit exited %d: %s", code, stderr)
@@ -148,7 +148,7 @@ func readLines(t *testing.T, path string) []string {
 func TestBatchInvalidFiles(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	good := `{"custom_id":"a","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`
+	good := `{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`
 	tests := []struct {
 		name  string
 		lines []string
@@ -156,9 +156,9 @@ func TestBatchInvalidFiles(t *testing.T) {
 	}{
 		{"malformed line", []string{good, `{"custom_id":"b","body":{"model":`}, []string{":2: invalid JSON"}},
 		{"duplicate custom_id", []string{good, good}, []string{`:2: custom_id "a" is already used on line 1`}},
-		{"unknown model", []string{strings.Replace(good, "mimo-v2-flash", "gpt-4o", 1)}, []string{`:1: body: model "gpt-4o" is not one of`}},
+		{"unknown model", []string{strings.Replace(good, "mimo-v2.6-flash", "gpt-4o", 1)}, []string{`:1: body: model "gpt-4o" is not one of`}},
 		{"empty file", nil, []string{"the file holds no requests"}},
-		{"missing custom_id", []string{`{"body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`}, []string{":1: custom_id is missing"}},
+		{"missing custom_id", []string{`{"body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`}, []string{":1: custom_id is missing"}},
 		{"unknown envelope field", []string{strings.Replace(good, `"body"`, `"bdy"`, 1)}, []string{`:1: unknown field "bdy"`}},
 		{"body not an object", []string{`{"custom_id":"a","body":[1,2]}`}, []string{":1: body: "}},
 		{"many bad lines", repeat(`nope`, 25), []string{":1: invalid JSON", ":20: invalid JSON", "5 more invalid lines", "25 invalid lines; nothing was enqueued"}},
@@ -207,7 +207,7 @@ func TestBatchCancel(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "1000000", "--tpm", "0")
 	const n = 300
-	path := writeBatch(t, n, "mimo-v2-flash")
+	path := writeBatch(t, n, "mimo-v2.6-flash")
 	if _, stderr, code := f.run("batch", "submit", path, "--id", "to-cancel"); code != 0 {
 		t.Fatalf("submit exited %d: %s", code, stderr)
 	}

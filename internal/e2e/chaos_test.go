@@ -28,7 +28,7 @@ func TestChaosSIGKILLMidBatch(t *testing.T) {
 	t.Parallel()
 	n := soak(2000, 10000)
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "150ms", "--jitter", "100ms")
-	f.submitBatchFile(writeBatch(t, n, "mimo-v2-flash"), "sigkill")
+	f.submitBatchFile(writeBatch(t, n, "mimo-v2.6-flash"), "sigkill")
 	env := []string{"MIMOQ_CONCURRENCY=30", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0"}
 	victim := f.startWorker(env...)
 	f.startWorker(env...)
@@ -96,7 +96,7 @@ func TestChaosRedisRestart(t *testing.T) {
 	n := soak(1000, 5000)
 	outage := time.Duration(soak(5, 20)) * time.Second
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "50ms")
-	f.submitBatchFile(writeBatch(t, n, "mimo-v2-flash"), "restart")
+	f.submitBatchFile(writeBatch(t, n, "mimo-v2.6-flash"), "restart")
 	env := []string{"MIMOQ_CONCURRENCY=20", "MIMOQ_RPM=6000", "MIMOQ_TPM=0"}
 	w1, a1 := f.startWorkerAddr(env...)
 	w2, a2 := f.startWorkerAddr(env...)
@@ -188,7 +188,7 @@ func TestChaosNetworkFaults(t *testing.T) {
 	rp.SetFaults(ProxyFaults{Delay: 2 * time.Millisecond, ResetRate: float64(soak(5, 10)) / 1000, StallRate: 0.0005, StallFor: 2 * time.Second, RefuseRate: 0.05})
 	ap.SetFaults(ProxyFaults{Delay: 5 * time.Millisecond, ResetRate: 0.03, StallRate: 0.005, StallFor: 2 * time.Second, RefuseRate: 0.05})
 
-	good := f.submit(n, "mimo-v2-flash", enqueue.QueueBatch)
+	good := f.submit(n, "mimo-v2.6-flash", enqueue.QueueBatch)
 	ghost := f.submit(n/10, ghostModel, enqueue.QueueInteractive)
 	all := append(append([]string{}, good...), ghost...)
 	Eventually(t, 3*time.Minute, "most jobs final under network faults", func() bool {
@@ -259,7 +259,7 @@ func TestChaosMockFaults(t *testing.T) {
 		"rate_truncate": 0.04, "rate_hang": 0.03,
 		"hang_for": "10s", "fault_retry_after": "50ms", "error_shape": "mixed",
 	})
-	f.submitBatchFile(writeBatch(t, n, "mimo-v2-flash"), "chaos")
+	f.submitBatchFile(writeBatch(t, n, "mimo-v2.6-flash"), "chaos")
 	env := []string{"MIMOQ_CONCURRENCY=100", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0",
 		"MIMOQ_MAX_ATTEMPTS=" + strconv.Itoa(attempts), "MIMOQ_REQUEST_TIMEOUT=2s"}
 	f.startWorker(env...)

@@ -20,12 +20,12 @@ func TestUnauthorizedPausesLane(t *testing.T) {
 	f.mock.Configure(t, map[string]any{"key": "sk-someone-elses"})
 	f.startWorker("MIMOQ_CONCURRENCY=4", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0")
 
-	pro := f.submit(200, "mimo-v2-pro", enqueue.QueueBatch)
+	pro := f.submit(200, "mimo-v2.6-pro", enqueue.QueueBatch)
 	ctx := context.Background()
 	Eventually(t, time.Minute, "lane paused", func() bool {
 		out, _, _ := f.run("lane", "list")
 		for _, l := range strings.Split(out, "\n") {
-			if strings.HasPrefix(l, "mimo-v2-pro ") && strings.Contains(l, "paused") {
+			if strings.HasPrefix(l, "mimo-v2.6-pro ") && strings.Contains(l, "paused") {
 				return strings.Contains(l, "401 authentication_failed")
 			}
 		}
@@ -39,7 +39,7 @@ func TestUnauthorizedPausesLane(t *testing.T) {
 	if after.TotalRequests != before.TotalRequests {
 		t.Errorf("the API got %d calls while the lane was paused", after.TotalRequests-before.TotalRequests)
 	}
-	dead, err := dlq.New(f.rdb).Count(ctx, dlq.Filter{Model: "mimo-v2-pro", Status: 401})
+	dead, err := dlq.New(f.rdb).Count(ctx, dlq.Filter{Model: "mimo-v2.6-pro", Status: 401})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestUnauthorizedPausesLane(t *testing.T) {
 
 	// Fix the cause, resume: the rest succeed.
 	f.mock.Configure(t, map[string]any{"key": keyOf(f)})
-	if out, stderr, code := f.run("lane", "resume", "mimo-v2-pro"); code != 0 || !strings.Contains(out, "resumed") {
+	if out, stderr, code := f.run("lane", "resume", "mimo-v2.6-pro"); code != 0 || !strings.Contains(out, "resumed") {
 		t.Fatalf("lane resume: %d %s %s", code, out, stderr)
 	}
 	jobs := f.waitFinal(pro, 2*time.Minute)

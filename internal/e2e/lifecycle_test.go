@@ -51,8 +51,8 @@ func TestExpiredRecordIsNeverCalled(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	f.env = append(f.env, "MIMOQ_RESULT_TTL=1s")
-	path := writeLines(t, batchLine("a", "mimo-v2-flash", "one"), batchLine("b", "mimo-v2-flash", "two"),
-		batchLine("c", "mimo-v2-flash", "three"))
+	path := writeLines(t, batchLine("a", "mimo-v2.6-flash", "one"), batchLine("b", "mimo-v2.6-flash", "two"),
+		batchLine("c", "mimo-v2.6-flash", "three"))
 	f.submitBatchFile(path, "gone")
 	if _, stderr, code := f.run("batch", "cancel", "gone"); code != 0 {
 		t.Fatalf("batch cancel: exit %d: %s", code, stderr)
@@ -62,12 +62,12 @@ func TestExpiredRecordIsNeverCalled(t *testing.T) {
 		keys, _ := f.rdb.Keys(context.Background(), "mimoq:job:*").Result()
 		return len(keys) == 0
 	})
-	pending := f.pendingTasks("batch:mimo-v2-flash")
+	pending := f.pendingTasks("batch:mimo-v2.6-flash")
 	if pending != 3 {
 		t.Fatalf("%d tasks left in asynq, want the 3 of the canceled jobs", pending)
 	}
 	f.startWorker()
-	Eventually(t, 20*time.Second, "the tasks taken", func() bool { return f.pendingTasks("batch:mimo-v2-flash") == 0 })
+	Eventually(t, 20*time.Second, "the tasks taken", func() bool { return f.pendingTasks("batch:mimo-v2.6-flash") == 0 })
 	time.Sleep(time.Second) // a call in flight would have reached the mock by now
 	if n := f.mockRequests(); n != 0 {
 		t.Errorf("the API was called %d times for jobs whose records had expired", n)
@@ -95,7 +95,7 @@ func (f *fleet) pendingTasks(queue string) int {
 func TestStorageErrorsBackOff(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	id := f.submit(1, "mimo-v2-flash", enqueue.QueueInteractive)[0]
+	id := f.submit(1, "mimo-v2.6-flash", enqueue.QueueInteractive)[0]
 	key := f.recordKey(id)
 	if err := f.rdb.Del(context.Background(), key).Err(); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestStorageErrorsBackOff(t *testing.T) {
 	}
 	f.startWorker()
 	time.Sleep(8 * time.Second)
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo("interactive:mimo-v2-flash", id)
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo("interactive:mimo-v2.6-flash", id)
 	if err != nil {
 		t.Fatalf("the task is gone: %v", err)
 	}
@@ -127,12 +127,12 @@ func TestStorageErrorsBackOff(t *testing.T) {
 func TestSweeperSkipsATaskItCannotMove(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	ids := f.submit(3, "mimo-v2-flash", enqueue.QueueInteractive)
+	ids := f.submit(3, "mimo-v2.6-flash", enqueue.QueueInteractive)
 	insp := asynq.NewInspectorFromRedisClient(f.rdb)
 	for _, id := range ids {
 		// asynq archived them by itself (a retry budget of an earlier
 		// version run out), the broken one first.
-		if err := insp.ArchiveTask("interactive:mimo-v2-flash", id); err != nil {
+		if err := insp.ArchiveTask("interactive:mimo-v2.6-flash", id); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(1100 * time.Millisecond) // archive times are whole seconds: keep the order
@@ -149,7 +149,7 @@ func TestSweeperSkipsATaskItCannotMove(t *testing.T) {
 			t.Errorf("archived job %s not in the dead-letter store: %v", id, err)
 		}
 	}
-	if info, err := insp.GetTaskInfo("interactive:mimo-v2-flash", ids[0]); err != nil || info.State != asynq.TaskStateArchived {
+	if info, err := insp.GetTaskInfo("interactive:mimo-v2.6-flash", ids[0]); err != nil || info.State != asynq.TaskStateArchived {
 		t.Errorf("the task that could not be moved: %+v, %v; want it left archived for the next sweep", info, err)
 	}
 }
@@ -165,7 +165,7 @@ func TestPauseCoversEveryLaneOfTheModel(t *testing.T) {
 			f.env[i] = "MIMO_API_KEY=sk-wrong-key"
 		}
 	}
-	id := f.submit(1, "mimo-v2-pro", enqueue.QueueInteractive)[0]
+	id := f.submit(1, "mimo-v2.6-pro", enqueue.QueueInteractive)[0]
 	addr := FreeAddr(t)
 	Start(t, bin, append(append([]string{}, f.env...), "MIMOQ_HTTP_ADDR="+addr), "worker", "--queues", "interactive=1")
 	WaitHTTP(t, "http://"+addr+"/readyz", 30*time.Second)
@@ -173,8 +173,8 @@ func TestPauseCoversEveryLaneOfTheModel(t *testing.T) {
 	for _, q := range []string{"interactive", "batch"} {
 		// asynq keeps a queue's pause flag in its own key, also for a
 		// queue that has never held a task.
-		Eventually(t, 10*time.Second, fmt.Sprintf("asynq queue %s:mimo-v2-pro paused", q), func() bool {
-			return f.rdb.Exists(context.Background(), "asynq:{"+q+":mimo-v2-pro}:paused").Val() == 1
+		Eventually(t, 10*time.Second, fmt.Sprintf("asynq queue %s:mimo-v2.6-pro paused", q), func() bool {
+			return f.rdb.Exists(context.Background(), "asynq:{"+q+":mimo-v2.6-pro}:paused").Val() == 1
 		})
 	}
 }
@@ -186,12 +186,12 @@ func TestPauseCoversEveryLaneOfTheModel(t *testing.T) {
 func TestTasksOutliveMimoqsWaits(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	stdout, stderr, code := f.run("submit", "--model", "mimo-v2-flash", "--prompt", "hi")
+	stdout, stderr, code := f.run("submit", "--model", "mimo-v2.6-flash", "--prompt", "hi")
 	if code != 0 {
 		t.Fatalf("submit: exit %d: %s", code, stderr)
 	}
 	id := strings.TrimSpace(stdout)
-	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo("interactive:mimo-v2-flash", id)
+	info, err := asynq.NewInspectorFromRedisClient(f.rdb).GetTaskInfo("interactive:mimo-v2.6-flash", id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func TestOperatorRepairsABatch(t *testing.T) {
 
 	batchID := f.submitBatch(writeBatch(t, opsN, ghostModel), "nightly")
 	// One healthy job, to ask about a job that is not dead.
-	alive := f.submit(1, "mimo-v2-flash", enqueue.QueueInteractive)[0]
+	alive := f.submit(1, "mimo-v2.6-flash", enqueue.QueueInteractive)[0]
 	f.waitBatch(batchID, func(b *enqueue.Batch) bool { return b.Dead == opsN }, 5*time.Minute)
 	f.waitFinal([]string{alive}, time.Minute)
 
@@ -94,7 +94,7 @@ func TestOperatorRepairsABatch(t *testing.T) {
 		{[]string{"--batch", batchID, "--model", ghostModel, "--status", "404", "--code", code, "--class", "terminal", "--since", "1h", "--limit", "7"}, 7},
 		{[]string{"--batch", batchID, "--class", "exhausted"}, 0},
 		{[]string{"--batch", batchID, "--status", "401"}, 0},
-		{[]string{"--batch", batchID, "--model", "mimo-v2-flash"}, 0},
+		{[]string{"--batch", batchID, "--model", "mimo-v2.6-flash"}, 0},
 		{[]string{"--batch", batchID, "--queue", enqueue.QueueInteractive}, 0},
 		{[]string{"--model", ghostModel, "--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, 0},
 	} {

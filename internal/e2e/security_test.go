@@ -86,7 +86,7 @@ func TestSecurityAPIKeyStoredNowhere(t *testing.T) {
 
 	var lines []string
 	for i := range 150 {
-		model := "mimo-v2-flash"
+		model := "mimo-v2.6-flash"
 		if i%10 == 0 {
 			model = ghostModel
 		}
@@ -104,10 +104,10 @@ func TestSecurityAPIKeyStoredNowhere(t *testing.T) {
 	f.mock.Configure(t, map[string]any{"key": "sk-rotated-" + enqueue.NewID()})
 	Eventually(t, time.Minute, "lane paused after 401", func() bool {
 		out, _, code := f.run("lane", "list", "--json")
-		return code == 0 && strings.Contains(out, `"model":"mimo-v2-flash","status":"paused"`)
+		return code == 0 && strings.Contains(out, `"model":"mimo-v2.6-flash","status":"paused"`)
 	})
 	f.mock.Configure(t, map[string]any{"key": key})
-	if _, stderr, code := f.run("lane", "resume", "mimo-v2-flash"); code != 0 {
+	if _, stderr, code := f.run("lane", "resume", "mimo-v2.6-flash"); code != 0 {
 		t.Fatalf("lane resume exited %d: %s", code, stderr)
 	}
 	b, jobs := f.waitBatchFinal("sec", 4*time.Minute)
@@ -193,7 +193,7 @@ func TestSecurityServeAuth(t *testing.T) {
 	srv := f.startServe("--max-job-bytes", "4KiB", "--max-batch-bytes", "8KiB")
 	// A batch with data another caller must not see.
 	secret := "confidential-" + enqueue.NewID()
-	f.submitBatchFile(writeLines(t, batchLine("private-1", "mimo-v2-flash", secret)), "private")
+	f.submitBatchFile(writeLines(t, batchLine("private-1", "mimo-v2.6-flash", secret)), "private")
 	jobID := f.getJobIDs("private")[0]
 
 	routes := []struct{ method, path string }{
@@ -248,13 +248,13 @@ func TestSecurityServeAuth(t *testing.T) {
 	}
 
 	// Body limits.
-	big := fmt.Sprintf(`{"body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":%q}]}}`, strings.Repeat("x", 5000))
+	big := fmt.Sprintf(`{"body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":%q}]}}`, strings.Repeat("x", 5000))
 	if status, body := rawCall(t, "POST", srv.URL+"/v1/jobs", "Bearer "+srv.Token, []byte(big)); status != http.StatusRequestEntityTooLarge {
 		t.Errorf("POST /v1/jobs of 5 KB over a 4 KiB limit: %d %.300s; want 413", status, body)
 	}
 	var batch []string
 	for i := range 100 {
-		batch = append(batch, batchLine(fmt.Sprintf("b-%d", i), "mimo-v2-flash", strings.Repeat("y", 100)))
+		batch = append(batch, batchLine(fmt.Sprintf("b-%d", i), "mimo-v2.6-flash", strings.Repeat("y", 100)))
 	}
 	if status, body := rawCall(t, "POST", srv.URL+"/v1/batches", "Bearer "+srv.Token, []byte(strings.Join(batch, "\n"))); status != http.StatusRequestEntityTooLarge {
 		t.Errorf("POST /v1/batches of 16 KB over an 8 KiB limit: %d %.300s; want 413", status, body)
@@ -265,7 +265,7 @@ func TestSecurityServeAuth(t *testing.T) {
 		}
 	}
 	// Garbage is refused as such, not as a server error.
-	for _, body := range []string{`{`, `[]`, `{"body":"x"}`, `{"body":{"model":"mimo-v2-flash"}}`, "\xff\xfe"} {
+	for _, body := range []string{`{`, `[]`, `{"body":"x"}`, `{"body":{"model":"mimo-v2.6-flash"}}`, "\xff\xfe"} {
 		if status, out := rawCall(t, "POST", srv.URL+"/v1/jobs", "Bearer "+srv.Token, []byte(body)); status != 400 {
 			t.Errorf("POST /v1/jobs %q: %d %.200s; want 400", body, status, out)
 		}
@@ -456,7 +456,7 @@ func TestSecurityRedisPasswordAndTLS(t *testing.T) {
 	}
 
 	// It works: submit over one, run over the other.
-	path := writeLines(t, batchLine("p-1", "mimo-v2-flash", "a"), batchLine("p-2", "mimo-v2-flash", "b"))
+	path := writeLines(t, batchLine("p-1", "mimo-v2.6-flash", "a"), batchLine("p-2", "mimo-v2.6-flash", "b"))
 	if _, stderr, code := f.runEnv([]string{"MIMOQ_REDIS_URL=" + plain}, "batch", "submit", path, "--id", "pw"); code != 0 {
 		t.Fatalf("batch submit with the password: exit %d: %s", code, stderr)
 	}

@@ -151,7 +151,7 @@ func TestServeJobOverHTTP(t *testing.T) {
 		ID string `json:"id"`
 	}
 	s.callJSON(t, "POST", "/v1/jobs",
-		[]byte(`{"body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Say hi"}],"max_tokens":32},"idempotency_key":"e2e-1"}`),
+		[]byte(`{"body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Say hi"}],"max_tokens":32},"idempotency_key":"e2e-1"}`),
 		http.StatusAccepted, &sub)
 	if sub.ID == "" {
 		t.Fatal("no job id")
@@ -177,7 +177,7 @@ func TestServeJobOverHTTP(t *testing.T) {
 
 	// A bad request names the field, in the API's error shape.
 	status, out = s.call(t, "POST", "/v1/jobs", s.Token, "application/json",
-		[]byte(`{"body":{"model":"mimo-v2-flash","messages":[],"max_tokens":32}}`))
+		[]byte(`{"body":{"model":"mimo-v2.6-flash","messages":[],"max_tokens":32}}`))
 	var e struct {
 		Error struct{ Code, Message, Type, Param string } `json:"error"`
 	}
@@ -196,7 +196,7 @@ func TestServeBatchOverHTTP(t *testing.T) {
 	const n = 12
 	var file bytes.Buffer
 	for i := 1; i <= n; i++ {
-		model := "mimo-v2-flash"
+		model := "mimo-v2.6-flash"
 		if i == 5 {
 			model = ghostModel // valid here, unknown to the API: dead with 404
 		}
@@ -284,7 +284,7 @@ func TestServeShutdownAnswersLongPolls(t *testing.T) {
 	f := setup(t)
 	s := f.startServe("--max-wait", "5m") // no worker: the job stays queued
 	var sub struct{ ID string }
-	s.callJSON(t, "POST", "/v1/jobs", []byte(`{"body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}`),
+	s.callJSON(t, "POST", "/v1/jobs", []byte(`{"body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}`),
 		http.StatusAccepted, &sub)
 	type answer struct {
 		status int

@@ -41,9 +41,9 @@ func TestMain(m *testing.M) {
 // testModels are mimoq's default models plus one the mock does not know, so
 // that its jobs fail at the API with 404 (terminal) after passing local
 // validation.
-const ghostModel = "mimo-v2-ghost"
+const ghostModel = "mimo-v2.6-ghost"
 
-var testModels = "mimo-v2-pro=131072,mimo-v2-omni=131072,mimo-v2-tts,mimo-v2-flash=65536," + ghostModel
+var testModels = "mimo-v2.6-pro=131072,mimo-v2.6-flash=131072,mimo-v2.6-pro-ultraspeed=131072," + ghostModel
 
 // fleet is one test's world: a private Redis, the mock API, a producer
 // client, and the environment every worker of the test shares.

@@ -121,7 +121,7 @@ func (f *topoFleet) run(d time.Duration, args ...string) (string, string, int) {
 }
 
 // writeMixedBatch writes n lines, every ghostEvery-th for the model the API
-// does not know (404: dead-lettered at once), the rest for mimo-v2-flash.
+// does not know (404: dead-lettered at once), the rest for mimo-v2.6-flash.
 func writeMixedBatch(t *testing.T, n, ghostEvery int) (path string, ghosts int) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "batch.jsonl")
@@ -131,7 +131,7 @@ func writeMixedBatch(t *testing.T, n, ghostEvery int) (path string, ghosts int) 
 	}
 	w := bufio.NewWriter(file)
 	for i := range n {
-		model := "mimo-v2-flash"
+		model := "mimo-v2.6-flash"
 		if i%ghostEvery == ghostEvery-1 {
 			model = ghostModel
 			ghosts++
@@ -255,7 +255,7 @@ func TestTopologies(t *testing.T) {
 
 			var st mockStats
 			f.mock.Stats(t, &st)
-			m := st.Models["mimo-v2-flash"]
+			m := st.Models["mimo-v2.6-flash"]
 			if m.LimitExceeded != 0 {
 				t.Errorf("the mock's limit of %d/min was exceeded %d times", rpm, m.LimitExceeded)
 			}

@@ -57,7 +57,7 @@ func TestFaultsEveryJobEndsFinal(t *testing.T) {
 	})
 	f.startWorker("MIMOQ_CONCURRENCY=50", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0", "MIMOQ_MAX_ATTEMPTS="+strconv.Itoa(maxAttempts))
 
-	good := f.submit(900, "mimo-v2-flash", enqueue.QueueBatch)
+	good := f.submit(900, "mimo-v2.6-flash", enqueue.QueueBatch)
 	ghost := f.submit(100, ghostModel, enqueue.QueueInteractive)
 	jobs := f.waitFinal(append(append([]string{}, good...), ghost...), 4*time.Minute)
 
@@ -151,7 +151,7 @@ func TestFleetRateLimitHolds(t *testing.T) {
 	for range 3 {
 		f.startWorker("MIMOQ_CONCURRENCY=50", "MIMOQ_RPM=600", "MIMOQ_TPM=0")
 	}
-	ids := f.submit(120, "mimo-v2-flash", enqueue.QueueBatch)
+	ids := f.submit(120, "mimo-v2.6-flash", enqueue.QueueBatch)
 	jobs := f.waitFinal(ids, 3*time.Minute)
 	for id, j := range jobs {
 		if j.State != enqueue.StateSucceeded || j.Attempts != 1 {
@@ -160,7 +160,7 @@ func TestFleetRateLimitHolds(t *testing.T) {
 	}
 	var st mockStats
 	f.mock.Stats(t, &st)
-	m := st.Models["mimo-v2-flash"]
+	m := st.Models["mimo-v2.6-flash"]
 	if m.LimitExceeded != 0 {
 		t.Errorf("the mock's own limit was exceeded %d times", m.LimitExceeded)
 	}
@@ -181,7 +181,7 @@ func TestSIGTERMBurnsNoAttempt(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "20s")
 	w := f.startWorker("MIMOQ_CONCURRENCY=20", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0", "MIMOQ_SHUTDOWN_TIMEOUT=300ms")
-	ids := f.submit(30, "mimo-v2-flash", enqueue.QueueInteractive)
+	ids := f.submit(30, "mimo-v2.6-flash", enqueue.QueueInteractive)
 	// max_in_flight counts calls as they arrive (total_requests only as
 	// they are answered, 20 s later, when the next ones may not have
 	// started yet).
@@ -230,7 +230,7 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "2s")
 	w := f.startWorker("MIMOQ_CONCURRENCY=10", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0")
-	ids := f.submit(40, "mimo-v2-flash", enqueue.QueueInteractive)
+	ids := f.submit(40, "mimo-v2.6-flash", enqueue.QueueInteractive)
 	Eventually(t, 30*time.Second, "10 calls in flight", func() bool {
 		var st mockStats
 		f.mock.Stats(t, &st)
@@ -259,13 +259,13 @@ func TestConcurrencyAcrossModels(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "1000000", "--tpm", "0", "--latency", "150ms")
 	f.startWorker("MIMOQ_CONCURRENCY=3", "MIMOQ_RPM=1000000", "MIMOQ_TPM=0")
-	batch := append(f.submit(40, "mimo-v2-flash", enqueue.QueueBatch), f.submit(40, "mimo-v2-pro", enqueue.QueueBatch)...)
+	batch := append(f.submit(40, "mimo-v2.6-flash", enqueue.QueueBatch), f.submit(40, "mimo-v2.6-pro", enqueue.QueueBatch)...)
 	Eventually(t, 30*time.Second, "batch calls under way", func() bool {
 		var st mockStats
 		f.mock.Stats(t, &st)
 		return st.TotalRequests >= 6
 	})
-	single := f.submit(5, "mimo-v2-omni", enqueue.QueueInteractive)
+	single := f.submit(5, "mimo-v2.6-pro-ultraspeed", enqueue.QueueInteractive)
 	for id, j := range f.waitFinal(single, time.Minute) {
 		if j.State != enqueue.StateSucceeded {
 			t.Errorf("single job %s: %s", id, j.State)

@@ -44,7 +44,7 @@ func BenchmarkGateWait(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				g := gates[int(next.Add(1))%len(gates)]
 				for pb.Next() {
-					p, err := g.Wait(ctx, "mimo-v2-flash", 1000)
+					p, err := g.Wait(ctx, "mimo-v2.6-flash", 1000)
 					if err != nil {
 						b.Error(err)
 						return
@@ -90,7 +90,7 @@ func BenchmarkGateFleetPrecision(b *testing.B) {
 			for range 50 {
 				wg.Go(func() {
 					for {
-						p, err := g.Wait(ctx, "mimo-v2-pro", 0)
+						p, err := g.Wait(ctx, "mimo-v2.6-pro", 0)
 						if err != nil {
 							return
 						}

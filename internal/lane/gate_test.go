@@ -63,7 +63,7 @@ func maxInWindow(times []time.Time, w time.Duration) int {
 func TestGateFleetLimit(t *testing.T) {
 	t.Parallel()
 	const (
-		model     = "mimo-v2-flash"
+		model     = "mimo-v2.6-flash"
 		perSecond = 20
 		duration  = 3 * time.Second
 		procs     = 3
@@ -158,7 +158,7 @@ func TestGateCooldown(t *testing.T) {
 	a, other := b.gate(cfg), b.gate(cfg)
 	lanes := b.lanes()
 	ctx := context.Background()
-	const hot, cool = "mimo-v2-pro", "mimo-v2-flash"
+	const hot, cool = "mimo-v2.6-pro", "mimo-v2.6-flash"
 
 	// The other process uses the lane before the cooldown.
 	p, err := other.Wait(ctx, hot, 0)

@@ -37,7 +37,7 @@ var DefaultLimit = Limit{RPM: 100, TPM: 10_000_000}
 
 // ParseLimits parses per-model limits in the syntax of MIMOQ_MODEL_LIMITS:
 // comma-separated model=rpm:tpm entries, 0 meaning unlimited, e.g.
-// "mimo-v2-pro=50:2000000,mimo-v2-flash=200:0". An empty string gives an
+// "mimo-v2.6-pro=50:2000000,mimo-v2.6-flash=200:0". An empty string gives an
 // empty map.
 func ParseLimits(s string) (map[string]Limit, error) {
 	out := make(map[string]Limit)
@@ -49,7 +49,7 @@ func ParseLimits(s string) (map[string]Limit, error) {
 		model, rest, ok := strings.Cut(entry, "=")
 		model = strings.TrimSpace(model)
 		if !ok {
-			return nil, fmt.Errorf("model limit %q has no '=': write model=rpm:tpm, e.g. mimo-v2-pro=50:2000000", entry)
+			return nil, fmt.Errorf("model limit %q has no '=': write model=rpm:tpm, e.g. mimo-v2.6-pro=50:2000000", entry)
 		}
 		if model == "" {
 			return nil, fmt.Errorf("model limit %q names no model before '='", entry)

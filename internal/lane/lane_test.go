@@ -16,17 +16,17 @@ func TestParseLimits(t *testing.T) {
 	}{
 		{name: "empty", in: "", want: map[string]Limit{}},
 		{name: "spaces only", in: "  ", want: map[string]Limit{}},
-		{name: "one", in: "mimo-v2-pro=50:2000000", want: map[string]Limit{"mimo-v2-pro": {RPM: 50, TPM: 2000000}}},
+		{name: "one", in: "mimo-v2.6-pro=50:2000000", want: map[string]Limit{"mimo-v2.6-pro": {RPM: 50, TPM: 2000000}}},
 		{
 			name: "two with unlimited tokens and spaces",
-			in:   " mimo-v2-pro = 50:2000000 , mimo-v2-flash=200:0,",
-			want: map[string]Limit{"mimo-v2-pro": {RPM: 50, TPM: 2000000}, "mimo-v2-flash": {RPM: 200, TPM: 0}},
+			in:   " mimo-v2.6-pro = 50:2000000 , mimo-v2.6-flash=200:0,",
+			want: map[string]Limit{"mimo-v2.6-pro": {RPM: 50, TPM: 2000000}, "mimo-v2.6-flash": {RPM: 200, TPM: 0}},
 		},
 		{name: "all unlimited", in: "m=0:0", want: map[string]Limit{"m": {}}},
-		{name: "bad number", in: "mimo-v2-pro=fifty:2000000", wantErr: `"mimo-v2-pro=fifty:2000000": requests per minute "fifty"`},
+		{name: "bad number", in: "mimo-v2.6-pro=fifty:2000000", wantErr: `"mimo-v2.6-pro=fifty:2000000": requests per minute "fifty"`},
 		{name: "bad tokens", in: "a=1:2,b=3:1e6", wantErr: `"b=3:1e6": tokens per minute "1e6"`},
-		{name: "missing equals", in: "mimo-v2-pro:50:100", wantErr: `"mimo-v2-pro:50:100" has no '='`},
-		{name: "missing colon", in: "mimo-v2-pro=50", wantErr: `"mimo-v2-pro=50" has no ':'`},
+		{name: "missing equals", in: "mimo-v2.6-pro:50:100", wantErr: `"mimo-v2.6-pro:50:100" has no '='`},
+		{name: "missing colon", in: "mimo-v2.6-pro=50", wantErr: `"mimo-v2.6-pro=50" has no ':'`},
 		{name: "empty model", in: "=50:100", wantErr: `"=50:100" names no model`},
 		{name: "negative rpm", in: "m=-1:100", wantErr: `"m=-1:100": requests per minute "-1"`},
 		{name: "negative tpm", in: "m=1:-100", wantErr: `"m=1:-100": tokens per minute "-100"`},
@@ -57,7 +57,7 @@ func TestParseLimits(t *testing.T) {
 }
 
 func FuzzParseLimits(f *testing.F) {
-	for _, s := range []string{"", "mimo-v2-pro=50:2000000,mimo-v2-flash=200:0", "=:", "a=1:2,a=1:2", "a=-1:0"} {
+	for _, s := range []string{"", "mimo-v2.6-pro=50:2000000,mimo-v2.6-flash=200:0", "=:", "a=1:2,a=1:2", "a=-1:0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -74,16 +74,16 @@ func FuzzParseLimits(f *testing.F) {
 }
 
 func ExampleParseLimits() {
-	limits, err := ParseLimits("mimo-v2-pro=50:2000000,mimo-v2-flash=200:0")
+	limits, err := ParseLimits("mimo-v2.6-pro=50:2000000,mimo-v2.6-flash=200:0")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(limits["mimo-v2-pro"], limits["mimo-v2-flash"])
+	fmt.Println(limits["mimo-v2.6-pro"], limits["mimo-v2.6-flash"])
 
-	_, err = ParseLimits("mimo-v2-pro=50:2000000,mimo-v2-flash=lots:0")
+	_, err = ParseLimits("mimo-v2.6-pro=50:2000000,mimo-v2.6-flash=lots:0")
 	fmt.Println(err)
 	// Output:
 	// {50 2000000} {200 0}
-	// model limit "mimo-v2-flash=lots:0": requests per minute "lots" is not a whole number of at least 0
+	// model limit "mimo-v2.6-flash=lots:0": requests per minute "lots" is not a whole number of at least 0
 }

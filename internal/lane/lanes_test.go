@@ -17,7 +17,7 @@ func TestPauseResume(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	const model = "mimo-v2-pro"
+	const model = "mimo-v2.6-pro"
 	rdb := b.redis.Client()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	queues := []string{enqueue.QueueInteractive, enqueue.QueueBatch}
@@ -57,7 +57,7 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("Wait on a paused lane = %v, want ErrPaused with the reason", err)
 	}
 	// Another model is not affected.
-	if p, err := g.Wait(ctx, "mimo-v2-flash", 0); err != nil {
+	if p, err := g.Wait(ctx, "mimo-v2.6-flash", 0); err != nil {
 		t.Fatalf("Wait on another model: %v", err)
 	} else {
 		p.Done(0)

@@ -67,7 +67,7 @@ func (j deadJob) withDefaults() deadJob {
 		j.queue = enqueue.QueueBatch
 	}
 	if j.model == "" {
-		j.model = "mimo-v2-flash"
+		j.model = "mimo-v2.6-flash"
 	}
 	if j.status == 0 && j.code == "" {
 		j.status, j.code = 400, "invalid_request"
@@ -379,7 +379,7 @@ func TestRequeueConvergesAfterInterruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.BatchID != "B2" || rec.Model != "mimo-v2-flash" || rec.Queue != enqueue.QueueBatch {
+	if rec.BatchID != "B2" || rec.Model != "mimo-v2.6-flash" || rec.Queue != enqueue.QueueBatch {
 		t.Errorf("recreated job record: %+v", rec)
 	}
 }
@@ -513,7 +513,7 @@ func TestNotDeadIDsAreReported(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	dead := b.kill(t, deadJob{}).JobID
-	alive, err := b.client.Submit(b.ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`))
+	alive, err := b.client.Submit(b.ctx, []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,14 +534,14 @@ func TestNotDeadIDsAreReported(t *testing.T) {
 func TestFiltersCombine(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	target := deadJob{model: "mimo-v2-pro", status: 404, code: "not_found"}
+	target := deadJob{model: "mimo-v2.6-pro", status: 404, code: "not_found"}
 	// One batch BX of lines that differ from target in one field only,
 	// one batch BY like target, and single (interactive) jobs like target.
 	lines := []deadJob{target, target, target,
-		{model: "mimo-v2-flash", status: 404, code: "not_found"}, {model: "mimo-v2-flash", status: 404, code: "not_found"},
-		{model: "mimo-v2-pro", status: 400, code: "invalid_request"}, {model: "mimo-v2-pro", status: 400, code: "invalid_request"},
-		{model: "mimo-v2-pro", status: 404, code: "not_found", class: string(job.ClassExhausted)},
-		{model: "mimo-v2-pro", status: 404, code: "not_found", class: string(job.ClassExhausted)},
+		{model: "mimo-v2.6-flash", status: 404, code: "not_found"}, {model: "mimo-v2.6-flash", status: 404, code: "not_found"},
+		{model: "mimo-v2.6-pro", status: 400, code: "invalid_request"}, {model: "mimo-v2.6-pro", status: 400, code: "invalid_request"},
+		{model: "mimo-v2.6-pro", status: 404, code: "not_found", class: string(job.ClassExhausted)},
+		{model: "mimo-v2.6-pro", status: 404, code: "not_found", class: string(job.ClassExhausted)},
 	}
 	models := make([]string, len(lines))
 	for i, l := range lines {
@@ -554,10 +554,10 @@ func TestFiltersCombine(t *testing.T) {
 			want = append(want, p.JobID)
 		}
 	}
-	b.killN(t, 2, deadJob{batch: "BY", model: "mimo-v2-pro", status: 404, code: "not_found"})
-	b.killN(t, 2, deadJob{model: "mimo-v2-pro", status: 404, code: "not_found", queue: enqueue.QueueInteractive})
+	b.killN(t, 2, deadJob{batch: "BY", model: "mimo-v2.6-pro", status: 404, code: "not_found"})
+	b.killN(t, 2, deadJob{model: "mimo-v2.6-pro", status: 404, code: "not_found", queue: enqueue.QueueInteractive})
 
-	f := dlq.Filter{BatchID: "BX", Model: "mimo-v2-pro", Status: 404, Class: job.ClassTerminal, Queue: enqueue.QueueBatch}
+	f := dlq.Filter{BatchID: "BX", Model: "mimo-v2.6-pro", Status: 404, Class: job.ClassTerminal, Queue: enqueue.QueueBatch}
 	res, err := b.ops.Requeue(b.ctx, Selection{All: true, Filter: f}, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -575,7 +575,7 @@ func TestFiltersCombine(t *testing.T) {
 	}
 	// IDs narrowed by a filter: only those that match are touched.
 	others, _, _ := b.store.List(b.ctx, dlq.Filter{BatchID: "BY"}, "", 10)
-	res, err = b.ops.Delete(b.ctx, Selection{IDs: []string{others[0].ID, others[1].ID}, Filter: dlq.Filter{Model: "mimo-v2-flash"}}, Options{})
+	res, err = b.ops.Delete(b.ctx, Selection{IDs: []string{others[0].ID, others[1].ID}, Filter: dlq.Filter{Model: "mimo-v2.6-flash"}}, Options{})
 	if err != nil || res.Matched != 0 {
 		t.Errorf("delete by ID with a filter they do not match: %+v %v", res, err)
 	}
@@ -673,7 +673,7 @@ func TestRequeueBulk(t *testing.T) {
 	if left := b.dead(t, dlq.Filter{}); left != 0 {
 		t.Errorf("%d dead letters left", left)
 	}
-	info, err := b.insp.GetQueueInfo(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"))
+	info, err := b.insp.GetQueueInfo(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2.6-flash"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -691,9 +691,9 @@ func putDead(t testing.TB, b *bundle, n int, batch string) {
 	for i := range n {
 		recs = append(recs, &dlq.Record{
 			ID: enqueue.NewID(), BatchID: batch, CustomID: "line-" + strconv.Itoa(i), Queue: enqueue.QueueBatch,
-			Model: "mimo-v2-flash", Class: job.ClassTerminal, StatusCode: 404, ErrorCode: "not_found",
+			Model: "mimo-v2.6-flash", Class: job.ClassTerminal, StatusCode: 404, ErrorCode: "not_found",
 			ErrorMessage: "model not found", Attempts: 1, DeadAt: deadAt.Add(time.Duration(i) * time.Millisecond),
-			Request: json.RawMessage(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`),
+			Request: json.RawMessage(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}`),
 		})
 		if len(recs) == cap(recs) || i == n-1 {
 			if err := b.store.PutMany(b.ctx, recs); err != nil {
@@ -719,18 +719,18 @@ func TestStats(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	lanes := lane.NewLanes(b.rdb, asynq.NewInspectorFromRedisClient(b.rdb),
-		lane.WithLimits(lane.DefaultLimit, map[string]lane.Limit{"mimo-v2-pro": {RPM: 50, TPM: 2_000_000}}))
+		lane.WithLimits(lane.DefaultLimit, map[string]lane.Limit{"mimo-v2.6-pro": {RPM: 50, TPM: 2_000_000}}))
 	o := New(b.rdb, WithLanes(lanes))
 	now := time.Date(2026, 11, 25, 10, 30, 30, 0, time.UTC) // half-way through a minute
 	o.now = func() time.Time { return now }
 
 	for range 3 {
-		if _, err := b.client.Submit(b.ctx, []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`)); err != nil {
+		if _, err := b.client.Submit(b.ctx, []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.killN(t, 2, deadJob{model: "mimo-v2-pro"})
-	if _, err := lanes.Pause(b.ctx, "mimo-v2-pro", "key rotation"); err != nil {
+	b.killN(t, 2, deadJob{model: "mimo-v2.6-pro"})
+	if _, err := lanes.Pause(b.ctx, "mimo-v2.6-pro", "key rotation"); err != nil {
 		t.Fatal(err)
 	}
 	// Calls: 10 in the previous minute (half of them still in the window),
@@ -742,7 +742,7 @@ func TestStats(t *testing.T) {
 			if ok {
 				succeeded = 1
 			}
-			if err := CountAttempts(b.ctx, b.rdb, "mimo-v2-flash", 1, succeeded, at); err != nil {
+			if err := CountAttempts(b.ctx, b.rdb, "mimo-v2.6-flash", 1, succeeded, at); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -750,7 +750,7 @@ func TestStats(t *testing.T) {
 	count(now.Add(-time.Minute), 10, false)
 	count(now, 3, true)
 	pipe := b.rdb.Pipeline()
-	if err := CountAttempts(b.ctx, pipe, "mimo-v2-flash", 1, 0, now); err != nil {
+	if err := CountAttempts(b.ctx, pipe, "mimo-v2.6-flash", 1, 0, now); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pipe.Exec(b.ctx); err != nil {
@@ -759,7 +759,7 @@ func TestStats(t *testing.T) {
 	count(now.Add(-30*time.Minute), 7, true)
 	count(now.Add(-2*time.Hour), 100, true)
 
-	st, err := o.Stats(b.ctx, []string{"mimo-v2-flash", "mimo-v2-pro"})
+	st, err := o.Stats(b.ctx, []string{"mimo-v2.6-flash", "mimo-v2.6-pro"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -775,12 +775,12 @@ func TestStats(t *testing.T) {
 	}
 	var found bool
 	for _, q := range st.Queues {
-		if q.Queue == enqueue.QueueBatch && q.Model == "mimo-v2-pro" {
+		if q.Queue == enqueue.QueueBatch && q.Model == "mimo-v2.6-pro" {
 			found = q.Dead == 2
 		}
 	}
 	if !found {
-		t.Errorf("no batch:mimo-v2-pro row with 2 dead in %+v", st.Queues)
+		t.Errorf("no batch:mimo-v2.6-pro row with 2 dead in %+v", st.Queues)
 	}
 }
 

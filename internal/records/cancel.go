@@ -41,13 +41,13 @@ func (s *Store) CancelBatch(ctx context.Context, id string, now time.Time) (int,
 	canceled := 0
 	for start := 0; start < total; start += cancelChunk {
 		n := min(cancelChunk, total-start)
-		keys := make([]string, 2, 2+2*n)
+		keys := make([]string, 2, 2+n)
 		keys[0], keys[1] = bk, batchLinesKey(id)
-		argv := make([]any, 0, 5+2*n)
-		argv = append(argv, fmtTime(now), s.ttlSeconds(), id, queue, now.UnixMilli())
+		argv := make([]any, 0, 4+2*n)
+		argv = append(argv, fmtTime(now), s.ttlSeconds(), id, queue)
 		for i := range n {
 			jid := batchJobID(id, createdMs, start+i)
-			keys = append(keys, jobKey(jid), historyKey(jid))
+			keys = append(keys, jobKey(jid))
 			argv = append(argv, jid, start+i)
 		}
 		res, err := cancelChunkScript.Run(ctx, s.rdb, keys, argv...).Int64Slice()

@@ -61,7 +61,7 @@ type Begun struct {
 // per delivery, so that a retried call is recognised), for worker, or says
 // why the delivery must not call the API (see Verdict).
 func (s *Store) Begin(ctx context.Context, id, lease, worker string, now time.Time) (Begun, error) {
-	vals, what, err := reply(beginScript.Run(ctx, s.rdb, []string{jobKey(id), historyKey(id)},
+	vals, what, err := reply(beginScript.Run(ctx, s.rdb, []string{jobKey(id)},
 		now.UnixMilli(), fmtTime(now), lease, worker), "begin job "+id)
 	if err != nil {
 		return Begun{}, err
@@ -144,7 +144,7 @@ func (s *Store) Finish(ctx context.Context, d Delivery, o Outcome, now time.Time
 	if err != nil {
 		return Finished{}, fmt.Errorf("finish job %s: %w", d.JobID, err)
 	}
-	vals, what, err := reply(finishScript.Run(ctx, s.rdb, []string{jobKey(d.JobID), historyKey(d.JobID), s.batchKeyOf(d)}, argv...),
+	vals, what, err := reply(finishScript.Run(ctx, s.rdb, []string{jobKey(d.JobID), s.batchKeyOf(d)}, argv...),
 		"finish job "+d.JobID)
 	if err != nil {
 		return Finished{}, err
@@ -201,8 +201,8 @@ func finishArgs(d Delivery, o Outcome, ttl int64, now time.Time) ([]any, error) 
 		u = *o.Usage
 	}
 	argv := make([]any, 0, 13+16)
-	argv = append(argv, d.Lease, string(o.State), counted, entry, ttl, fmtTime(now), now.UnixMilli(), d.BatchID,
-		u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.ReasoningTokens, u.TotalTokens)
+	argv = append(argv, d.Lease, string(o.State), counted, entry, ttl, fmtTime(now), d.BatchID,
+		u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.ReasoningTokens, u.TotalTokens, d.JobID)
 	if o.Result != nil {
 		argv = append(argv, "result", []byte(o.Result))
 	}
@@ -227,9 +227,9 @@ func finishArgs(d Delivery, o Outcome, ttl int64, now time.Time) ([]any, error) 
 		argv = append(argv, "error_body", []byte(o.ErrorBody))
 	}
 	if !o.DueAt.IsZero() {
+		// retry_at is what a reader sees while the job is retrying; due_at
+		// is what Begin enforces, and goes once the job runs.
 		argv = append(argv, "due_at", o.DueAt.UnixMilli(), "retry_at", o.DueAt.UnixMilli())
-	} else {
-		argv = append(argv, "retry_at", "")
 	}
 	return argv, nil
 }
@@ -244,8 +244,8 @@ func (s *Store) Abandon(ctx context.Context, id, batchID string, e *job.Error, n
 	if batchID != "" {
 		bk = batchKey(batchID)
 	}
-	st, err := abandonScript.Run(ctx, s.rdb, []string{jobKey(id), historyKey(id), bk},
-		fmtTime(now), s.ttlSeconds(), batchID, entry, eb, now.UnixMilli()).Text()
+	st, err := abandonScript.Run(ctx, s.rdb, []string{jobKey(id), bk},
+		fmtTime(now), s.ttlSeconds(), batchID, entry, eb).Text()
 	if err != nil {
 		return "", fmt.Errorf("abandon job %s: %w", id, err)
 	}

@@ -16,8 +16,7 @@ import (
 // touches a single Redis Cluster slot: a job's state and its batch's counts
 // change in one atomic step.
 //
-//	mimoq:job:{T}:<id>          hash: the job (request, state, outcome)
-//	mimoq:job:{T}:<id>:history  list: one JSON entry per attempt or event
+//	mimoq:job:{T}:<id>          hash: the job (request, state, outcome, history)
 //	mimoq:batch:{T}:<id>        hash: the batch (file hash, counts, usage)
 //	mimoq:batch:{T}:<id>:lines  bitmap: the lines whose records were written
 //	mimoq:batches               sorted set: batch IDs by creation (ms)
@@ -49,7 +48,6 @@ func tagOf(id string) string {
 }
 
 func jobKey(id string) string     { return job.KeyPrefix + "job:{" + tagOf(id) + "}:" + id }
-func historyKey(id string) string { return jobKey(id) + ":history" }
 func batchKey(id string) string   { return job.KeyPrefix + "batch:{" + batchTag(id) + "}:" + id }
 func idemKey(hash string) string  { return job.KeyPrefix + "idem:" + hash }
 

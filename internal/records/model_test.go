@@ -110,11 +110,14 @@ type model struct {
 	batches []*mbatch
 	open    []*delivery // deliveries that have not returned to asynq
 	ops     map[string]int
+	// reconciled is the reconciler's clock: later than every job's
+	// submit, moving on with each pass.
+	reconciled time.Time
 }
 
 func newModel(t *testing.T, rdb *redis.Client, seed uint64) *model {
 	return &model{t: t, ctx: context.Background(), rdb: rdb, s: New(rdb, time.Hour), r: rand.New(rand.NewPCG(seed, seed)),
-		now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), ops: map[string]int{}}
+		now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), ops: map[string]int{}, reconciled: time.Now().Add(time.Hour)}
 }
 
 func (m *model) fatalf(step int, format string, args ...any) {
@@ -453,7 +456,7 @@ func (m *model) expire(step int) {
 		return
 	}
 	m.ops["expire"]++
-	if err := m.rdb.Del(m.ctx, jobKey(j.id), historyKey(j.id)).Err(); err != nil {
+	if err := m.rdb.Del(m.ctx, jobKey(j.id)).Err(); err != nil {
 		m.fatalf(step, "expire: %v", err)
 	}
 	j.expired = true
@@ -475,10 +478,17 @@ func (m *model) loseTask(step int) {
 
 func (m *model) reconcile(step int) {
 	m.ops["reconcile"]++
-	// The batches' last progress must be a grace period ago for an audit.
-	rep, err := m.s.Reconcile(m.ctx, nil, ReconcileOptions{Grace: time.Millisecond}, time.Now().Add(time.Hour))
-	if err != nil {
-		m.fatalf(step, "reconcile: %v", err)
+	// Two passes a grace period apart: the first notes each batch's
+	// progress, the second audits the batches that made none since.
+	var rep ReconcileReport
+	for pass := range 2 {
+		m.reconciled = m.reconciled.Add(time.Second)
+		r, err := m.s.Reconcile(m.ctx, nil, ReconcileOptions{Grace: time.Millisecond}, m.reconciled)
+		if err != nil {
+			m.fatalf(step, "reconcile pass %d: %v", pass, err)
+		}
+		rep.TasksRecreated += r.TasksRecreated
+		rep.Lost += r.Lost
 	}
 	if rep.Lost != 0 {
 		m.fatalf(step, "reconciler lost %d jobs", rep.Lost)

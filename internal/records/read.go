@@ -17,13 +17,10 @@ import (
 // Get reads job id with its result and history; withRequest adds the
 // request body.
 func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job, error) {
-	pipe := s.rdb.Pipeline()
-	h := pipe.HGetAll(ctx, jobKey(id))
-	hist := pipe.LRange(ctx, historyKey(id), 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	f, err := s.rdb.HGetAll(ctx, jobKey(id)).Result()
+	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
-	f := h.Val()
 	if len(f) == 0 {
 		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
@@ -59,12 +56,10 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 			return nil, fmt.Errorf("job %s: bad error field: %w", id, err)
 		}
 	}
-	for _, e := range hist.Val() {
-		var a job.Attempt
-		if err := json.Unmarshal([]byte(e), &a); err != nil {
-			return nil, fmt.Errorf("job %s: bad history entry: %w", id, err)
+	if v := f["history"]; v != "" {
+		if err := json.Unmarshal([]byte(v), &j.History); err != nil {
+			return nil, fmt.Errorf("job %s: bad history: %w", id, err)
 		}
-		j.History = append(j.History, a)
 	}
 	return j, nil
 }

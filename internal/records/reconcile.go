@@ -253,8 +253,9 @@ func (s *Store) reconcileLive(ctx context.Context, dl DeadLetters, opts Reconcil
 }
 
 // reconcileBatches audits batches that are not over and have made no
-// progress for the grace period (each at most once per grace period), and
-// prunes expired batches from the batch list.
+// progress for the grace period (each at most once per grace period: a
+// pass that sees progress notes it, a later one audits), and prunes expired
+// batches from the batch list.
 func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts ReconcileOptions, now time.Time, rep *ReconcileReport) error {
 	ids, err := s.rdb.ZRange(ctx, batchesKey, 0, -1).Result()
 	if err != nil {
@@ -265,7 +266,8 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(chunk))
 		for i, id := range chunk {
-			cmds[i] = pipe.HMGet(ctx, batchKey(id), "state", "finished_at", "updated_ms", "audited_ms", "total", "created_ms", "cancel_done")
+			cmds[i] = pipe.HMGet(ctx, batchKey(id), "state", "finished_at", "succeeded", "dead", "canceled",
+				"audit_fin", "audited_ms", "total", "created_ms", "cancel_done")
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("reconcile: read batches: %w", err)
@@ -277,13 +279,24 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 				gone = append(gone, chunk[i])
 				continue
 			}
-			st, over := job.BatchState(toStr(v[0])), toStr(v[1]) != ""
-			quiet := now.Add(-opts.Grace).UnixMilli()
-			if over || int64(atoi(toStr(v[2]))) > quiet || int64(atoi(toStr(v[3]))) > quiet {
-				continue // over, making progress, or audited lately
+			if toStr(v[1]) != "" {
+				continue // over
 			}
-			interrupted := st == job.BatchCanceled && toStr(v[6]) == ""
-			if err := s.auditBatch(ctx, dl, chunk[i], interrupted, atoi(toStr(v[4])), int64(atoi(toStr(v[5]))), now, rep); err != nil {
+			// Progress is seen between passes, not written by every job:
+			// a batch whose count of final jobs has not moved for the
+			// grace period is audited, at most once per grace period.
+			fin := atoi(toStr(v[2])) + atoi(toStr(v[3])) + atoi(toStr(v[4]))
+			if fin != atoi(toStr(v[5])) {
+				if err := s.rdb.HSet(ctx, batchKey(chunk[i]), "audit_fin", fin, "audited_ms", now.UnixMilli()).Err(); err != nil {
+					return fmt.Errorf("reconcile: batch %s: %w", chunk[i], err)
+				}
+				continue
+			}
+			if int64(atoi(toStr(v[6]))) > now.Add(-opts.Grace).UnixMilli() {
+				continue
+			}
+			interrupted := job.BatchState(toStr(v[0])) == job.BatchCanceled && toStr(v[9]) == ""
+			if err := s.auditBatch(ctx, dl, chunk[i], interrupted, atoi(toStr(v[7])), int64(atoi(toStr(v[8]))), now, rep); err != nil {
 				return err
 			}
 		}

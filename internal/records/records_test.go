@@ -17,9 +17,9 @@ import (
 	"github.com/mimoq/mimoq/internal/redistest"
 )
 
-const testModel = "mimo-v2-flash"
+const testModel = "mimo-v2.6-flash"
 
-var testBody = []byte(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"hi"}]}`)
+var testBody = []byte(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}`)
 
 type bundle struct {
 	t    *testing.T
@@ -419,7 +419,7 @@ func TestRequeueOfAnExpiredRecord(t *testing.T) {
 	ids := b.batch("expired", 1, 1, true)
 	b.finish(b.begin(ids[0]).Delivery, died)
 	dead, _ := b.s.Get(b.ctx, ids[0], true)
-	if err := b.rdb.Del(b.ctx, jobKey(ids[0]), historyKey(ids[0])).Err(); err != nil {
+	if err := b.rdb.Del(b.ctx, jobKey(ids[0])).Err(); err != nil {
 		t.Fatal(err)
 	}
 	d := DeadJob{ID: ids[0], BatchID: "expired", CustomID: "c0", Queue: job.QueueBatch, Model: testModel,

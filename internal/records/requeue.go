@@ -56,7 +56,7 @@ func (s *Store) Requeue(ctx context.Context, d DeadJob, now time.Time) (RequeueR
 	if d.BatchID != "" {
 		bk = batchKey(d.BatchID)
 	}
-	keys := []string{jobKey(d.ID), historyKey(d.ID), bk}
+	keys := []string{jobKey(d.ID), bk}
 	vals, what, err := reply(requeueScript.Run(ctx, s.rdb, keys, fmtTime(now), entry, d.BatchID, fmtTime(d.DeadAt),
 		d.SetModel, d.SetBody), "requeue job "+d.ID)
 	if err != nil {
@@ -74,9 +74,10 @@ func (s *Store) Requeue(ctx context.Context, d DeadJob, now time.Time) (RequeueR
 		if d.SetModel != "" {
 			model, body = d.SetModel, d.SetBody
 		}
-		fields := []any{fmtTime(now), entry, d.BatchID, "id", d.ID, "batch_id", d.BatchID, "custom_id", d.CustomID,
+		fields := []any{d.BatchID, "id", d.ID, "batch_id", d.BatchID, "custom_id", d.CustomID,
 			"queue", d.Queue, "model", model, "body", body, "state", string(job.StateQueued), "attempts", 0,
-			"requeues", 1, "requeued_from", fmtTime(d.DeadAt), "submitted_at", fmtTime(now), "updated_at", fmtTime(now)}
+			"requeues", 1, "requeued_from", fmtTime(d.DeadAt), "submitted_at", fmtTime(now), "updated_at", fmtTime(now),
+			"history", "[" + string(entry) + "]"}
 		got, err := recreateScript.Run(ctx, s.rdb, keys, fields...).Text()
 		if err != nil {
 			return 0, "", fmt.Errorf("requeue job %s: %w", d.ID, err)

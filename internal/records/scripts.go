@@ -6,40 +6,88 @@ import "github.com/redis/go-redis/v9"
 // touches one slot (see keys.go), so each transition and its effect on the
 // batch's counts is atomic: a count is never taken without the state change
 // that causes it, nor left behind by one that was undone.
+//
+// They are on the path of every job, and each Redis command a script runs
+// costs about as much as the script's own start: a job's fields are written
+// in one HSET, its history is a field of its hash (a JSON array, appended
+// to), and a batch is read once per count.
 
 // luaCommon holds the helpers every script shares. A batch's record bk has
 // a bitmap bk..':lines' of the lines whose records were written (a script
-// names it from bk: both share the batch's slot). endBatch ends a batch
-// whose jobs are all final: state done (a canceled batch stays canceled),
-// finished_at, the TTL of its record and the batch's completion notice. It
-// returns 1 when it ended the batch just now.
+// names it from bk: both share the batch's slot).
 const luaCommon = `
 local function final(st) return st == 'succeeded' or st == 'dead' or st == 'canceled' end
-local function endBatch(bk, bid, now, ttl)
-  local h = redis.call('HMGET', bk, 'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at')
-  if (h[1] ~= 'running' and h[1] ~= 'canceled') or h[6] then return 0 end
-  local fin = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0')
-  if fin < tonumber(h[2] or '0') then return 0 end
-  if h[1] == 'running' then redis.call('HSET', bk, 'state', 'done') end
-  redis.call('HSET', bk, 'finished_at', now)
+-- appended is the history h (a JSON array, or nil) with entry e added.
+local function appended(h, e)
+  if not h or h == '' then return '[' .. e .. ']' end
+  return string.sub(h, 1, -2) .. ',' .. e .. ']'
+end
+-- closeBatch ends batch bk, whose jobs are all final and whose state is
+-- st: state done (a canceled batch stays canceled), finished_at, the TTL
+-- of its keys and the batch's completion notice.
+local function closeBatch(bk, bid, st, now, ttl)
+  if st == 'running' then
+    redis.call('HSET', bk, 'state', 'done', 'finished_at', now)
+  else
+    redis.call('HSET', bk, 'finished_at', now)
+  end
   if tonumber(ttl) > 0 then
     redis.call('EXPIRE', bk, ttl)
     redis.call('EXPIRE', bk .. ':lines', ttl)
   end
   redis.call('PUBLISH', 'mimoq:batchdone:' .. bid, 'done')
+end
+-- over says whether the batch read as h (state, total, succeeded, dead,
+-- canceled, finished_at) is over once add more of its jobs are final.
+local function overAfter(h, add)
+  if (h[1] ~= 'running' and h[1] ~= 'canceled') or h[6] then return false end
+  local fin = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0') + add
+  return fin >= tonumber(h[2] or '0')
+end
+local batchFields = {'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at'}
+-- endBatch ends batch bk if every job of it is final; 1 when it did.
+local function endBatch(bk, bid, now, ttl)
+  local h = redis.call('HMGET', bk, unpack(batchFields))
+  if not overAfter(h, 0) then return 0 end
+  closeBatch(bk, bid, h[1], now, ttl)
   return 1
 end
--- count adds a job's final state (and its usage) to its batch.
-local function count(bk, st, nowms, u)
-  redis.call('HINCRBY', bk, st, 1)
-  redis.call('HSET', bk, 'updated_ms', nowms)
+-- countOne counts one job's final state st (and its usage u) in its batch,
+-- if the batch is kept, and ends the batch when that was its last job
+-- (returns 1 then): one read and one write of the batch.
+local usageFields = {'prompt_tokens', 'cached_tokens', 'completion_tokens', 'reasoning_tokens', 'total_tokens'}
+local function countOne(bk, bid, st, u, now, ttl)
+  local h = redis.call('HMGET', bk, 'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at', unpack(usageFields))
+  if not h[1] then return 0 end
+  local col = ({succeeded = 3, dead = 4, canceled = 5})[st]
+  local set = {st, tonumber(h[col] or '0') + 1}
   if u and tonumber(u[5]) > 0 then
-    redis.call('HINCRBY', bk, 'prompt_tokens', u[1])
-    redis.call('HINCRBY', bk, 'cached_tokens', u[2])
-    redis.call('HINCRBY', bk, 'completion_tokens', u[3])
-    redis.call('HINCRBY', bk, 'reasoning_tokens', u[4])
-    redis.call('HINCRBY', bk, 'total_tokens', u[5])
+    for i = 1, 5 do
+      if u[i] ~= '0' then
+        set[#set + 1] = usageFields[i]
+        set[#set + 1] = tonumber(h[6 + i] or '0') + tonumber(u[i])
+      end
+    end
   end
+  local ended = 0
+  if overAfter(h, 1) then
+    if h[1] == 'running' then
+      set[#set + 1] = 'state'
+      set[#set + 1] = 'done'
+    end
+    set[#set + 1] = 'finished_at'
+    set[#set + 1] = now
+    ended = 1
+  end
+  redis.call('HSET', bk, unpack(set))
+  if ended == 1 then
+    if tonumber(ttl) > 0 then
+      redis.call('EXPIRE', bk, ttl)
+      redis.call('EXPIRE', bk .. ':lines', ttl)
+    end
+    redis.call('PUBLISH', 'mimoq:batchdone:' .. bid, 'done')
+  end
+  return ended
 end
 -- reopen makes an ended batch whose job was requeued pending again.
 local function reopen(bk)
@@ -48,6 +96,12 @@ local function reopen(bk)
     redis.call('PERSIST', bk)
     redis.call('PERSIST', bk .. ':lines')
   end
+end
+-- uncountDead takes a requeued job out of its batch's dead count.
+local function uncountDead(bk)
+  if redis.call('EXISTS', bk) == 0 then return end
+  if tonumber(redis.call('HGET', bk, 'dead') or '0') > 0 then redis.call('HINCRBY', bk, 'dead', -1) end
+  reopen(bk)
 end
 `
 
@@ -62,8 +116,10 @@ return 'created'
 `)
 
 // batchCreateScript creates a batch record unless one exists; an existing
-// record must describe the same file (hash and line count). KEYS: batch.
-// ARGV: id, sha256, total, queue, source, created_at, created_ms.
+// record must describe the same file (hash and line count). The reconciler
+// counts a batch's progress from its creation (audit_fin, audited_ms).
+// KEYS: batch. ARGV: id, sha256, total, queue, source, created_at,
+// created_ms.
 var batchCreateScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
@@ -74,8 +130,8 @@ if st then
   return {'exists', st, ms}
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'submitting', 'sha256', ARGV[2], 'total', ARGV[3],
-  'queue', ARGV[4], 'source', ARGV[5], 'created_at', ARGV[6], 'created_ms', ARGV[7], 'updated_ms', ARGV[7],
-  'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0)
+  'queue', ARGV[4], 'source', ARGV[5], 'created_at', ARGV[6], 'created_ms', ARGV[7],
+  'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0, 'audit_fin', 0, 'audited_ms', ARGV[7])
 return {'created', 'submitting', ARGV[7]}
 `)
 
@@ -134,12 +190,12 @@ return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 // Redis): noted in the history and counted in interrupts, not as an
 // attempt. The same call run twice (a reply lost, the command sent again)
 // is recognised by its lease.
-// KEYS: job, history. ARGV: now (ms), now, lease, worker.
+// KEYS: job. ARGV: now (ms), now, lease, worker.
 // Reply: {'missing'} | {'final', state, attempts} | {'wait', due ms} |
 // {'run', attempts, interrupts, interrupted, body, model, batch id, requeues}.
 var beginScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
-  'running_since', 'running_worker', 'body', 'model', 'batch_id', 'requeues')
+  'running_since', 'running_worker', 'body', 'model', 'batch_id', 'requeues', 'history')
 local st = f[1]
 if not st then return {'missing'} end
 local attempts = tonumber(f[4] or '0')
@@ -152,14 +208,15 @@ local due = tonumber(f[3] or '0')
 if due > tonumber(ARGV[1]) then return {'wait', due} end
 local interrupted = 0
 if st == 'running' then
-  interrupted = 1
-  interrupts = redis.call('HINCRBY', KEYS[1], 'interrupts', 1)
-  redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts + 1, start = f[6] or ARGV[2],
-    reason = 'interrupted', worker = f[7] or ''}))
+  interrupted, interrupts = 1, interrupts + 1
+  local e = cjson.encode({attempt = attempts + 1, start = f[6] or ARGV[2], reason = 'interrupted', worker = f[7] or ''})
+  redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[3], 'running_since', ARGV[2],
+    'running_worker', ARGV[4], 'updated_at', ARGV[2], 'interrupts', interrupts, 'history', appended(f[12], e))
+else
+  redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[3], 'running_since', ARGV[2],
+    'running_worker', ARGV[4], 'updated_at', ARGV[2])
 end
-redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[3], 'running_since', ARGV[2],
-  'running_worker', ARGV[4], 'updated_at', ARGV[2])
-redis.call('HDEL', KEYS[1], 'due_at')
+if f[3] then redis.call('HDEL', KEYS[1], 'due_at') end
 return {'run', attempts, interrupts, interrupted, f[8] or '', f[9] or '', f[10] or '', f[11] or '0'}
 `)
 
@@ -169,65 +226,65 @@ return {'run', attempts, interrupts, interrupted, f[8] or '', f[9] or '', f[10] 
 // the lease may write, once: a write under another lease is stale (the job
 // was requeued or redelivered meanwhile), and a second write under the same
 // lease is the first one replayed (its reply was lost). Neither changes
-// anything.
-// KEYS: job, history, batch (the job key again for a single job).
-// ARGV: lease, state, counted (0|1), history entry or ”, ttl (s), now,
-// now (ms), batch id or ”, prompt, cached, completion, reasoning, total
-// tokens, then field/value pairs to set (and ” values to delete).
+// anything. (running_since and running_worker stay behind: they only mean
+// something while the job is running.)
+// KEYS: job, batch (the job key again for a single job).
+// ARGV: lease, state, counted (0|1), history entry or '', ttl (s), now,
+// batch id or '', prompt, cached, completion, reasoning, total tokens, job
+// id, then field/value pairs to set.
 // Reply: {'missing'} | {'stale', state, attempts} | {'replay', state,
 // attempts} | {'ok', state, attempts, batch ended (0|1)}.
 var finishScript = redis.NewScript(luaCommon + `
-local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'attempts')
+local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'attempts', 'history')
 local st = f[1]
 if not st then return {'missing'} end
 local attempts = tonumber(f[3] or '0')
 if f[2] ~= ARGV[1] then return {'stale', st, attempts} end
 if st ~= 'running' then return {'replay', st, attempts} end
 local new = ARGV[2]
-for i = 14, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local isFinal = final(new)
+local set = {'state', new, 'updated_at', ARGV[6]}
+for i = 14, #ARGV do set[#set + 1] = ARGV[i] end
+if ARGV[3] == '1' then
+  attempts = attempts + 1
+  set[#set + 1] = 'attempts'
+  set[#set + 1] = attempts
 end
-redis.call('HSET', KEYS[1], 'state', new, 'updated_at', ARGV[6])
-redis.call('HDEL', KEYS[1], 'running_since', 'running_worker')
-if ARGV[3] == '1' then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+if ARGV[4] ~= '' then
+  set[#set + 1] = 'history'
+  set[#set + 1] = appended(f[4], ARGV[4])
+end
+if isFinal then
+  set[#set + 1] = 'finished_at'
+  set[#set + 1] = ARGV[6]
+end
+redis.call('HSET', KEYS[1], unpack(set))
 local ended = 0
-if final(new) then
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[6])
-  local ttl = tonumber(ARGV[5])
-  if ttl > 0 then
-    redis.call('EXPIRE', KEYS[1], ttl)
-    redis.call('EXPIRE', KEYS[2], ttl)
+if isFinal then
+  if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+  if ARGV[7] ~= '' then
+    ended = countOne(KEYS[2], ARGV[7], new, {ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]}, ARGV[6], ARGV[5])
   end
-  if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-    count(KEYS[3], new, ARGV[7], {ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]})
-    ended = endBatch(KEYS[3], ARGV[8], ARGV[6], ARGV[5])
-  end
-  redis.call('PUBLISH', 'mimoq:done:' .. redis.call('HGET', KEYS[1], 'id'), new)
+  redis.call('PUBLISH', 'mimoq:done:' .. ARGV[13], new)
 end
 return {'ok', new, attempts, ended}
 `)
 
 // abandonScript dead-letters a job no delivery can finish: its task was
 // archived by asynq, or lost and cannot be re-created. A final job is left
-// as it is. KEYS: job, history, batch (or the job key). ARGV: now, ttl,
-// batch id or ”, history entry, error JSON, now (ms).
+// as it is. KEYS: job, batch (or the job key). ARGV: now, ttl, batch id or
+// '', history entry, error JSON.
 var abandonScript = redis.NewScript(luaCommon + `
-local st = redis.call('HGET', KEYS[1], 'state')
+local f = redis.call('HMGET', KEYS[1], 'state', 'history', 'id')
+local st = f[1]
 if not st then return 'missing' end
 if final(st) then return st end
-redis.call('HSET', KEYS[1], 'state', 'dead', 'error', ARGV[5], 'updated_at', ARGV[1], 'finished_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'running_since', 'running_worker', 'lease', 'due_at')
-redis.call('RPUSH', KEYS[2], ARGV[4])
-if tonumber(ARGV[2]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  count(KEYS[3], 'dead', ARGV[6], nil)
-  endBatch(KEYS[3], ARGV[3], ARGV[1], ARGV[2])
-end
-redis.call('PUBLISH', 'mimoq:done:' .. redis.call('HGET', KEYS[1], 'id'), 'dead')
+redis.call('HSET', KEYS[1], 'state', 'dead', 'error', ARGV[5], 'updated_at', ARGV[1], 'finished_at', ARGV[1],
+  'history', appended(f[2], ARGV[4]))
+redis.call('HDEL', KEYS[1], 'lease', 'due_at')
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] ~= '' then countOne(KEYS[2], ARGV[3], 'dead', nil, ARGV[1], ARGV[2]) end
+redis.call('PUBLISH', 'mimoq:done:' .. (f[3] or ''), 'dead')
 return 'dead'
 `)
 
@@ -248,16 +305,16 @@ return st
 // line ends in exactly one final state and a late submit finds it taken. A
 // line that was enqueued and whose record is gone was final and has
 // expired: it is counted already. Running jobs finish.
-// KEYS: batch, lines bitmap, then job and history key per line.
-// ARGV: now, ttl, batch id, queue, now (ms), then job ID and index per line.
+// KEYS: batch, lines bitmap, then one job key per line.
+// ARGV: now, ttl, batch id, queue, then job ID and index per line.
 // Returns {jobs canceled, batch ended (0|1)}.
 var cancelChunkScript = redis.NewScript(luaCommon + `
-local n = (#KEYS - 2) / 2
+local n = #KEYS - 2
 local canceled = 0
 local ttl = tonumber(ARGV[2])
 for i = 1, n do
-  local k, hk = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local id, index = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local k = KEYS[i + 2]
+  local id, index = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local st = redis.call('HGET', k, 'state')
   local did = false
   if not st and redis.call('GETBIT', KEYS[2], index) == 0 then
@@ -272,14 +329,11 @@ for i = 1, n do
     did = true
   end
   if did then
-    if ttl > 0 then
-      redis.call('EXPIRE', k, ttl)
-      redis.call('EXPIRE', hk, ttl)
-    end
-    count(KEYS[1], 'canceled', ARGV[5], nil)
+    if ttl > 0 then redis.call('EXPIRE', k, ttl) end
     canceled = canceled + 1
   end
 end
+if canceled > 0 then redis.call('HINCRBY', KEYS[1], 'canceled', canceled) end
 return {canceled, endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])}
 `)
 
@@ -288,53 +342,40 @@ return {canceled, endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])}
 // ended batch is open again until its last job is counted anew). The
 // requeue ends every earlier delivery's lease. A record found queued (or
 // further) whose requeued_from matches is one an earlier, interrupted run of
-// the same requeue reset already.
-// KEYS: job, history, batch (or the job key). ARGV: now, history entry,
-// batch id or ”, dead-letter time (the finished_at it requeues), new model
-// or ”, new body or ”.
+// the same requeue reset already; a dead record with another death than the
+// dead letter's is another dead letter's job.
+// KEYS: job, batch (or the job key). ARGV: now, history entry, batch id or
+// '', dead-letter time (the finished_at it requeues), new model or '', new
+// body or ''.
 // Reply: {'requeued'} | {'already', state} | {'not_dead', state} |
 // {'missing'}.
 var requeueScript = redis.NewScript(luaCommon + `
-local f = redis.call('HMGET', KEYS[1], 'state', 'finished_at', 'requeued_from')
+local f = redis.call('HMGET', KEYS[1], 'state', 'finished_at', 'requeued_from', 'history', 'requeues')
 local st = f[1]
 if not st then return {'missing'} end
 if st ~= 'dead' then
   if f[3] and f[3] == ARGV[4] then return {'already', st} end
   return {'not_dead', st}
 end
-if f[2] and f[2] ~= ARGV[4] then return {'not_dead', st} end -- it died again: another dead letter
+if f[2] and f[2] ~= ARGV[4] then return {'not_dead', st} end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, 'updated_at', ARGV[1],
-  'requeued_from', f[2] or ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'requeues', 1)
-redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'running_since', 'running_worker',
-  'status_code', 'request_id', 'due_at', 'lease', 'result', 'usage', 'served_model')
+  'requeued_from', f[2] or ARGV[4], 'requeues', tonumber(f[5] or '0') + 1, 'history', appended(f[4], ARGV[2]))
+redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'status_code', 'request_id', 'due_at', 'lease',
+  'result', 'usage', 'served_model', 'retry_at')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'model', ARGV[5], 'body', ARGV[6]) end
 redis.call('PERSIST', KEYS[1])
-redis.call('PERSIST', KEYS[2])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  if tonumber(redis.call('HGET', KEYS[3], 'dead') or '0') > 0 then redis.call('HINCRBY', KEYS[3], 'dead', -1) end
-  reopen(KEYS[3])
-end
+if ARGV[3] ~= '' then uncountDead(KEYS[2]) end
 return {'requeued'}
 `)
 
 // recreateScript writes the record of a dead job whose record has expired,
 // from its dead letter, as a requeued job; its batch, if it is still kept,
-// counts it pending again. KEYS: job, history, batch (or the job key).
-// ARGV: now, history entry, batch id or ”, then field/value pairs.
+// counts it pending again. KEYS: job, batch (or the job key). ARGV: batch
+// id or '', then field/value pairs.
 var recreateScript = redis.NewScript(luaCommon + `
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then return st end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('RPUSH', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  if tonumber(redis.call('HGET', KEYS[3], 'dead') or '0') > 0 then redis.call('HINCRBY', KEYS[3], 'dead', -1) end
-  reopen(KEYS[3])
-end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] ~= '' then uncountDead(KEYS[2]) end
 return 'requeued'
 `)
-
-// allScripts are loaded together when Redis has lost its script cache.
-var allScripts = []*redis.Script{createScript, batchCreateScript, chunkScript, sealScript, beginScript,
-	finishScript, abandonScript, cancelBatchScript, cancelChunkScript, requeueScript, recreateScript}

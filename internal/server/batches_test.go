@@ -21,7 +21,7 @@ import (
 func batchFile(n int) string {
 	var b strings.Builder
 	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"q%d"}]}}`+"\n", i, i)
+		fmt.Fprintf(&b, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"q%d"}]}}`+"\n", i, i)
 	}
 	return b.String()
 }
@@ -29,7 +29,7 @@ func batchFile(n int) string {
 // batchJobs maps custom ID to job ID for the batch lines waiting in asynq.
 func (b *bundle) batchJobs(batchID string) map[string]string {
 	b.t.Helper()
-	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"), asynq.PageSize(1000))
+	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2.6-flash"), asynq.PageSize(1000))
 	out := map[string]string{}
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		return out
@@ -175,7 +175,7 @@ func TestBatchInvalidLinesEnqueueNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	file := batchFile(1) +
-		`{"body":{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}]}}` + "\n" + // no custom_id
+		`{"body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}]}}` + "\n" + // no custom_id
 		batchFile(1) + // c1 again
 		"not json\n"
 	e := wantError(t, b.post("/v1/batches", file), http.StatusBadRequest, "invalid_request")

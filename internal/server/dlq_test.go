@@ -37,9 +37,9 @@ func (b *bundle) deadLetters() []string {
 		return id
 	}
 	return []string{
-		mk("mimo-v2-flash", "batch", 400, "invalid_request", job.ClassTerminal, 0),
-		mk("mimo-v2-flash", "batch", 400, "invalid_request", job.ClassTerminal, time.Hour),
-		mk("mimo-v2-pro", "interactive", 429, "rate_limit_exceeded", job.ClassExhausted, 2*time.Hour),
+		mk("mimo-v2.6-flash", "batch", 400, "invalid_request", job.ClassTerminal, 0),
+		mk("mimo-v2.6-flash", "batch", 400, "invalid_request", job.ClassTerminal, time.Hour),
+		mk("mimo-v2.6-pro", "interactive", 429, "rate_limit_exceeded", job.ClassExhausted, 2*time.Hour),
 	}
 }
 
@@ -67,7 +67,7 @@ func TestDLQList(t *testing.T) {
 		t.Error("list carries the request; it is for GET /v1/dlq/{id}")
 	}
 	for q, want := range map[string][]string{
-		"model=mimo-v2-pro":                dead[2:],
+		"model=mimo-v2.6-pro":                dead[2:],
 		"status=400":                       dead[:2],
 		"class=exhausted":                  dead[2:],
 		"code=invalid_request&queue=batch": dead[:2],
@@ -139,7 +139,7 @@ func TestDLQRequeue(t *testing.T) {
 		t.Errorf("requeued job %s, %d attempts", j.State, j.Attempts)
 	}
 
-	res = decode[requeueAnswer](t, b.post("/v1/dlq/requeue", `{"all":true,"filter":{"model":"mimo-v2-pro","status":429}}`), http.StatusOK)
+	res = decode[requeueAnswer](t, b.post("/v1/dlq/requeue", `{"all":true,"filter":{"model":"mimo-v2.6-pro","status":429}}`), http.StatusOK)
 	if res.Matched != 1 || res.Requeued != 1 {
 		t.Errorf("requeue by filter %+v", res)
 	}

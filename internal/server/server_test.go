@@ -159,7 +159,7 @@ func wantError(t *testing.T, r response, status int, code string) apiError {
 	return e
 }
 
-const chatBody = `{"model":"mimo-v2-flash","messages":[{"role":"user","content":"Hi"}]}`
+const chatBody = `{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"Hi"}]}`
 
 func jobEnvelope(body string) string { return `{"body":` + body + `}` }
 
@@ -357,18 +357,18 @@ func TestSubmitAndGetJob(t *testing.T) {
 		t.Errorf("Location %q", loc)
 	}
 	j := decode[enqueue.Job](t, b.get("/v1/jobs/"+id), http.StatusOK)
-	if j.ID != id || j.State != enqueue.StateQueued || j.Queue != enqueue.QueueInteractive || j.Model != "mimo-v2-flash" {
+	if j.ID != id || j.State != enqueue.StateQueued || j.Queue != enqueue.QueueInteractive || j.Model != "mimo-v2.6-flash" {
 		t.Errorf("job %+v", j)
 	}
 
 	// The body reaches the queue unchanged (compacted), unknown fields included.
-	raw := `{"model":"mimo-v2-flash", "messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"enabled"}}`
+	raw := `{"model":"mimo-v2.6-flash", "messages":[{"role":"user","content":"Hi"}],"thinking":{"type":"enabled"}}`
 	id2 := decode[map[string]string](t, b.post("/v1/jobs", `{"queue":"batch","body":`+raw+`}`), http.StatusAccepted)["id"]
 	j = decode[enqueue.Job](t, b.get("/v1/jobs/"+id2), http.StatusOK)
 	if j.Queue != enqueue.QueueBatch {
 		t.Errorf("queue %q, want batch", j.Queue)
 	}
-	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue("batch", "mimo-v2-flash"))
+	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue("batch", "mimo-v2.6-flash"))
 	if err != nil || len(tasks) != 1 {
 		t.Fatalf("pending batch tasks %v, %v", tasks, err)
 	}
@@ -415,10 +415,10 @@ func TestSubmitJobInvalid(t *testing.T) {
 		{"unknown queue", `{"body":` + chatBody + `,"queue":"fast"}`, "queue", `"fast"`},
 		{"key not a string", `{"body":` + chatBody + `,"idempotency_key":true}`, "idempotency_key", "must be a string"},
 		{"unknown model", jobEnvelope(`{"model":"gpt-9","messages":[{"role":"user","content":"x"}]}`), "body.model", "gpt-9"},
-		{"no messages", jobEnvelope(`{"model":"mimo-v2-flash","messages":[]}`), "body.messages", "body.messages must not be empty"},
-		{"bad role", jobEnvelope(`{"model":"mimo-v2-flash","messages":[{"role":"robot","content":"x"}]}`), "body.messages[0].role", "robot"},
-		{"temperature", jobEnvelope(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"temperature":3}`), "body.temperature", "0–2"},
-		{"stream", jobEnvelope(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"x"}],"stream":true}`), "body.stream", "stream"},
+		{"no messages", jobEnvelope(`{"model":"mimo-v2.6-flash","messages":[]}`), "body.messages", "body.messages must not be empty"},
+		{"bad role", jobEnvelope(`{"model":"mimo-v2.6-flash","messages":[{"role":"robot","content":"x"}]}`), "body.messages[0].role", "robot"},
+		{"temperature", jobEnvelope(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"temperature":3}`), "body.temperature", "0–2"},
+		{"stream", jobEnvelope(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"x"}],"stream":true}`), "body.stream", "stream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := wantError(t, b.post("/v1/jobs", tc.body), http.StatusBadRequest, "invalid_request")
@@ -438,7 +438,7 @@ func TestSubmitJobInvalid(t *testing.T) {
 func TestBodyLimits(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *server.Config) { c.MaxJobBytes = 1 << 10; c.MaxBatchBytes = 4 << 10 })
-	bigJob := jobEnvelope(`{"model":"mimo-v2-flash","messages":[{"role":"user","content":"` + strings.Repeat("x", 2<<10) + `"}]}`)
+	bigJob := jobEnvelope(`{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"` + strings.Repeat("x", 2<<10) + `"}]}`)
 	e := wantError(t, b.post("/v1/jobs", bigJob), http.StatusRequestEntityTooLarge, "request_too_large")
 	if !strings.Contains(e.Message, "1 KiB") {
 		t.Errorf("413 message %q does not give the limit", e.Message)

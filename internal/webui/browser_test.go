@@ -22,9 +22,9 @@ import (
 func TestBrowserRequeue(t *testing.T) {
 	ctx := browsertest.New(t, 2*time.Minute)
 	b := setup(t)
-	batch, ids := b.deadBatch(t, 6, "mimo-v2-flash")
-	b.deadBatch(t, 3, "mimo-v2-pro")
-	if _, err := b.lanes.Pause(b.ctx, "mimo-v2-pro", "401 authentication_failed on job "+ids[0]); err != nil {
+	batch, ids := b.deadBatch(t, 6, "mimo-v2.6-flash")
+	b.deadBatch(t, 3, "mimo-v2.6-pro")
+	if _, err := b.lanes.Pause(b.ctx, "mimo-v2.6-pro", "401 authentication_failed on job "+ids[0]); err != nil {
 		t.Fatal(err)
 	}
 	putExhausted(t, b, 4)
@@ -90,7 +90,7 @@ func TestBrowserRequeue(t *testing.T) {
 	if err != nil || (j.State != enqueue.StateQueued && j.State != enqueue.StateSucceeded) {
 		t.Errorf("job %s is %v (%v), want queued", target, j, err)
 	}
-	info, err := b.insp.GetTaskInfo(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2-flash"), target)
+	info, err := b.insp.GetTaskInfo(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2.6-flash"), target)
 	if err != nil || info.State.String() != "pending" {
 		t.Errorf("task of job %s: %v %v, want pending", target, info, err)
 	}
@@ -133,10 +133,10 @@ func putExhausted(t *testing.T, b *bundle, n int) {
 			hist = append(hist, enqueue.Attempt{Attempt: a, Start: now.Add(time.Duration(a) * time.Second), DurationMs: 40,
 				StatusCode: 429, ErrorCode: "rate_limit_exceeded", Class: "retryable", RequestID: "req-429-" + id[18:]})
 		}
-		rec := &dlq.Record{ID: id, Queue: enqueue.QueueInteractive, Model: "mimo-v2-omni", Class: job.ClassExhausted,
+		rec := &dlq.Record{ID: id, Queue: enqueue.QueueInteractive, Model: "mimo-v2.6-pro-ultraspeed", Class: job.ClassExhausted,
 			StatusCode: 429, ErrorCode: "rate_limit_exceeded", ErrorMessage: "Rate limit exceeded, please retry later",
 			RequestID: "req-429-" + id[18:], Attempts: 5, DeadAt: now.Add(time.Duration(i) * time.Minute),
-			Request: []byte(`{"model":"mimo-v2-omni","messages":[{"role":"user","content":"Describe this"}]}`), History: hist}
+			Request: []byte(`{"model":"mimo-v2.6-pro-ultraspeed","messages":[{"role":"user","content":"Describe this"}]}`), History: hist}
 		if err := b.store.Put(b.ctx, rec); err != nil {
 			t.Fatal(err)
 		}

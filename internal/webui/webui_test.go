@@ -181,14 +181,14 @@ func (br *browser) csrf(page string) string {
 func TestUnauthenticatedSeesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, ids := b.deadBatch(t, 2, "mimo-v2-flash")
+	_, ids := b.deadBatch(t, 2, "mimo-v2.6-flash")
 	br := b.browser(t)
 	for _, p := range []string{"/ui", "/ui/", "/ui/dlq", "/ui/dlq/" + ids[0], "/ui/batches", "/ui/lanes", "/ui/nope", "/monitoring", "/monitoring/queues"} {
 		r := br.get(p)
 		if r.status != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/ui/login?next=") {
 			t.Errorf("GET %s: %d %s, want a redirect to the login form", p, r.status, r.header.Get("Location"))
 		}
-		if strings.Contains(r.body, ids[1]) || strings.Contains(r.body, "mimo-v2-flash") || strings.Contains(r.body, "not_found") {
+		if strings.Contains(r.body, ids[1]) || strings.Contains(r.body, "mimo-v2.6-flash") || strings.Contains(r.body, "not_found") {
 			t.Errorf("GET %s shows data to a stranger: %s", p, r.body)
 		}
 	}
@@ -199,7 +199,7 @@ func TestUnauthenticatedSeesNothing(t *testing.T) {
 	if form.status != http.StatusOK || !strings.Contains(form.body, `type="password"`) || strings.Contains(form.body, ids[0]) {
 		t.Errorf("login form: %d %s", form.status, form.body)
 	}
-	for _, path := range []string{"/ui/dlq/requeue", "/ui/dlq/delete", "/ui/lanes/mimo-v2-flash/pause"} {
+	for _, path := range []string{"/ui/dlq/requeue", "/ui/dlq/delete", "/ui/lanes/mimo-v2.6-flash/pause"} {
 		r := br.do(http.MethodPost, path, url.Values{"one": {ids[0]}, "all": {"1"}, "confirm": {"1"}})
 		if r.status != http.StatusUnauthorized {
 			t.Errorf("POST %s without a session: %d", path, r.status)
@@ -237,7 +237,7 @@ func tamper(t testing.TB, tok string) string {
 func TestSignInRequeueAndSignOut(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	batch, ids := b.deadBatch(t, 3, "mimo-v2-flash")
+	batch, ids := b.deadBatch(t, 3, "mimo-v2.6-flash")
 	br := b.browser(t)
 
 	r := br.login(testToken)
@@ -318,18 +318,18 @@ func TestSignInRequeueAndSignOut(t *testing.T) {
 	}
 
 	// Lanes: pause and resume.
-	r = br.do(http.MethodPost, "/ui/lanes/mimo-v2-pro/pause", url.Values{"reason": {"key rotation"}, "csrf": {csrf}})
+	r = br.do(http.MethodPost, "/ui/lanes/mimo-v2.6-pro/pause", url.Values{"reason": {"key rotation"}, "csrf": {csrf}})
 	if r.status != http.StatusSeeOther {
 		t.Fatalf("pause: %d %s", r.status, r.body)
 	}
-	if st, _ := b.lanes.State(b.ctx, "mimo-v2-pro"); st.Status != lane.StatusPaused || st.Reason != "key rotation" {
+	if st, _ := b.lanes.State(b.ctx, "mimo-v2.6-pro"); st.Status != lane.StatusPaused || st.Reason != "key rotation" {
 		t.Errorf("lane after pause: %+v", st)
 	}
-	if page := br.get("/ui/lanes"); !strings.Contains(page.body, "key rotation") || !strings.Contains(page.body, "/ui/lanes/mimo-v2-pro/resume") {
+	if page := br.get("/ui/lanes"); !strings.Contains(page.body, "key rotation") || !strings.Contains(page.body, "/ui/lanes/mimo-v2.6-pro/resume") {
 		t.Errorf("lanes page does not show the pause")
 	}
-	br.do(http.MethodPost, "/ui/lanes/mimo-v2-pro/resume", url.Values{"csrf": {csrf}})
-	if st, _ := b.lanes.State(b.ctx, "mimo-v2-pro"); st.Status != lane.StatusRunning {
+	br.do(http.MethodPost, "/ui/lanes/mimo-v2.6-pro/resume", url.Values{"csrf": {csrf}})
+	if st, _ := b.lanes.State(b.ctx, "mimo-v2.6-pro"); st.Status != lane.StatusRunning {
 		t.Errorf("lane after resume: %+v", st)
 	}
 
@@ -349,7 +349,7 @@ func TestSignInRequeueAndSignOut(t *testing.T) {
 	if r := br.get("/monitoring/api/queues"); r.status != http.StatusOK || !strings.Contains(r.body, "queues") {
 		t.Errorf("asynqmon API with a session: %d %s", r.status, r.body)
 	}
-	if r := br.do(http.MethodPost, "/monitoring/api/queues/batch:mimo-v2-flash:pause", nil); r.status != http.StatusForbidden {
+	if r := br.do(http.MethodPost, "/monitoring/api/queues/batch:mimo-v2.6-flash:pause", nil); r.status != http.StatusForbidden {
 		t.Errorf("asynqmon write in read-only mode: %d", r.status)
 	}
 
