@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -152,15 +153,19 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	// One of the process's slots, shared by every model's server, for at
 	// most MaxHold: a job that cannot get one goes back for any worker.
-	hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
-	release, err := w.slots.Acquire(hold, p.Queue)
-	endHold()
-	if err != nil {
-		return &laterError{Requeue: true, Cause: fmt.Errorf("no slot free: %w", err)}
+	release, ok := w.slots.TryAcquire()
+	if !ok {
+		hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
+		var err error
+		release, err = w.slots.Acquire(hold, p.Queue)
+		endHold()
+		if err != nil {
+			return &laterError{Requeue: true, Cause: fmt.Errorf("no slot free: %w", err)}
+		}
 	}
 	defer release()
 
-	lease := records.NewLease()
+	lease := w.leases.next()
 	for {
 		var b records.Begun
 		if err := durably(ctx, func(ctx context.Context) (err error) {
@@ -499,26 +504,40 @@ func usageOf(r *apiclient.Response) *job.Usage {
 	return u
 }
 
+// leases hands out the leases of this process's deliveries: unique in the
+// fleet (a random prefix per process) without a random read per delivery.
+type leases struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newLeases() *leases { return &leases{prefix: records.NewLease() + "-"} }
+
+func (l *leases) next() string { return l.prefix + strconv.FormatUint(l.n.Add(1), 36) }
+
 // durably runs write until it succeeds or storeTimeout passes, with a
 // context that keeps ctx's values but not its cancellation: outcomes must be
 // written even when the task's context has just ended. Every write given to
 // it is idempotent (fenced by the delivery's lease), so running it again
 // after a lost reply is safe.
 func durably(ctx context.Context, write func(context.Context) error) error {
+	// The first try needs no deadline of its own (the Redis client's
+	// timeouts bound it), and most writes succeed at once.
+	err := write(context.WithoutCancel(ctx))
+	if err == nil {
+		return nil
+	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	delay := 50 * time.Millisecond
-	for {
-		err := write(wctx)
-		if err == nil || wctx.Err() != nil {
-			return err
-		}
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
 		zerolog.Ctx(ctx).Warn().Err(err).Dur("retry_in", delay).Msg("store failed, will retry")
 		select {
 		case <-wctx.Done():
 			return err
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, 2*time.Second)
+		if err = write(wctx); err == nil || wctx.Err() != nil {
+			return err
+		}
 	}
 }

@@ -217,6 +217,7 @@ type Worker struct {
 	ready   chan struct{}
 	readyMu sync.Once
 	counts  attemptCounts
+	leases  *leases
 }
 
 // storeTimeout bounds how long a worker keeps trying to write an outcome
@@ -250,7 +251,7 @@ func New(cfg Config) (*Worker, error) {
 		lanes: lane.NewLanes(cfg.Redis, asynq.NewInspectorFromRedisClient(cfg.Redis), lane.WithActor("worker "+cfg.ID),
 			lane.WithLimits(cfg.Limit, cfg.ModelLimits)),
 		metrics: newMetrics(cfg.Registerer), models: cfg.Models.Names(),
-		insp: asynq.NewInspectorFromRedisClient(cfg.Redis), ready: make(chan struct{}),
+		insp: asynq.NewInspectorFromRedisClient(cfg.Redis), ready: make(chan struct{}), leases: newLeases(),
 		policy: Policy{MaxAttempts: cfg.MaxAttempts, MaxInterrupts: maxInterrupts, Backoff: cfg.Backoff,
 			ShortWait: 2 * time.Second, CallBudget: cfg.RequestTimeout + storeTimeout},
 	}

@@ -87,6 +87,9 @@ How to read them:
   batch count and notice in one round trip), the per-model asynq servers' dequeue (the
   interactive queue is asked first 4 times in 5 while only the batch has work), parsing the
   answer for usage, metrics and logs.
+- Every drainer (mimoq's worker, the no-op and glue asynq servers) talks to Redis through a
+  go-redis client speaking RESP2, which is what mimoq's commands use: go-redis checks a RESP3
+  connection for push notifications around every command.
 - Retry lateness is measured from the end of an attempt plus its backoff to the start of the
   next; with 500 jobs on 50 slots it includes waiting behind other ready jobs.
 `
@@ -176,9 +179,10 @@ func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 }
 
 // countedClient returns a new client of the world's Redis whose round trips trips
-// counts (nil: none).
+// counts (nil: none). It speaks RESP2, as mimoq's commands do (cmd/mimoq):
+// every drainer, baselines included, gets the same client.
 func (w *world) countedClient(pool int, trips *tripCounter) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr(), PoolSize: pool})
+	rdb := redis.NewClient(&redis.Options{Addr: w.redis.Addr(), PoolSize: pool, Protocol: 2})
 	if trips != nil {
 		rdb.AddHook(trips)
 	}

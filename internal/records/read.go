@@ -286,7 +286,8 @@ func resultLine(id string, v []any) *job.ResultLine {
 
 // Wait blocks until job id is final or ctx ends. It listens for the job's
 // completion notice and polls now and then in case a notice was missed, so
-// it neither busy-polls nor hangs.
+// it neither busy-polls nor hangs. (A batch's jobs have no notice of their
+// own, only the batch's: a waiter on one of them polls.)
 func (s *Store) Wait(ctx context.Context, id string) (*job.Job, error) {
 	return waitFor(ctx, s.rdb, DoneChannel(id), "job "+id, func() (*job.Job, bool, error) {
 		j, err := s.Get(ctx, id, false)

@@ -264,8 +264,12 @@ if isFinal then
   if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
   if ARGV[7] ~= '' then
     ended = countOne(KEYS[2], ARGV[7], new, {ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]}, ARGV[6], ARGV[5])
+  else
+    -- A single job's waiter hears its end at once; a batch's jobs are
+    -- announced together, by the batch's notice (a waiter on one of them
+    -- polls).
+    redis.call('PUBLISH', 'mimoq:done:' .. ARGV[13], new)
   end
-  redis.call('PUBLISH', 'mimoq:done:' .. ARGV[13], new)
 end
 return {'ok', new, attempts, ended}
 `)
@@ -325,7 +329,6 @@ for i = 1, n do
   elseif st == 'queued' or st == 'retrying' then
     redis.call('HSET', k, 'state', 'canceled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
     redis.call('HDEL', k, 'lease', 'due_at')
-    redis.call('PUBLISH', 'mimoq:done:' .. id, 'canceled')
     did = true
   end
   if did then

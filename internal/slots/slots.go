@@ -42,6 +42,18 @@ func New(size int, weights map[string]int) (*Pool, error) {
 	return &Pool{size: size, free: size, weights: w, waiting: make(map[string]*list.List)}, nil
 }
 
+// TryAcquire takes a slot if one is free and nobody waits, without waiting
+// (and without the timer a bounded wait needs): ok reports whether it did.
+func (p *Pool) TryAcquire() (release func(), ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.free > 0 && p.queued == 0 {
+		p.free--
+		return p.releaser(), true
+	}
+	return nil, false
+}
+
 // Acquire waits for a slot for a job of class. It returns the function that
 // gives the slot back (call it exactly once), or ctx's error when ctx ends
 // first, holding no slot then.
