@@ -37,8 +37,10 @@ fuzz:
 	done
 
 # The fault tests of `make test` (chaos, bad input, security), bigger and
-# longer: 10,000-job batches, a longer Redis outage, more network faults.
+# longer: 10,000-job batches, a longer Redis outage, more network faults;
+# and the lifecycle's model-based test with 40 seeds of 5,000 steps.
 soak:
+	MIMOQ_SOAK=1 $(GO) test -race -count=1 -timeout 60m -v -run 'TestLifecycleModel' ./internal/records/
 	MIMOQ_SOAK=1 $(GO) test -race -count=1 -timeout 90m -v -run 'TestChaos|TestBadInput|TestSecurity|TestSIG' ./internal/e2e/
 
 demo: build
