@@ -210,3 +210,27 @@ func TestTaskOfAnEarlierVersionBecomesADeadLetter(t *testing.T) {
 		t.Errorf("requeued job: %+v", j)
 	}
 }
+
+// TestReconcilerBringsALostJobBack: a job whose task was lost (a failover
+// with asynchronous replication) is found by the fleet's reconciler, given
+// a task again from its record, and runs; the repair shows in the totals
+// `mimoq stats` reads.
+func TestReconcilerBringsALostJobBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.submit()
+	if err := asynq.NewInspectorFromRedisClient(b.rdb).DeleteTask(job.AsynqQueue(job.QueueInteractive, testModel), id); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // two workers: one of them takes the fleet's turn
+		b.start(Config{ReconcileInterval: 200 * time.Millisecond, ReconcileGrace: time.Millisecond})
+	}
+	j := b.waitFinal([]string{id}, 30*time.Second)[id]
+	if j.State != job.StateSucceeded || j.Attempts != 1 {
+		t.Errorf("lost job: %s after %d attempts, want succeeded after 1", j.State, j.Attempts)
+	}
+	totals, err := b.records.ReconcilerStats(b.ctx)
+	if err != nil || totals.TasksRecreated != 1 {
+		t.Errorf("reconciler totals %+v, %v; want 1 task made again", totals, err)
+	}
+}

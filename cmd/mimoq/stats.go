@@ -156,6 +156,14 @@ func printStats(w io.Writer, st *ops.Stats) {
 	} else {
 		fmt.Fprintln(w, "\nno dead letters")
 	}
+
+	r := st.Reconciler
+	if r.LastRun.IsZero() {
+		fmt.Fprintln(w, "\nreconciler: not run yet (a worker runs it once a minute)")
+		return
+	}
+	fmt.Fprintf(w, "\nreconciler: last run %s; repaired so far: %d tasks made again, %d dead letters written, %d cancels completed, %d lost\n",
+		fmtTime(r.LastRun), r.TasksRecreated, r.DeadLettersWritten, r.CancelsCompleted, r.Lost)
 }
 
 func laneStatus(s lane.State) string {
