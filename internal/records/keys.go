@@ -16,7 +16,8 @@ import (
 // touches a single Redis Cluster slot: a job's state and its batch's counts
 // change in one atomic step.
 //
-//	mimoq:job:{T}:<id>          hash: the job (request, state, outcome, history)
+//	mimoq:job:{T}:<id>          hash: the job (state, outcome, history)
+//	mimoq:job:{T}:<id>:body     string: its request (until it succeeds or is canceled)
 //	mimoq:batch:{T}:<id>        hash: the batch (file hash, counts, usage)
 //	mimoq:batch:{T}:<id>:lines  bitmap: the lines whose records were written
 //	mimoq:batches               sorted set: batch IDs by creation (ms)
@@ -47,9 +48,10 @@ func tagOf(id string) string {
 	return id
 }
 
-func jobKey(id string) string     { return job.KeyPrefix + "job:{" + tagOf(id) + "}:" + id }
-func batchKey(id string) string   { return job.KeyPrefix + "batch:{" + batchTag(id) + "}:" + id }
-func idemKey(hash string) string  { return job.KeyPrefix + "idem:" + hash }
+func jobKey(id string) string    { return job.KeyPrefix + "job:{" + tagOf(id) + "}:" + id }
+func bodyKey(id string) string   { return jobKey(id) + ":body" }
+func batchKey(id string) string  { return job.KeyPrefix + "batch:{" + batchTag(id) + "}:" + id }
+func idemKey(hash string) string { return job.KeyPrefix + "idem:" + hash }
 
 // batchLinesKey is the bitmap of batch id's lines whose records were
 // written (by the submit, or as canceled by a cancel).

@@ -456,7 +456,7 @@ func (m *model) expire(step int) {
 		return
 	}
 	m.ops["expire"]++
-	if err := m.rdb.Del(m.ctx, jobKey(j.id)).Err(); err != nil {
+	if err := m.rdb.Del(m.ctx, jobKey(j.id), bodyKey(j.id)).Err(); err != nil {
 		m.fatalf(step, "expire: %v", err)
 	}
 	j.expired = true

@@ -17,10 +17,16 @@ import (
 // Get reads job id with its result and history; withRequest adds the
 // request body.
 func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job, error) {
-	f, err := s.rdb.HGetAll(ctx, jobKey(id)).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	h := pipe.HGetAll(ctx, jobKey(id))
+	var body *redis.StringCmd
+	if withRequest {
+		body = pipe.Get(ctx, bodyKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
+	f := h.Val()
 	if len(f) == 0 {
 		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
@@ -41,8 +47,8 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 	if v := f["result"]; v != "" {
 		j.Result = json.RawMessage(v)
 	}
-	if withRequest && f["body"] != "" {
-		j.Request = json.RawMessage(f["body"])
+	if body != nil && body.Val() != "" {
+		j.Request = json.RawMessage(body.Val())
 	}
 	if v := f["usage"]; v != "" {
 		j.Usage = new(job.Usage)

@@ -92,10 +92,10 @@ type jobView struct {
 func (s *Store) readJobs(ctx context.Context, ids []string) ([]jobView, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ids))
-	bodies := make([]*redis.BoolCmd, len(ids))
+	bodies := make([]*redis.IntCmd, len(ids))
 	for i, id := range ids {
 		cmds[i] = pipe.HMGet(ctx, jobKey(id), jobFields...)
-		bodies[i] = pipe.HExists(ctx, jobKey(id), "body")
+		bodies[i] = pipe.Exists(ctx, bodyKey(id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("reconcile: read jobs: %w", err)
@@ -104,7 +104,7 @@ func (s *Store) readJobs(ctx context.Context, ids []string) ([]jobView, error) {
 	for i, cmd := range cmds {
 		v := cmd.Val()
 		out[i] = jobView{id: ids[i], state: job.State(toStr(v[0])), queue: toStr(v[1]), model: toStr(v[2]),
-			batchID: toStr(v[3]), customID: toStr(v[4]), hasBody: bodies[i].Val()}
+			batchID: toStr(v[3]), customID: toStr(v[4]), hasBody: bodies[i].Val() == 1}
 	}
 	return out, nil
 }

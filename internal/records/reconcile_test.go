@@ -166,7 +166,7 @@ func TestReconcileDeadLettersAJobItCannotRun(t *testing.T) {
 	b := setup(t)
 	id := b.submit()
 	b.loseTask(job.QueueInteractive, id)
-	if err := b.rdb.HDel(b.ctx, jobKey(id), "body").Err(); err != nil {
+	if err := b.rdb.Del(b.ctx, bodyKey(id)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	rep := b.reconcile()

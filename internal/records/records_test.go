@@ -419,7 +419,7 @@ func TestRequeueOfAnExpiredRecord(t *testing.T) {
 	ids := b.batch("expired", 1, 1, true)
 	b.finish(b.begin(ids[0]).Delivery, died)
 	dead, _ := b.s.Get(b.ctx, ids[0], true)
-	if err := b.rdb.Del(b.ctx, jobKey(ids[0])).Err(); err != nil {
+	if err := b.rdb.Del(b.ctx, jobKey(ids[0]), bodyKey(ids[0])).Err(); err != nil {
 		t.Fatal(err)
 	}
 	d := DeadJob{ID: ids[0], BatchID: "expired", CustomID: "c0", Queue: job.QueueBatch, Model: testModel,

@@ -17,7 +17,8 @@ import (
 // DeadJob is what a requeue knows of a dead job: its dead letter.
 type DeadJob struct {
 	ID, BatchID, CustomID, Queue, Model string
-	// Request is the request body, used when the job's record has expired.
+	// Request is the request body (the dead letter keeps it): the job's
+	// request from now on.
 	Request []byte
 	// DeadAt is when the dead letter says the job died.
 	DeadAt time.Time
@@ -57,8 +58,12 @@ func (s *Store) Requeue(ctx context.Context, d DeadJob, now time.Time) (RequeueR
 		bk = batchKey(d.BatchID)
 	}
 	keys := []string{jobKey(d.ID), bk}
+	body := d.Request
+	if d.SetModel != "" {
+		body = d.SetBody
+	}
 	vals, what, err := reply(requeueScript.Run(ctx, s.rdb, keys, fmtTime(now), entry, d.BatchID, fmtTime(d.DeadAt),
-		d.SetModel, d.SetBody), "requeue job "+d.ID)
+		d.SetModel, body), "requeue job "+d.ID)
 	if err != nil {
 		return 0, "", err
 	}
@@ -70,12 +75,12 @@ func (s *Store) Requeue(ctx context.Context, d DeadJob, now time.Time) (RequeueR
 	case "not_dead":
 		return NotDead, job.State(toStr(vals[1])), nil
 	case "missing":
-		model, body := d.Model, d.Request
+		model := d.Model
 		if d.SetModel != "" {
-			model, body = d.SetModel, d.SetBody
+			model = d.SetModel
 		}
-		fields := []any{d.BatchID, "id", d.ID, "batch_id", d.BatchID, "custom_id", d.CustomID,
-			"queue", d.Queue, "model", model, "body", body, "state", string(job.StateQueued), "attempts", 0,
+		fields := []any{d.BatchID, body, "id", d.ID, "batch_id", d.BatchID, "custom_id", d.CustomID,
+			"queue", d.Queue, "model", model, "state", string(job.StateQueued), "attempts", 0,
 			"requeues", 1, "requeued_from", fmtTime(d.DeadAt), "submitted_at", fmtTime(now), "updated_at", fmtTime(now),
 			"history", "[" + string(entry) + "]"}
 		got, err := recreateScript.Run(ctx, s.rdb, keys, fields...).Text()

@@ -13,8 +13,13 @@ import "github.com/redis/go-redis/v9"
 // to), and a batch is read once per count.
 
 // luaCommon holds the helpers every script shares. A batch's record bk has
-// a bitmap bk..':lines' of the lines whose records were written (a script
-// names it from bk: both share the batch's slot).
+// a bitmap bk..':lines' of the lines whose records were written, and a job's
+// record k its request in k..':body' (a script names them from the key it
+// was given: they share its slot). The request is a string of its own so
+// that the record stays a compact hash (Redis keeps a hash with a value over
+// 64 bytes in its larger encoding); it goes once the job has succeeded or
+// been canceled, and stays with a dead job for its dead letter and a
+// requeue.
 const luaCommon = `
 local function final(st) return st == 'succeeded' or st == 'dead' or st == 'canceled' end
 -- appended is the history h (a JSON array, or nil) with entry e added.
@@ -107,11 +112,12 @@ end
 
 // createScript writes the record of a new single job in state queued,
 // unless a record with its ID exists; it returns the state found, or
-// "created". KEYS: job. ARGV: field/value pairs.
+// "created". KEYS: job. ARGV: request, then field/value pairs.
 var createScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then return st end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SET', KEYS[1] .. ':body', ARGV[1])
 return 'created'
 `)
 
@@ -158,7 +164,8 @@ for i = 1, n do
   local st = redis.call('HGET', k, 'state')
   if not st then
     redis.call('HSET', k, 'id', ARGV[a + 1], 'batch_id', ARGV[1], 'custom_id', ARGV[a + 2], 'queue', ARGV[2],
-      'model', ARGV[a + 3], 'body', ARGV[a + 4], 'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[3])
+      'model', ARGV[a + 3], 'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[3])
+    redis.call('SET', k .. ':body', ARGV[a + 4])
     created = created + 1
     out[i] = 1
   elseif st == 'succeeded' or st == 'dead' or st == 'canceled' then
@@ -195,14 +202,15 @@ return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 // {'run', attempts, interrupts, interrupted, body, model, batch id, requeues}.
 var beginScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
-  'running_since', 'running_worker', 'body', 'model', 'batch_id', 'requeues', 'history')
+  'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history')
 local st = f[1]
 if not st then return {'missing'} end
 local attempts = tonumber(f[4] or '0')
 if final(st) then return {'final', st, attempts} end
 local interrupts = tonumber(f[5] or '0')
+local function body() return redis.call('GET', KEYS[1] .. ':body') or '' end
 if st == 'running' and f[2] == ARGV[3] then
-  return {'run', attempts, interrupts, 0, f[8] or '', f[9] or '', f[10] or '', f[11] or '0'}
+  return {'run', attempts, interrupts, 0, body(), f[8] or '', f[9] or '', f[10] or '0'}
 end
 local due = tonumber(f[3] or '0')
 if due > tonumber(ARGV[1]) then return {'wait', due} end
@@ -211,13 +219,13 @@ if st == 'running' then
   interrupted, interrupts = 1, interrupts + 1
   local e = cjson.encode({attempt = attempts + 1, start = f[6] or ARGV[2], reason = 'interrupted', worker = f[7] or ''})
   redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[3], 'running_since', ARGV[2],
-    'running_worker', ARGV[4], 'updated_at', ARGV[2], 'interrupts', interrupts, 'history', appended(f[12], e))
+    'running_worker', ARGV[4], 'updated_at', ARGV[2], 'interrupts', interrupts, 'history', appended(f[11], e))
 else
   redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[3], 'running_since', ARGV[2],
     'running_worker', ARGV[4], 'updated_at', ARGV[2])
 end
 if f[3] then redis.call('HDEL', KEYS[1], 'due_at') end
-return {'run', attempts, interrupts, interrupted, f[8] or '', f[9] or '', f[10] or '', f[11] or '0'}
+return {'run', attempts, interrupts, interrupted, body(), f[8] or '', f[9] or '', f[10] or '0'}
 `)
 
 // finishScript records the outcome of a delivery's attempt: the job's new
@@ -229,8 +237,8 @@ return {'run', attempts, interrupts, interrupted, f[8] or '', f[9] or '', f[10] 
 // anything. (running_since and running_worker stay behind: they only mean
 // something while the job is running.)
 // KEYS: job, batch (the job key again for a single job).
-// ARGV: lease, state, counted (0|1), history entry or '', ttl (s), now,
-// batch id or '', prompt, cached, completion, reasoning, total tokens, job
+// ARGV: lease, state, counted (0|1), history entry or ”, ttl (s), now,
+// batch id or ”, prompt, cached, completion, reasoning, total tokens, job
 // id, then field/value pairs to set.
 // Reply: {'missing'} | {'stale', state, attempts} | {'replay', state,
 // attempts} | {'ok', state, attempts, batch ended (0|1)}.
@@ -262,6 +270,11 @@ redis.call('HSET', KEYS[1], unpack(set))
 local ended = 0
 if isFinal then
   if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+  if new == 'dead' then
+    if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1] .. ':body', ARGV[5]) end
+  else
+    redis.call('DEL', KEYS[1] .. ':body')
+  end
   if ARGV[7] ~= '' then
     ended = countOne(KEYS[2], ARGV[7], new, {ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]}, ARGV[6], ARGV[5])
   else
@@ -277,7 +290,7 @@ return {'ok', new, attempts, ended}
 // abandonScript dead-letters a job no delivery can finish: its task was
 // archived by asynq, or lost and cannot be re-created. A final job is left
 // as it is. KEYS: job, batch (or the job key). ARGV: now, ttl, batch id or
-// '', history entry, error JSON.
+// ”, history entry, error JSON.
 var abandonScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'history', 'id')
 local st = f[1]
@@ -286,7 +299,10 @@ if final(st) then return st end
 redis.call('HSET', KEYS[1], 'state', 'dead', 'error', ARGV[5], 'updated_at', ARGV[1], 'finished_at', ARGV[1],
   'history', appended(f[2], ARGV[4]))
 redis.call('HDEL', KEYS[1], 'lease', 'due_at')
-if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1] .. ':body', ARGV[2])
+end
 if ARGV[3] ~= '' then countOne(KEYS[2], ARGV[3], 'dead', nil, ARGV[1], ARGV[2]) end
 redis.call('PUBLISH', 'mimoq:done:' .. (f[3] or ''), 'dead')
 return 'dead'
@@ -329,6 +345,7 @@ for i = 1, n do
   elseif st == 'queued' or st == 'retrying' then
     redis.call('HSET', k, 'state', 'canceled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
     redis.call('HDEL', k, 'lease', 'due_at')
+    redis.call('DEL', k .. ':body')
     did = true
   end
   if did then
@@ -348,8 +365,8 @@ return {canceled, endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])}
 // the same requeue reset already; a dead record with another death than the
 // dead letter's is another dead letter's job.
 // KEYS: job, batch (or the job key). ARGV: now, history entry, batch id or
-// '', dead-letter time (the finished_at it requeues), new model or '', new
-// body or ''.
+// ”, dead-letter time (the finished_at it requeues), new model or ”, the
+// request (the dead letter's, or rewritten for the new model).
 // Reply: {'requeued'} | {'already', state} | {'not_dead', state} |
 // {'missing'}.
 var requeueScript = redis.NewScript(luaCommon + `
@@ -365,7 +382,12 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, '
   'requeued_from', f[2] or ARGV[4], 'requeues', tonumber(f[5] or '0') + 1, 'history', appended(f[4], ARGV[2]))
 redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'status_code', 'request_id', 'due_at', 'lease',
   'result', 'usage', 'served_model', 'retry_at')
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'model', ARGV[5], 'body', ARGV[6]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'model', ARGV[5]) end
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[1] .. ':body', ARGV[6])
+else
+  redis.call('PERSIST', KEYS[1] .. ':body')
+end
 redis.call('PERSIST', KEYS[1])
 if ARGV[3] ~= '' then uncountDead(KEYS[2]) end
 return {'requeued'}
@@ -374,11 +396,12 @@ return {'requeued'}
 // recreateScript writes the record of a dead job whose record has expired,
 // from its dead letter, as a requeued job; its batch, if it is still kept,
 // counts it pending again. KEYS: job, batch (or the job key). ARGV: batch
-// id or '', then field/value pairs.
+// id or ”, the request, then field/value pairs.
 var recreateScript = redis.NewScript(luaCommon + `
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then return st end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SET', KEYS[1] .. ':body', ARGV[2])
 if ARGV[1] ~= '' then uncountDead(KEYS[2]) end
 return 'requeued'
 `)

@@ -30,7 +30,7 @@ type NewJob struct {
 // left as it is; its task is written again when it is not final (asynq
 // refuses a second task with the same ID). It returns the job's state.
 func (s *Store) Submit(ctx context.Context, j NewJob) (job.State, error) {
-	fields := []any{"id", j.ID, "queue", j.Queue, "model", j.Model, "body", j.Body,
+	fields := []any{j.Body, "id", j.ID, "queue", j.Queue, "model", j.Model,
 		"state", string(job.StateQueued), "attempts", 0, "submitted_at", fmtTime(j.SubmittedAt)}
 	res, err := createScript.Run(ctx, s.rdb, []string{jobKey(j.ID)}, fields...).Text()
 	if err != nil {
