@@ -67,7 +67,7 @@ func TestDLQList(t *testing.T) {
 		t.Error("list carries the request; it is for GET /v1/dlq/{id}")
 	}
 	for q, want := range map[string][]string{
-		"model=mimo-v2.6-pro":                dead[2:],
+		"model=mimo-v2.6-pro":              dead[2:],
 		"status=400":                       dead[:2],
 		"class=exhausted":                  dead[2:],
 		"code=invalid_request&queue=batch": dead[:2],
