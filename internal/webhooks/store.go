@@ -251,7 +251,7 @@ func (s *Store) List(ctx context.Context, state, cursor string, limit int) ([]*D
 
 // attemptScript records a try of a delivery: its outcome appended, its new
 // state. KEYS: delivery. ARGV: attempt JSON, new state, next try (ms) or
-// ''. A delivery no longer pending (resent, or finished by another try) is
+// ”. A delivery no longer pending (resent, or finished by another try) is
 // left alone: returns 0.
 var attemptScript = redis.NewScript(`
 local f = redis.call('HMGET', KEYS[1], 'state', 'attempts')
