@@ -25,19 +25,41 @@ type BatchLine struct {
 
 // LineError is one invalid line of a batch file.
 type LineError struct {
-	Line   int
+	Line int
+	// Code is what kind of fault it is (one of the Code… constants), Param
+	// the field at fault when there is one (e.g. "custom_id",
+	// "body.messages[0].role"), Reason one sentence naming it.
+	Code   string
+	Param  string
 	Reason string
 }
 
+// The codes of LineError, as the OpenAI Batch API's errors.data[].code.
+const (
+	CodeInvalidJSONLine   = "invalid_json_line"
+	CodeLineTooLong       = "line_too_long"
+	CodeMissingParameter  = "missing_required_parameter"
+	CodeInvalidParameter  = "invalid_parameter"
+	CodeUnknownParameter  = "unknown_parameter"
+	CodeInvalidCustomID   = "invalid_custom_id"
+	CodeDuplicateCustomID = "duplicate_custom_id"
+	CodeInvalidMethod     = "invalid_method"
+	CodeInvalidURL        = "invalid_url"
+	CodeInvalidBody       = "invalid_request"
+	CodeModelNotFound     = "model_not_found"
+	CodeEmptyFile         = "empty_file"
+)
+
 // BatchFileError reports every invalid line of a batch file (the first
-// MaxLineErrors of them kept, Count counting all). Nothing was enqueued.
+// BatchOptions.MaxLineErrors of them kept, Count counting all). Nothing was
+// enqueued.
 type BatchFileError struct {
 	Name   string      // file name, for FILE:LINE messages
 	Errors []LineError // the first MaxLineErrors
 	Count  int         // all invalid lines
 }
 
-// MaxLineErrors is how many invalid lines a BatchFileError keeps.
+// MaxLineErrors is how many invalid lines a BatchFileError keeps by default.
 const MaxLineErrors = 20
 
 // BatchOptions changes one SubmitBatch call.
@@ -55,6 +77,13 @@ type BatchOptions struct {
 	// MaxLineBytes, when positive, replaces the client's MaxLineBytes for
 	// this file.
 	MaxLineBytes int
+	// MaxLineErrors is how many invalid lines a *BatchFileError lists (all
+	// are counted). Default MaxLineErrors.
+	MaxLineErrors int
+	// ExpiresAt, when set, ends the batch's completion window: jobs not
+	// started by then expire, and the batch ends expired. A resubmit keeps
+	// the window of the first submit.
+	ExpiresAt time.Time
 }
 
 // ErrBatchConflict is returned when a batch ID is reused for different
@@ -135,16 +164,21 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	var models []string
 	modelIndex := map[string]uint16{}
 	var lineModels []uint16
-	err = sc.each(func(bl *BatchLine, reason string) error {
-		if reason == "" {
+	keep := opts.MaxLineErrors
+	if keep <= 0 {
+		keep = MaxLineErrors
+	}
+	err = sc.each(func(bl *BatchLine, f lineFault) error {
+		if f.Reason == "" {
 			if first, dup := seen[bl.CustomID]; dup {
-				reason = fmt.Sprintf("custom_id %q is already used on line %d", truncate(bl.CustomID, 80), first)
+				f = lineFault{Code: CodeDuplicateCustomID, Param: "custom_id",
+					Reason: fmt.Sprintf("custom_id %q is already used on line %d", truncate(bl.CustomID, 80), first)}
 			} else {
 				seen[bl.CustomID] = bl.Line
 			}
 		}
-		if reason != "" {
-			ferr.add(bl.Line, reason)
+		if f.Reason != "" {
+			ferr.add(bl.Line, f, keep)
 			return nil
 		}
 		i, ok := modelIndex[bl.Model]
@@ -168,7 +202,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		return nil, ferr
 	}
 	if total == 0 {
-		return nil, &BatchFileError{Name: opts.Source, Errors: []LineError{{Reason: "the file holds no requests"}}}
+		return nil, &BatchFileError{Name: opts.Source, Errors: []LineError{{Code: CodeEmptyFile, Reason: "the file holds no requests"}}}
 	}
 	seen = nil
 	sum := hex.EncodeToString(sc.sum.Sum(nil))
@@ -235,10 +269,11 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 	chunk := make([]records.Line, 0, enqueueChunk)
 	bytes, index := 0, 0
 	var readErr error
-	if err := sc.each(func(bl *BatchLine, reason string) error {
+	if err := sc.each(func(bl *BatchLine, f lineFault) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		reason := f.Reason
 		if reason == "" && index >= total {
 			reason = "a line was added"
 		}

@@ -40,7 +40,7 @@ type lineEnvelope struct {
 // batchScanner reads a batch file line by line without loading it whole.
 type batchScanner struct {
 	r       *bufio.Reader
-	parse   func(line []byte) (*BatchLine, string)
+	parse   func(line []byte) (*BatchLine, lineFault)
 	maxLine int
 	sum     hash.Hash
 	lineNo  int
@@ -56,7 +56,7 @@ func newBatchScanner(r io.Reader, models apiclient.Models, maxLine int) *batchSc
 	// one validated.
 	s.parse = parseEnqueuedLine
 	if models != nil {
-		s.parse = func(line []byte) (*BatchLine, string) { return parseBatchLine(line, models) }
+		s.parse = func(line []byte) (*BatchLine, lineFault) { return parseBatchLine(line, models) }
 	}
 	s.r = bufio.NewReaderSize(io.TeeReader(r, s.sum), 256<<10)
 	return s
@@ -70,15 +70,15 @@ const scanChunk = 256
 type chunk struct {
 	raw     [][]byte // the lines (nil for one too long), dropped once parsed
 	lines   []*BatchLine
-	reasons []string
+	faults  []lineFault
 	done    chan struct{}
 }
 
 // each reads the file and calls fn with every non-blank line, in file order:
-// the parsed line, or the reason it is invalid. Parsing (most of the work)
+// the parsed line, or why it is invalid. Parsing (most of the work)
 // runs on every core. It returns fn's first error, or the reader's; nil at
 // the end of the file.
-func (s *batchScanner) each(fn func(bl *BatchLine, reason string) error) error {
+func (s *batchScanner) each(fn func(bl *BatchLine, f lineFault) error) error {
 	workers := runtime.GOMAXPROCS(0)
 	work := make(chan *chunk, workers)
 	order := make(chan *chunk, 2*workers)
@@ -120,13 +120,13 @@ func (s *batchScanner) each(fn func(bl *BatchLine, reason string) error) error {
 			case tooLong:
 				c.raw = append(c.raw, nil)
 				c.lines = append(c.lines, &BatchLine{Line: s.lineNo})
-				c.reasons = append(c.reasons, fmt.Sprintf("line is longer than %d bytes", s.maxLine))
+				c.faults = append(c.faults, lineFault{Code: CodeLineTooLong, Reason: fmt.Sprintf("line is longer than %d bytes", s.maxLine)})
 			case len(bytes.TrimSpace(line)) == 0:
 				continue
 			default:
 				c.raw = append(c.raw, bytes.Clone(line))
 				c.lines = append(c.lines, &BatchLine{Line: s.lineNo})
-				c.reasons = append(c.reasons, "")
+				c.faults = append(c.faults, lineFault{})
 			}
 			if len(c.lines) == scanChunk && !send() {
 				return
@@ -140,12 +140,12 @@ func (s *batchScanner) each(fn func(bl *BatchLine, reason string) error) error {
 					if raw == nil {
 						continue
 					}
-					bl, reason := s.parse(raw)
+					bl, f := s.parse(raw)
 					if bl != nil {
 						bl.Line = c.lines[i].Line
 						c.lines[i] = bl
 					}
-					c.reasons[i] = reason
+					c.faults[i] = f
 				}
 				c.raw = nil
 				close(c.done)
@@ -157,7 +157,7 @@ func (s *batchScanner) each(fn func(bl *BatchLine, reason string) error) error {
 	for c := range order {
 		<-c.done
 		for i, bl := range c.lines {
-			if err = fn(bl, c.reasons[i]); err != nil {
+			if err = fn(bl, c.faults[i]); err != nil {
 				break
 			}
 		}
@@ -215,51 +215,67 @@ func (s *batchScanner) readLine() ([]byte, bool, error) {
 // megabytes long.
 const maxReasonBytes = 300
 
-// parseBatchLine checks one line; on failure it returns the reason, one
+// parseBatchLine checks one line; on failure it says why: a code and one
 // sentence naming the field, at most about maxReasonBytes long.
-func parseBatchLine(line []byte, models apiclient.Models) (*BatchLine, string) {
-	bl, reason := parseLine(line, models)
-	return bl, truncate(reason, maxReasonBytes)
+func parseBatchLine(line []byte, models apiclient.Models) (*BatchLine, lineFault) {
+	bl, f := parseLine(line, models)
+	f.Reason = truncate(f.Reason, maxReasonBytes)
+	return bl, f
 }
 
-func parseLine(line []byte, models apiclient.Models) (*BatchLine, string) {
+func parseLine(line []byte, models apiclient.Models) (*BatchLine, lineFault) {
 	if !utf8.Valid(line) {
-		return nil, "line is not valid UTF-8"
+		return nil, lineFault{Code: CodeInvalidJSONLine, Reason: "line is not valid UTF-8"}
 	}
-	env, reason := readEnvelope(line)
-	if reason != "" {
-		return nil, reason
+	env, f := readEnvelope(line)
+	if f.Reason != "" {
+		return nil, f
 	}
 	if len(env.CustomID) == 0 || string(env.CustomID) == "null" {
-		return nil, "custom_id is missing"
+		return nil, lineFault{Code: CodeMissingParameter, Param: "custom_id", Reason: "custom_id is missing"}
 	}
 	var customID string
 	if err := json.Unmarshal(env.CustomID, &customID); err != nil {
-		return nil, "custom_id must be a string"
+		return nil, lineFault{Code: CodeInvalidCustomID, Param: "custom_id", Reason: "custom_id must be a string"}
 	}
 	switch {
 	case customID == "":
-		return nil, "custom_id is empty"
+		return nil, lineFault{Code: CodeInvalidCustomID, Param: "custom_id", Reason: "custom_id is empty"}
 	case len(customID) > MaxCustomIDLength:
-		return nil, fmt.Sprintf("custom_id is %d bytes long; at most %d are allowed", len(customID), MaxCustomIDLength)
+		return nil, lineFault{Code: CodeInvalidCustomID, Param: "custom_id",
+			Reason: fmt.Sprintf("custom_id is %d bytes long; at most %d are allowed", len(customID), MaxCustomIDLength)}
 	}
 	if env.Method != "" && env.Method != "POST" {
-		return nil, fmt.Sprintf("method %q is not supported; want POST", env.Method)
+		return nil, lineFault{Code: CodeInvalidMethod, Param: "method", Reason: fmt.Sprintf("method %q is not supported; want POST", env.Method)}
 	}
 	if env.URL != "" && env.URL != "/v1/chat/completions" && env.URL != "/chat/completions" {
-		return nil, fmt.Sprintf("url %q is not supported; want /v1/chat/completions", env.URL)
+		return nil, lineFault{Code: CodeInvalidURL, Param: "url", Reason: fmt.Sprintf("url %q is not supported; want /v1/chat/completions", env.URL)}
 	}
 	if len(env.Body) == 0 || string(env.Body) == "null" {
-		return nil, "body is missing"
+		return nil, lineFault{Code: CodeMissingParameter, Param: "body", Reason: "body is missing"}
 	}
 	req, err := apiclient.ParseRequest(env.Body)
 	if err != nil {
-		return nil, "body: " + err.Error()
+		return nil, bodyFault(err)
 	}
 	if err := models.Validate(req); err != nil {
-		return nil, "body: " + err.Error()
+		return nil, bodyFault(err)
 	}
-	return &BatchLine{CustomID: customID, Body: bytes.Clone(env.Body), Model: req.Model}, ""
+	return &BatchLine{CustomID: customID, Body: bytes.Clone(env.Body), Model: req.Model}, lineFault{}
+}
+
+// bodyFault is the fault of a line whose body the API would refuse; an
+// unknown model has a code of its own.
+func bodyFault(err error) lineFault {
+	f := lineFault{Code: CodeInvalidBody, Param: "body", Reason: "body: " + err.Error()}
+	var ve *apiclient.ValidationError
+	if errors.As(err, &ve) && ve.Field != "" {
+		f.Param = "body." + ve.Field
+		if ve.Field == "model" {
+			f.Code = CodeModelNotFound
+		}
+	}
+	return f
 }
 
 // errSlowPath sends a line to encoding/json, whose error names the problem.
@@ -269,7 +285,7 @@ var errSlowPath = errors.New("not the plain envelope")
 // over its members when the line is valid JSON holding only the known
 // fields, as strings where strings are expected; through encoding/json
 // otherwise, which accepts or refuses it the same way and says why.
-func readEnvelope(line []byte) (lineEnvelope, string) {
+func readEnvelope(line []byte) (lineEnvelope, lineFault) {
 	var env lineEnvelope
 	if json.Valid(line) {
 		err := jsonscan.Members(line, func(key string, val []byte) error {
@@ -297,30 +313,30 @@ func readEnvelope(line []byte) (lineEnvelope, string) {
 			return nil
 		})
 		if err == nil {
-			return env, ""
+			return env, lineFault{}
 		}
 	}
 	return decodeEnvelope(line)
 }
 
 // decodeEnvelope is readEnvelope through encoding/json alone.
-func decodeEnvelope(line []byte) (lineEnvelope, string) {
+func decodeEnvelope(line []byte) (lineEnvelope, lineFault) {
 	var env lineEnvelope
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil {
-		return env, jsonReason(err)
+		return env, jsonFault(err)
 	}
 	if dec.More() {
-		return env, "invalid JSON: more than one value on the line"
+		return env, lineFault{Code: CodeInvalidJSONLine, Reason: "invalid JSON: more than one value on the line"}
 	}
-	return env, ""
+	return env, lineFault{}
 }
 
 // parseEnqueuedLine reads what the second pass of a submit needs from a
 // line the first pass validated: its custom_id and body. The model comes
 // from the first pass; a file changed in between fails its checksum.
-func parseEnqueuedLine(line []byte) (*BatchLine, string) {
+func parseEnqueuedLine(line []byte) (*BatchLine, lineFault) {
 	var bl BatchLine
 	err := jsonscan.Members(line, func(key string, val []byte) error {
 		switch {
@@ -334,32 +350,33 @@ func parseEnqueuedLine(line []byte) (*BatchLine, string) {
 		return nil
 	})
 	if err != nil || bl.CustomID == "" || len(bl.Body) == 0 || bl.Body[0] != '{' {
-		return nil, "it is not the line the first pass read"
+		return nil, lineFault{Code: CodeInvalidJSONLine, Reason: "it is not the line the first pass read"}
 	}
-	return &bl, ""
+	return &bl, lineFault{}
 }
 
-// jsonReason turns an encoding/json error into a short reason.
-func jsonReason(err error) string {
+// jsonFault says why encoding/json refused a line, in a short reason.
+func jsonFault(err error) lineFault {
 	msg := strings.TrimPrefix(err.Error(), "json: ")
-	if strings.HasPrefix(msg, "unknown field ") {
-		return msg + " in the batch line (allowed: custom_id, method, url, body)"
+	if name, ok := strings.CutPrefix(msg, "unknown field "); ok {
+		return lineFault{Code: CodeUnknownParameter, Param: strings.Trim(name, `"`),
+			Reason: msg + " in the batch line (allowed: custom_id, method, url, body)"}
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return fmt.Sprintf("invalid JSON: %s (at byte %d)", msg, se.Offset)
+		return lineFault{Code: CodeInvalidJSONLine, Reason: fmt.Sprintf("invalid JSON: %s (at byte %d)", msg, se.Offset)}
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return "invalid JSON: the line ends in the middle of a value"
+		return lineFault{Code: CodeInvalidJSONLine, Reason: "invalid JSON: the line ends in the middle of a value"}
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		if te.Field == "" {
-			return "the line is not a JSON object"
+			return lineFault{Code: CodeInvalidJSONLine, Reason: "the line is not a JSON object"}
 		}
-		return fmt.Sprintf("%s must be a %s", te.Field, te.Type.Kind())
+		return lineFault{Code: CodeInvalidParameter, Param: te.Field, Reason: fmt.Sprintf("%s must be a %s", te.Field, te.Type.Kind())}
 	}
-	return msg
+	return lineFault{Code: CodeInvalidJSONLine, Reason: msg}
 }
 
 // Error lists the invalid lines as FILE:LINE: reason, the first
@@ -385,9 +402,12 @@ func (e *BatchFileError) Error() string {
 	return b.String()
 }
 
-func (e *BatchFileError) add(line int, reason string) {
+func (e *BatchFileError) add(line int, f lineFault, keep int) {
 	e.Count++
-	if len(e.Errors) < MaxLineErrors {
-		e.Errors = append(e.Errors, LineError{Line: line, Reason: reason})
+	if len(e.Errors) < keep {
+		e.Errors = append(e.Errors, LineError{Line: line, Code: f.Code, Param: f.Param, Reason: f.Reason})
 	}
 }
+
+// lineFault is why a line is invalid; the zero value is a valid line.
+type lineFault struct{ Code, Param, Reason string }

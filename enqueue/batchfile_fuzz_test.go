@@ -47,7 +47,8 @@ func FuzzParseBatchLine(f *testing.F) {
 	}
 	models := apiclient.DefaultModels()
 	f.Fuzz(func(t *testing.T, line []byte) {
-		bl, reason := parseBatchLine(line, models)
+		bl, f := parseBatchLine(line, models)
+		reason := f.Reason
 		if (bl == nil) == (reason == "") {
 			t.Fatalf("parseBatchLine(%q) = %+v, %q: want a line or a reason", line, bl, reason)
 		}
@@ -133,14 +134,15 @@ func FuzzBatchScanner(f *testing.F) {
 				want = append(want, got{line: i + 1, tooLong: true})
 			case len(bytes.TrimSpace(content)) == 0:
 			default:
-				_, reason := parseBatchLine(bytes.TrimRight(content, "\r\n"), models)
-				want = append(want, got{line: i + 1, reason: reason})
+				_, f := parseBatchLine(bytes.TrimRight(content, "\r\n"), models)
+				want = append(want, got{line: i + 1, reason: f.Reason})
 			}
 		}
 
 		sc := newBatchScanner(bytes.NewReader(data), models, maxLine)
 		var have []got
-		if err := sc.each(func(bl *BatchLine, reason string) error {
+		if err := sc.each(func(bl *BatchLine, f lineFault) error {
+			reason := f.Reason
 			g := got{line: bl.Line, reason: reason}
 			if strings.HasPrefix(reason, "line is longer than") {
 				g = got{line: bl.Line, tooLong: true}
@@ -182,7 +184,7 @@ func FuzzReadEnvelope(f *testing.F) {
 		if gotReason != wantReason {
 			t.Fatalf("%q: reason %q, encoding/json %q", line, gotReason, wantReason)
 		}
-		if wantReason != "" {
+		if wantReason.Reason != "" {
 			return
 		}
 		if !bytes.Equal(got.CustomID, want.CustomID) || !bytes.Equal(got.Body, want.Body) ||

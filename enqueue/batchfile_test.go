@@ -47,8 +47,8 @@ func TestScannerEachKeepsFileOrder(t *testing.T) {
 		case len(raw) > 200:
 			want = append(want, line{n: i + 1, reason: "line is longer than 200 bytes"})
 		default:
-			bl, reason := parseBatchLine([]byte(raw), models)
-			l := line{n: i + 1, reason: reason}
+			bl, f := parseBatchLine([]byte(raw), models)
+			l := line{n: i + 1, reason: f.Reason}
 			if bl != nil {
 				l.customID = bl.CustomID
 			}
@@ -56,8 +56,8 @@ func TestScannerEachKeepsFileOrder(t *testing.T) {
 		}
 	}
 	var have []line
-	err := newBatchScanner(bytes.NewReader(data), models, 200).each(func(bl *BatchLine, reason string) error {
-		have = append(have, line{n: bl.Line, customID: bl.CustomID, reason: reason})
+	err := newBatchScanner(bytes.NewReader(data), models, 200).each(func(bl *BatchLine, f lineFault) error {
+		have = append(have, line{n: bl.Line, customID: bl.CustomID, reason: f.Reason})
 		return nil
 	})
 	if err != nil {
@@ -91,7 +91,7 @@ func TestScannerEachStopsOnError(t *testing.T) {
 	src := &countingSource{r: bytes.NewReader(data)}
 	stop := errors.New("stop here")
 	calls := 0
-	err := newBatchScanner(src, apiclient.DefaultModels(), 0).each(func(*BatchLine, string) error {
+	err := newBatchScanner(src, apiclient.DefaultModels(), 0).each(func(*BatchLine, lineFault) error {
 		calls++
 		if calls == 10 {
 			return stop
@@ -123,7 +123,7 @@ func TestScannerEachReportsReadErrors(t *testing.T) {
 	t.Parallel()
 	data := scanFile(3 * scanChunk)
 	calls := 0
-	err := newBatchScanner(failingSource{bytes.NewReader(data)}, apiclient.DefaultModels(), 0).each(func(*BatchLine, string) error {
+	err := newBatchScanner(failingSource{bytes.NewReader(data)}, apiclient.DefaultModels(), 0).each(func(*BatchLine, lineFault) error {
 		calls++
 		return nil
 	})
@@ -132,5 +132,38 @@ func TestScannerEachReportsReadErrors(t *testing.T) {
 	}
 	if calls == 0 {
 		t.Fatal("no line was handed over before the read error")
+	}
+}
+
+func TestParseBatchLineNamesTheFault(t *testing.T) {
+	models := apiclient.DefaultModels()
+	const msgs = `"messages":[{"role":"user","content":"q"}]`
+	for _, tc := range []struct {
+		line        string
+		code, param string
+	}{
+		{`{"custom_id":"a","body":{"model":"mimo-v2.6-flash",` + msgs + `}}`, "", ""},
+		{"\xff", CodeInvalidJSONLine, ""},
+		{`{"custom_id":"a",`, CodeInvalidJSONLine, ""},
+		{`[1]`, CodeInvalidJSONLine, ""},
+		{`{"body":{}}`, CodeMissingParameter, "custom_id"},
+		{`{"custom_id":"a"}`, CodeMissingParameter, "body"},
+		{`{"custom_id":7,"body":{}}`, CodeInvalidCustomID, "custom_id"},
+		{`{"custom_id":"","body":{}}`, CodeInvalidCustomID, "custom_id"},
+		{`{"custom_id":"a","method":"GET","body":{}}`, CodeInvalidMethod, "method"},
+		{`{"custom_id":"a","url":"/v1/embeddings","body":{}}`, CodeInvalidURL, "url"},
+		{`{"custom_id":"a","method":5,"body":{}}`, CodeInvalidParameter, "method"},
+		{`{"custom_id":"a","extra":1,"body":{}}`, CodeUnknownParameter, "extra"},
+		{`{"custom_id":"a","body":{"model":"mimo-v2-flash",` + msgs + `}}`, CodeModelNotFound, "body.model"},
+		{`{"custom_id":"a","body":{"model":"mimo-v2.6-flash","messages":[{"role":"robot","content":"q"}]}}`, CodeInvalidBody, "body.messages[0].role"},
+		{`{"custom_id":"a","body":"text"}`, CodeInvalidBody, "body"},
+	} {
+		bl, f := parseBatchLine([]byte(tc.line), models)
+		if f.Code != tc.code || f.Param != tc.param {
+			t.Errorf("%s: code %q param %q (%s), want %q %q", tc.line, f.Code, f.Param, f.Reason, tc.code, tc.param)
+		}
+		if (bl == nil) != (tc.code != "") {
+			t.Errorf("%s: line %v with code %q", tc.line, bl, f.Code)
+		}
 	}
 }

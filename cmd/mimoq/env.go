@@ -53,6 +53,7 @@ type env struct {
 	HTTPAddr        string        `envconfig:"MIMOQ_HTTP_ADDR"`
 	Models          string        `envconfig:"MIMOQ_MODELS"`
 	APITokens       []secret      `envconfig:"MIMOQ_API_TOKENS"`
+	SyncTimeout     time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
 	LogLevel        string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
 	LogFormat       string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
 }
@@ -113,6 +114,8 @@ func (e *env) validate() error {
 		return fmt.Errorf("invalid MIMOQ_SHUTDOWN_TIMEOUT=%s: must not be negative", e.ShutdownTimeout)
 	case e.ResultTTL <= 0:
 		return fmt.Errorf("invalid MIMOQ_RESULT_TTL=%s: must be positive", e.ResultTTL)
+	case e.SyncTimeout <= 0:
+		return fmt.Errorf("invalid MIMOQ_SYNC_TIMEOUT=%s: must be positive", e.SyncTimeout)
 	}
 	if _, err := zerolog.ParseLevel(strings.ToLower(e.LogLevel)); err != nil || e.LogLevel == "" {
 		return fmt.Errorf("invalid MIMOQ_LOG_LEVEL=%q: want trace, debug, info, warn or error", e.LogLevel)

@@ -13,22 +13,26 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mimoq/mimoq/internal/auth"
+	"github.com/mimoq/mimoq/internal/files"
+	"github.com/mimoq/mimoq/internal/openaiapi"
 	"github.com/mimoq/mimoq/internal/server"
 	"github.com/mimoq/mimoq/internal/webui"
 )
 
 type serveFlags struct {
-	maxJobBytes, maxBatchBytes byteSize
-	maxWait                    time.Duration
+	maxJobBytes, maxBatchBytes, maxFileBytes byteSize
+	maxWait                                  time.Duration
 }
 
 func (a *app) serveCmd() *cobra.Command {
-	f := &serveFlags{maxJobBytes: 8 << 20, maxBatchBytes: 256 << 20}
+	f := &serveFlags{maxJobBytes: 8 << 20, maxBatchBytes: 256 << 20, maxFileBytes: files.DefaultMaxBytes}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the HTTP API for producers and operators",
 		Long: `Serve the HTTP API on MIMOQ_HTTP_ADDR (default 127.0.0.1:8080): submit jobs and batch
-files, read and wait for results, list and requeue dead letters. Every route but
+files, read and wait for results, list and requeue dead letters; and, under /openai/v1,
+the OpenAI-compatible Files, Batches, Chat Completions and Models routes, for the
+official OpenAI SDKs with only their base URL changed. Every route but
 /healthz and /readyz takes "Authorization: Bearer <token>" with one of the tokens in
 MIMOQ_API_TOKENS (comma-separated; required). Stops gracefully on SIGTERM or SIGINT.`,
 		Example: `  MIMOQ_API_TOKENS=s3cret mimoq serve
@@ -41,6 +45,7 @@ MIMOQ_API_TOKENS (comma-separated; required). Stops gracefully on SIGTERM or SIG
 	fl := cmd.Flags()
 	fl.Var(&f.maxJobBytes, "max-job-bytes", "largest body of POST /v1/jobs (e.g. 8MiB)")
 	fl.Var(&f.maxBatchBytes, "max-batch-bytes", "largest batch file of POST /v1/batches (e.g. 256MiB)")
+	fl.Var(&f.maxFileBytes, "max-file-bytes", "largest upload of POST /openai/v1/files (e.g. 200MB)")
 	fl.DurationVar(&f.maxWait, "max-wait", 60*time.Second, "longest ?wait= of GET /v1/jobs/{id}")
 	return cmd
 }
@@ -74,11 +79,17 @@ func (a *app) runServe(ctx context.Context, f *serveFlags) error {
 		return err
 	}
 
+	oai, err := openaiapi.New(openaiapi.Config{Client: d.client, Redis: d.rdb, ResultTTL: e.ResultTTL,
+		Files: files.New(d.rdb, e.ResultTTL, int64(f.maxFileBytes)), SyncTimeout: e.SyncTimeout}, ctx)
+	if err != nil {
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := server.New(server.Config{
 		Tokens: tok, Client: d.client, Redis: d.rdb, DLQ: d.store, Ops: d.ops,
-		UI: ui, Registry: reg, Logger: log.With().Str("component", "serve").Logger(),
+		Routes: oai.Routes(), UI: ui, Registry: reg, Logger: log.With().Str("component", "serve").Logger(),
 		MaxJobBytes: int64(f.maxJobBytes), MaxBatchBytes: int64(f.maxBatchBytes), MaxWait: f.maxWait,
 		ShutdownTimeout: e.ShutdownTimeout,
 	})

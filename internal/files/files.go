@@ -24,8 +24,9 @@ import (
 // ChunkSize is how much of a file one Redis string holds.
 const ChunkSize = 1 << 20
 
-// DefaultMaxBytes is the largest file accepted, as OpenAI's Files API.
-const DefaultMaxBytes = 200 << 20
+// DefaultMaxBytes is the largest file accepted: 200 MB, the limit of an
+// OpenAI Batch input file.
+const DefaultMaxBytes = 200_000_000
 
 // ErrNotFound is returned (wrapped) for a file that does not exist or has
 // expired.
@@ -169,13 +170,17 @@ func fromHash(h map[string]string) *File {
 		Filename: h["filename"], Purpose: h["purpose"], chunks: int(num("chunks"))}
 }
 
-// List returns files, newest first, after the file after (the one before
-// the page; "" for the first page), at most limit; more says whether
-// further files follow.
-func (s *Store) List(ctx context.Context, after string, limit int) (out []*File, more bool, err error) {
+// List returns files, newest first (oldest first with oldestFirst), after
+// the file after (the one before the page; "" for the first page), at most
+// limit; more says whether further files follow.
+func (s *Store) List(ctx context.Context, after string, limit int, oldestFirst bool) (out []*File, more bool, err error) {
+	rank, rangeOf := s.rdb.ZRevRank, s.rdb.ZRevRange
+	if oldestFirst {
+		rank, rangeOf = s.rdb.ZRank, s.rdb.ZRange
+	}
 	start := int64(0)
 	if after != "" {
-		rank, err := s.rdb.ZRevRank(ctx, indexKey, after).Result()
+		rank, err := rank(ctx, indexKey, after).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, false, fmt.Errorf("list files: %w", err)
 		}
@@ -184,7 +189,7 @@ func (s *Store) List(ctx context.Context, after string, limit int) (out []*File,
 		}
 	}
 	for len(out) <= limit {
-		ids, err := s.rdb.ZRevRange(ctx, indexKey, start, start+int64(limit)).Result()
+		ids, err := rangeOf(ctx, indexKey, start, start+int64(limit)).Result()
 		if err != nil {
 			return nil, false, fmt.Errorf("list files: %w", err)
 		}

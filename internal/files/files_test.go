@@ -84,13 +84,17 @@ func TestListGetDelete(t *testing.T) {
 		}
 		ids = append(ids, f.ID)
 	}
-	page, more, err := s.List(ctx, "", 2)
+	page, more, err := s.List(ctx, "", 2, false)
 	if err != nil || len(page) != 2 || !more || page[0].ID != ids[4] || page[1].ID != ids[3] {
 		t.Fatalf("first page: %v more %v, %v", page, more, err)
 	}
-	page, more, err = s.List(ctx, page[1].ID, 10)
+	page, more, err = s.List(ctx, page[1].ID, 10, false)
 	if err != nil || len(page) != 3 || more || page[2].ID != ids[0] {
 		t.Fatalf("second page: %v more %v, %v", page, more, err)
+	}
+	page, more, err = s.List(ctx, ids[1], 2, true)
+	if err != nil || len(page) != 2 || !more || page[0].ID != ids[2] || page[1].ID != ids[3] {
+		t.Fatalf("oldest first, after the second: %v more %v, %v", page, more, err)
 	}
 	if ok, err := s.Delete(ctx, ids[2]); !ok || err != nil {
 		t.Fatalf("delete: %v %v", ok, err)
@@ -104,7 +108,7 @@ func TestListGetDelete(t *testing.T) {
 	if _, err := s.Get(ctx, "file-{x}"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("get of a malformed id: %v", err)
 	}
-	all, _, _ := s.List(ctx, "", 10)
+	all, _, _ := s.List(ctx, "", 10, false)
 	if len(all) != 4 {
 		t.Errorf("%d files left, want 4", len(all))
 	}

@@ -73,9 +73,9 @@ const (
 	DefaultMaxWait = 60 * time.Second
 )
 
-// State is where a job is in its life. Succeeded, Dead and Canceled are
-// final: no further work happens to the job, and nothing changes its state
-// again but an operator's requeue of a dead job.
+// State is where a job is in its life. Succeeded, Dead, Canceled and
+// Expired are final: no further work happens to the job, and nothing changes
+// its state again but an operator's requeue of a dead job.
 type State string
 
 // The states of a job.
@@ -86,11 +86,12 @@ const (
 	StateSucceeded State = "succeeded" // answered; the result is kept
 	StateDead      State = "dead"      // given up; a dead letter says why
 	StateCanceled  State = "canceled"  // canceled before it ran
+	StateExpired   State = "expired"   // its deadline (or its batch's) passed before it ran
 )
 
 // Final reports whether no further work will happen to a job in state s.
 func (s State) Final() bool {
-	return s == StateSucceeded || s == StateDead || s == StateCanceled
+	return s == StateSucceeded || s == StateDead || s == StateCanceled || s == StateExpired
 }
 
 // BatchState is where a batch is in its life.
@@ -109,6 +110,10 @@ const (
 	// enqueued) are canceled, the rest run to their end. The batch is over
 	// when its FinishedAt is set.
 	BatchCanceled BatchState = "canceled"
+	// BatchExpired: its completion window passed before every job was
+	// final; jobs that had not started are expired, the rest run to their
+	// end. The batch is over when its FinishedAt is set.
+	BatchExpired BatchState = "expired"
 )
 
 // Class says what an outcome means: the class of a failure, or success.
@@ -186,6 +191,8 @@ type Error struct {
 	Class      Class  `json:"class"`
 	Reason     string `json:"reason,omitempty"`
 	RequestID  string `json:"request_id,omitempty"`
+	// Body is the API's error body, byte-for-byte, when it answered one.
+	Body json.RawMessage `json:"body,omitempty"`
 }
 
 // Job is the record of one job, as `mimoq job get --json` prints it.
@@ -224,12 +231,17 @@ type Batch struct {
 	Succeeded   int        `json:"succeeded"`
 	Dead        int        `json:"dead"`
 	Canceled    int        `json:"canceled"`
-	Pending     int        `json:"pending"` // total - succeeded - dead - canceled
+	Expired     int        `json:"expired"`
+	Pending     int        `json:"pending"` // total - succeeded - dead - canceled - expired
 	Usage       Usage      `json:"usage"`
 	CreatedAt   time.Time  `json:"created_at"`
 	SubmittedAt time.Time  `json:"submitted_at,omitzero"` // every line enqueued
 	CanceledAt  time.Time  `json:"canceled_at,omitzero"`
-	FinishedAt  time.Time  `json:"finished_at,omitzero"` // every job final
+	// ExpiresAt is the end of the completion window, when the batch has
+	// one; ExpiredAt is when its unstarted jobs were expired.
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	ExpiredAt  time.Time `json:"expired_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"` // every job final
 	// Rate is jobs finished per second since the batch was submitted, and
 	// ETA the expected time of the last one at that rate (zero if unknown).
 	Rate float64   `json:"rate"`

@@ -61,6 +61,9 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 		if err := json.Unmarshal([]byte(v), j.Error); err != nil {
 			return nil, fmt.Errorf("job %s: bad error field: %w", id, err)
 		}
+		if b := f["error_body"]; b != "" && json.Valid([]byte(b)) {
+			j.Error.Body = json.RawMessage(b)
+		}
 	}
 	if v := f["history"]; v != "" {
 		if err := json.Unmarshal([]byte(v), &j.History); err != nil {

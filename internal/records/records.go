@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strconv"
 	"time"
 
@@ -174,4 +175,17 @@ func reply(cmd *redis.Cmd, what string) ([]any, string, error) {
 		return nil, "", fmt.Errorf("%s: empty reply", what)
 	}
 	return vals, toStr(vals[0]), nil
+}
+
+// Unreachable reports whether err comes from a Redis that cannot be reached:
+// a network error, a closed or exhausted pool, or, failing those, a ping that
+// fails. Callers answer "retry later" then, rather than "internal error".
+func Unreachable(ctx context.Context, rdb redis.UniversalClient, err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		return true
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	return rdb.Ping(pctx).Err() != nil
 }

@@ -3,14 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"net"
 	"net/http"
 	"strconv"
-	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/mimoq/mimoq/internal/records"
 )
 
 // errorBody is the error shape of the MiMo API (and OpenAI's):
@@ -87,16 +85,9 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what stri
 	writeError(w, r, http.StatusInternalServerError, "internal_error", internalMessage(rid), "")
 }
 
-// redisDown reports whether err comes from an unreachable Redis: a network
-// error, a closed or exhausted pool, or, failing those, a ping that fails.
+// redisDown reports whether err comes from an unreachable Redis.
 func (s *Server) redisDown(ctx context.Context, err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
-		return true
-	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	return s.cfg.Redis.Ping(pctx).Err() != nil
+	return records.Unreachable(ctx, s.cfg.Redis, err)
 }
 
 // formatBytes writes n for people: 8 MiB, 256 MiB, 1500 bytes.

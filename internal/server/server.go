@@ -42,6 +42,9 @@ type Config struct {
 	DLQ *dlq.Store
 	// Ops requeues dead letters. Default ops.New(Redis).
 	Ops *ops.Ops
+	// Routes are more handlers by http.ServeMux pattern (the OpenAI-compatible
+	// API), each behind the bearer token like the API's own.
+	Routes map[string]http.Handler
 	// UI, when set, is mounted at /ui and /monitoring. It does its own
 	// authentication (a session cookie), so the bearer check is not applied.
 	UI http.Handler
@@ -190,6 +193,9 @@ func (s *Server) routes() {
 	api("GET /v1/dlq", s.listDLQ)
 	api("GET /v1/dlq/{id}", s.getDLQ)
 	api("POST /v1/dlq/requeue", s.requeueDLQ)
+	for pattern, h := range s.cfg.Routes {
+		m.Handle(pattern, s.requireToken(h))
+	}
 	if s.cfg.Registry != nil {
 		api("GET /metrics", s.metricsHandler().ServeHTTP)
 	}
