@@ -68,10 +68,10 @@ const scanChunk = 256
 // chunk is a run of consecutive non-blank lines, parsed off the reading
 // goroutine.
 type chunk struct {
-	raw     [][]byte // the lines (nil for one too long), dropped once parsed
-	lines   []*BatchLine
-	faults  []lineFault
-	done    chan struct{}
+	raw    [][]byte // the lines (nil for one too long), dropped once parsed
+	lines  []*BatchLine
+	faults []lineFault
+	done   chan struct{}
 }
 
 // each reads the file and calls fn with every non-blank line, in file order:
