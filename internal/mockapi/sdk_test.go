@@ -4,19 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mimoq/mimoq/internal/mockapi"
+	"github.com/mimoq/mimoq/internal/nodesdk"
 )
-
-// openaiVersion pins the official OpenAI Node SDK the compatibility test runs.
-// 6.x still runs on Node 18 and 20 (7.x needs Node 22).
-const openaiVersion = "6.49.0"
 
 // TestOpenAINodeSDK checks that the official OpenAI SDK reads the mock's
 // answers as it reads the real API's: a completion, a stream, speech, and the
@@ -28,38 +23,10 @@ func TestOpenAINodeSDK(t *testing.T) {
 		t.Skip("runs Node.js and installs the openai npm package")
 	}
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not on the PATH: the OpenAI SDK test needs Node.js 18 or later (go test -short skips it)")
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Fatal("npm is not on the PATH: the OpenAI SDK test installs the openai package with it (go test -short skips it)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	modules := openaiModules(ctx, t, npm)
-
 	_, url := serve(t, mockapi.Config{Models: withSpeech(), Limits: map[string]mockapi.Limit{"mimo-v2.6-flash": {RPM: 1}}})
-	dir := t.TempDir()
-	if err := os.Symlink(modules, filepath.Join(dir, "node_modules")); err != nil {
-		t.Fatal(err)
-	}
-	script, err := os.ReadFile(filepath.Join("testdata", "sdk.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "sdk.mjs"), script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "sdk.mjs"))
-	cmd.Env = append(os.Environ(), "MOCK_BASE_URL="+url+"/v1", "MOCK_KEY="+testKey)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node sdk.mjs: %v\nstdout: %s\nstderr: %s", err, stdout, stderr.String())
-	}
+	stdout := nodesdk.Run(ctx, t, filepath.Join("testdata", "sdk.mjs"), "MOCK_BASE_URL="+url+"/v1", "MOCK_KEY="+testKey)
 	t.Logf("SDK output: %s", stdout)
 
 	type sdkError struct {
@@ -187,58 +154,4 @@ func TestOpenAINodeSDK(t *testing.T) {
 	if m := out.Models.OK; m == nil || fmt.Sprint(*m) != "[mimo-v2.5-tts mimo-v2.5-tts-voiceclone mimo-v2.5-tts-voicedesign mimo-v2.6-flash mimo-v2.6-pro mimo-v2.6-pro-ultraspeed]" {
 		t.Errorf("models = %v, %v", m, out.Models.Error)
 	}
-}
-
-// openaiModules returns a node_modules directory holding openai@openaiVersion,
-// installing it once into the user cache directory.
-func openaiModules(ctx context.Context, t *testing.T, npm string) string {
-	t.Helper()
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	root := filepath.Join(cache, "mimoq-npm")
-	final := filepath.Join(root, "openai@"+openaiVersion)
-	modules := filepath.Join(final, "node_modules")
-	if installed(modules) {
-		return modules
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Install into a fresh directory, then rename it into place, so that an
-	// interrupted install or a concurrent run never leaves a half-filled cache.
-	tmp, err := os.MkdirTemp(root, "install-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.WriteFile(filepath.Join(tmp, "package.json"), []byte(`{"private":true}`+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "openai@"+openaiVersion)
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install openai@%s: %v\n%s", openaiVersion, err, out)
-	}
-	if !installed(filepath.Join(tmp, "node_modules")) {
-		t.Fatalf("npm install openai@%s left no node_modules/openai/package.json of that version", openaiVersion)
-	}
-	// A concurrent run may have won the race: its copy is as good.
-	if err := os.Rename(tmp, final); err != nil && !installed(modules) {
-		t.Fatalf("move the openai package into the cache: %v", err)
-	}
-	return modules
-}
-
-// installed reports whether modules holds openai at the pinned version.
-func installed(modules string) bool {
-	b, err := os.ReadFile(filepath.Join(modules, "openai", "package.json"))
-	if err != nil {
-		return false
-	}
-	var pkg struct {
-		Version string `json:"version"`
-	}
-	return json.Unmarshal(b, &pkg) == nil && pkg.Version == openaiVersion
 }
