@@ -154,9 +154,9 @@ func TestOpenAINodeSDKBatchFlow(t *testing.T) {
 				TotalTokens int `json:"total_tokens"`
 			} `json:"usage"`
 		}] `json:"chat"`
-		ChatBadRequest  sdkStep[json.RawMessage] `json:"chat_bad_request"`
-		ChatAPIRefusal  sdkStep[json.RawMessage] `json:"chat_api_refusal"`
-		Stream          sdkStep[struct {
+		ChatBadRequest sdkStep[json.RawMessage] `json:"chat_bad_request"`
+		ChatAPIRefusal sdkStep[json.RawMessage] `json:"chat_api_refusal"`
+		Stream         sdkStep[struct {
 			Text   string `json:"text"`
 			Chunks int    `json:"chunks"`
 			Finish string `json:"finish"`
