@@ -332,9 +332,6 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 
 	default: // ActDeadLetter
 		jerr.Class = act.Class
-		if !act.Counted {
-			entry = nil
-		}
 		if act.PauseLane {
 			reason := fmt.Sprintf("%d %s on job %s", jerr.StatusCode, jerr.Code, d.JobID)
 			if _, err := w.lanes.Pause(ctx, model, reason); err != nil {
@@ -344,6 +341,9 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 			}
 		}
 		ev(log.Warn()).Str("class", string(act.Class)).Msg("attempt failed, dead-lettered")
+		if !act.Counted {
+			entry = nil // no call was made: no attempt to record
+		}
 		o := records.Outcome{State: job.StateDead, Counted: act.Counted, Entry: entry, Error: jerr,
 			StatusCode: jerr.StatusCode, RequestID: jerr.RequestID, ErrorBody: errorBodyOf(callErr)}
 		if err := w.finish(ctx, d, o); err != nil {

@@ -18,7 +18,8 @@ import (
 // and the commands a user has, so that it runs against any version.
 
 // recordKey finds the Redis key of job id's record as an operator would,
-// with redis-cli's KEYS.
+// with redis-cli's KEYS and TYPE: the one hash among the job's keys (its
+// body is a string beside it).
 func (f *fleet) recordKey(id string) string {
 	f.t.Helper()
 	keys, err := f.rdb.Keys(context.Background(), "mimoq:job:*"+id+"*").Result()
@@ -26,7 +27,7 @@ func (f *fleet) recordKey(id string) string {
 		f.t.Fatal(err)
 	}
 	for _, k := range keys {
-		if !strings.HasSuffix(k, ":history") {
+		if typ, _ := f.rdb.Type(context.Background(), k).Result(); typ == "hash" {
 			return k
 		}
 	}
@@ -118,6 +119,34 @@ func TestStorageErrorsBackOff(t *testing.T) {
 	}
 	if n := f.mockRequests(); n != 0 {
 		t.Errorf("the API was called %d times for a job whose record could not be read", n)
+	}
+}
+
+// TestCorruptBodyIsDeadLettered (regression: CI run of 2026-12-02): a job
+// whose stored request body is not JSON (the key overwritten by hand) is
+// dead-lettered with a clear error, without a call and without a panic;
+// before the fix, the worker panicked on every delivery and the dead
+// letter could not be stored.
+func TestCorruptBodyIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	id := f.submit(1, "mimo-v2.6-flash", enqueue.QueueInteractive)[0]
+	if err := f.rdb.Set(context.Background(), f.recordKey(id)+":body", "not json", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	w := f.startWorker()
+	jobs := f.waitFinal([]string{id}, 30*time.Second)
+	if j := jobs[id]; j.State != enqueue.StateDead || j.Error == nil || j.Error.Class != "terminal" {
+		t.Fatalf("job %+v, error %+v: want dead, terminal", j, j.Error)
+	}
+	if _, err := dlq.New(f.rdb).Get(context.Background(), id); err != nil {
+		t.Errorf("no dead letter for the job: %v", err)
+	}
+	if n := f.mockRequests(); n != 0 {
+		t.Errorf("the API was called %d times for a body that is not JSON", n)
+	}
+	if out := w.Output(); strings.Contains(out, "panic") {
+		t.Errorf("the worker panicked:\n%s", out)
 	}
 }
 
