@@ -209,7 +209,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 
 	// The batch record: new, or the one a previous submit of this file left.
 	cb, err := c.records.CreateBatch(ctx, records.BatchSpec{ID: opts.ID, Queue: opts.Queue, Source: opts.Source,
-		SHA256: sum, Total: total}, time.Now())
+		SHA256: sum, Total: total, ExpiresAt: opts.ExpiresAt}, time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -54,11 +54,13 @@ const (
 	StateSucceeded = job.StateSucceeded
 	StateDead      = job.StateDead
 	StateCanceled  = job.StateCanceled
+	StateExpired   = job.StateExpired
 
 	BatchSubmitting = job.BatchSubmitting
 	BatchRunning    = job.BatchRunning
 	BatchDone       = job.BatchDone
 	BatchCanceled   = job.BatchCanceled
+	BatchExpired    = job.BatchExpired
 )
 
 // The queues a job may be submitted to.
@@ -132,8 +134,9 @@ func (c *Client) Models() apiclient.Models { return c.cfg.Models }
 type SubmitOption func(*submitOptions)
 
 type submitOptions struct {
-	queue   string
-	idemKey string
+	queue    string
+	idemKey  string
+	deadline time.Time
 }
 
 // WithQueue puts the job on queue q instead of interactive.
@@ -145,6 +148,11 @@ func WithQueue(q string) SubmitOption { return func(o *submitOptions) { o.queue 
 func WithIdempotencyKey(key string) SubmitOption {
 	return func(o *submitOptions) { o.idemKey = key }
 }
+
+// WithDeadline makes the job expire (final state expired) if it has not
+// started by t, instead of being called late; a job running at t
+// finishes. A deadline in the past is refused.
+func WithDeadline(t time.Time) SubmitOption { return func(o *submitOptions) { o.deadline = t } }
 
 // InvalidRequestError reports a request refused before it was enqueued.
 type InvalidRequestError struct{ Err error }
@@ -172,6 +180,9 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 	if err := checkQueue(o.queue); err != nil {
 		return "", err
 	}
+	if !o.deadline.IsZero() && !o.deadline.After(time.Now()) {
+		return "", &InvalidRequestError{Err: fmt.Errorf("deadline %s has passed", o.deadline.UTC().Format(time.RFC3339))}
+	}
 	req, err := apiclient.ParseRequest(body)
 	if err != nil {
 		return "", &InvalidRequestError{Err: err}
@@ -186,7 +197,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 		}
 	}
 	if _, err := c.records.Submit(ctx, records.NewJob{ID: id, Queue: o.queue, Model: req.Model, Body: body,
-		SubmittedAt: time.Now()}); err != nil {
+		SubmittedAt: time.Now(), Deadline: o.deadline}); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
 	return id, nil

@@ -193,6 +193,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			log.Info().Msg("task of a job without a record dropped")
 			return nil
 		case ActSettle:
+			if b.JustExpired {
+				w.countExpired(ctx, p.BatchID, 1)
+				log.Info().Msg("job expired: its deadline passed before it started")
+			}
 			return w.settle(ctx, p.JobID, b.State)
 		case ActDeadLetter:
 			return w.deadLetterUnstarted(ctx, b.Delivery, &job.Error{Code: "worker_interrupted", Class: act.Class,

@@ -16,6 +16,9 @@ type metrics struct {
 	dropped       prometheus.Counter
 	repairs       *prometheus.CounterVec
 	sweepFailures prometheus.Counter
+	// expired counts jobs expired by the expiry pass, by kind (job: a
+	// single job's deadline; batch: a batch's completion window).
+	expired *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,16 +55,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "mimoq", Name: "reconciler_repairs_total",
-			Help: "Repairs by the reconciler: task_recreated, dead_letter_written, cancel_completed, lost.",
+			Help: "Repairs by the reconciler: task_recreated, dead_letter_written, cancel_completed, expiry_completed, lost.",
 		}, []string{"kind"}),
 		sweepFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "mimoq", Name: "sweep_failures_total",
 			Help: "Tasks archived by asynq that the sweeper could not move into the dead-letter store (retried next sweep).",
 		}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "jobs_expired_total",
+			Help: "Jobs that expired before they started, by kind: job (its own deadline) or batch (its batch's completion window).",
+		}, []string{"kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
-			m.sweepFailures)
+			m.sweepFailures, m.expired)
 	}
 	return m
 }

@@ -43,14 +43,15 @@ func (w *Worker) reconcileLoop(ctx context.Context) {
 func (w *Worker) Reconcile(ctx context.Context) (records.ReconcileReport, error) {
 	rep, err := w.records.Reconcile(ctx, deadLetters{w.dlq}, records.ReconcileOptions{Grace: w.cfg.ReconcileGrace}, time.Now())
 	for kind, n := range map[string]int{"task_recreated": rep.TasksRecreated, "dead_letter_written": rep.DeadLettersWritten,
-		"cancel_completed": rep.CancelsCompleted, "lost": rep.Lost} {
+		"cancel_completed": rep.CancelsCompleted, "expiry_completed": rep.ExpiriesCompleted, "lost": rep.Lost} {
 		if n > 0 {
 			w.metrics.repairs.WithLabelValues(kind).Add(float64(n))
 		}
 	}
 	if rep.Repairs() > 0 {
 		w.log.Warn().Int("tasks_recreated", rep.TasksRecreated).Int("dead_letters_written", rep.DeadLettersWritten).
-			Int("cancels_completed", rep.CancelsCompleted).Int("lost", rep.Lost).Msg("reconciler repaired jobs")
+			Int("cancels_completed", rep.CancelsCompleted).Int("expiries_completed", rep.ExpiriesCompleted).
+			Int("lost", rep.Lost).Msg("reconciler repaired jobs")
 	}
 	return rep, err
 }

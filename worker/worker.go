@@ -98,6 +98,9 @@ type Config struct {
 	// SweepInterval is how often tasks asynq archived by itself are moved
 	// into the dead-letter store. Default 30s.
 	SweepInterval time.Duration
+	// ExpiryInterval is how often the worker expires what is past its
+	// deadline (single jobs, batch windows). Default 1s.
+	ExpiryInterval time.Duration
 	// ReconcileInterval is how often the fleet's reconciler runs (one
 	// worker at a time): it gives lost jobs a task again. Default 1m.
 	ReconcileInterval time.Duration
@@ -150,6 +153,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = 30 * time.Second
+	}
+	if c.ExpiryInterval <= 0 {
+		c.ExpiryInterval = time.Second
 	}
 	if c.ReconcileInterval <= 0 {
 		c.ReconcileInterval = time.Minute
@@ -359,6 +365,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	bg.Go(func() { w.sweepLoop(bgCtx) })
 	bg.Go(func() { w.reconcileLoop(bgCtx) })
+	bg.Go(func() { w.expiryLoop(bgCtx) })
 	bg.Go(func() { w.gaugeLoop(bgCtx) })
 	bg.Go(func() { w.countLoop(bgCtx) })
 

@@ -38,9 +38,9 @@ func isTerminal(w any) bool {
 
 func (a *app) batchSubmitCmd() *cobra.Command {
 	var (
-		id, queue    string
-		wait, asJSON bool
-		maxLine      = byteSize(enqueue.DefaultMaxLineBytes)
+		id, queue, window string
+		wait, asJSON      bool
+		maxLine           = byteSize(enqueue.DefaultMaxLineBytes)
 	)
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
@@ -51,6 +51,14 @@ count) with exit status 2, and nothing is enqueued. Submitting again with the sa
 enqueues nothing twice and completes an interrupted submit.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
+			var expiresAt time.Time
+			if window != "" {
+				d, err := enqueue.ParseCompletionWindow(window)
+				if err != nil {
+					return usagef("invalid --completion-window: %v", err)
+				}
+				expiresAt = time.Now().Add(d)
+			}
 			f, err := os.Open(argv[0])
 			if err != nil {
 				return usagef("%v", err)
@@ -60,7 +68,8 @@ enqueues nothing twice and completes an interrupted submit.`,
 				if maxLine > 1<<30 {
 					return usagef("invalid --max-line-bytes=%d: at most 1GiB", maxLine)
 				}
-				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0], MaxLineBytes: int(maxLine)}
+				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0], MaxLineBytes: int(maxLine),
+					ExpiresAt: expiresAt}
 				var bar *progressbar.ProgressBar
 				if isTerminal(a.stderr) && !asJSON {
 					phase := ""
@@ -111,6 +120,8 @@ enqueues nothing twice and completes an interrupted submit.`,
 	}
 	cmd.Flags().StringVar(&id, "id", "", "batch ID (default: a new one); reuse it to resubmit safely")
 	cmd.Flags().StringVar(&queue, "queue", enqueue.QueueBatch, "queue to submit to")
+	cmd.Flags().StringVar(&window, "completion-window", "",
+		"expire the requests not started within this duration (at least 1m, e.g. 24h); default: none")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every request is final, showing progress")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the batch record as JSON")
 	cmd.Flags().Var(&maxLine, "max-line-bytes", "longest line accepted (e.g. 16MiB); a longer one is refused with its line number")
@@ -171,7 +182,7 @@ func (a *app) watchBatch(ctx context.Context, c *enqueue.Client, id string, asJS
 	defer tick.Stop()
 	for {
 		if bar != nil {
-			_ = bar.Set(b.Succeeded + b.Dead + b.Canceled)
+			_ = bar.Set(b.Succeeded + b.Dead + b.Canceled + b.Expired)
 		}
 		select {
 		case <-done:
@@ -189,6 +200,9 @@ func (a *app) watchBatch(ctx context.Context, c *enqueue.Client, id string, asJS
 			printBatch(a.stdout, final)
 			if final.Dead > 0 {
 				return fmt.Errorf("batch %s: %d of %d requests failed (mimoq batch results %s --errors FILE)", id, final.Dead, final.Total, id)
+			}
+			if final.Expired > 0 {
+				return fmt.Errorf("batch %s: %d of %d requests expired before they ran (its completion window ended)", id, final.Expired, final.Total)
 			}
 			return nil
 		case <-tick.C:
@@ -215,7 +229,11 @@ func printBatch(w io.Writer, b *enqueue.Batch) {
 	fmt.Fprintf(tw, "succeeded:\t%d\n", b.Succeeded)
 	fmt.Fprintf(tw, "dead:\t%d\n", b.Dead)
 	fmt.Fprintf(tw, "canceled:\t%d\n", b.Canceled)
+	fmt.Fprintf(tw, "expired:\t%d\n", b.Expired)
 	fmt.Fprintf(tw, "pending:\t%d\n", b.Pending)
+	if !b.ExpiresAt.IsZero() {
+		fmt.Fprintf(tw, "expires:\t%s\n", fmtTime(b.ExpiresAt))
+	}
 	if b.Rate > 0 {
 		fmt.Fprintf(tw, "rate:\t%.1f jobs/s\n", b.Rate)
 	}
@@ -367,10 +385,10 @@ func (a *app) batchListCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATE\tTOTAL\tSUCCEEDED\tDEAD\tCANCELED\tPENDING\tCREATED\tSOURCE")
+				fmt.Fprintln(tw, "ID\tSTATE\tTOTAL\tSUCCEEDED\tDEAD\tCANCELED\tEXPIRED\tPENDING\tCREATED\tSOURCE")
 				for _, b := range bs {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", b.ID, b.State, b.Total, b.Succeeded,
-						b.Dead, b.Canceled, b.Pending, fmtTime(b.CreatedAt), b.Source)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", b.ID, b.State, b.Total, b.Succeeded,
+						b.Dead, b.Canceled, b.Expired, b.Pending, fmtTime(b.CreatedAt), b.Source)
 				}
 				return tw.Flush()
 			})

@@ -70,6 +70,7 @@ func printJob(w io.Writer, j *enqueue.Job) {
 	row("custom_id", j.CustomID)
 	row("attempts", fmt.Sprint(j.Attempts))
 	row("submitted", fmtTime(j.SubmittedAt))
+	row("deadline", fmtTime(j.Deadline))
 	row("finished", fmtTime(j.FinishedAt))
 	row("request_id", j.RequestID)
 	if u := j.Usage; u != nil {

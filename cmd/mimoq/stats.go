@@ -97,6 +97,9 @@ func printStats(w io.Writer, st *ops.Stats) {
 	t := st.Totals
 	fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%d\n", t.Queued, t.Running, t.Retrying, t.Dead)
 	_ = tw.Flush()
+	if st.ExpiredLastHour > 0 {
+		fmt.Fprintf(w, "\nexpired in the last hour (deadline or completion window passed before they ran): %d\n", st.ExpiredLastHour)
+	}
 
 	var lanes []string
 	for _, m := range st.Models {

@@ -17,8 +17,8 @@ import (
 
 func (a *app) submitCmd() *cobra.Command {
 	var (
-		model, prompt, bodyPath, queue, idemKey string
-		wait, asJSON                            bool
+		model, prompt, bodyPath, queue, idemKey, deadline string
+		wait, asJSON                                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "submit --model M (--prompt TEXT | --body FILE|-)",
@@ -29,6 +29,12 @@ func (a *app) submitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var within time.Duration
+			if deadline != "" {
+				if within, err = enqueue.ParseDeadline(deadline); err != nil {
+					return usagef("invalid --deadline: %v", err)
+				}
+			}
 			d, err := a.open(cmd.Context())
 			if err != nil {
 				return err
@@ -38,6 +44,9 @@ func (a *app) submitCmd() *cobra.Command {
 			opts := []enqueue.SubmitOption{enqueue.WithQueue(queue)}
 			if idemKey != "" {
 				opts = append(opts, enqueue.WithIdempotencyKey(idemKey))
+			}
+			if within > 0 {
+				opts = append(opts, enqueue.WithDeadline(time.Now().Add(within)))
 			}
 			id, err := c.Submit(cmd.Context(), body, opts...)
 			var inv *enqueue.InvalidRequestError
@@ -63,6 +72,7 @@ func (a *app) submitCmd() *cobra.Command {
 	f.StringVar(&bodyPath, "body", "", "file with a chat-completions request body, or - for stdin")
 	f.StringVar(&queue, "queue", enqueue.QueueInteractive, "queue to submit to")
 	f.StringVar(&idemKey, "idempotency-key", "", "submit at most once per key")
+	f.StringVar(&deadline, "deadline", "", "expire the job if it has not started within this duration (e.g. 30s, 5m)")
 	f.BoolVar(&wait, "wait", false, "wait for the outcome and print the result")
 	f.BoolVar(&asJSON, "json", false, "print machine-readable JSON")
 	cmd.MarkFlagsMutuallyExclusive("prompt", "body")

@@ -197,24 +197,27 @@ type Error struct {
 
 // Job is the record of one job, as `mimoq job get --json` prints it.
 type Job struct {
-	ID          string          `json:"id"`
-	BatchID     string          `json:"batch_id,omitempty"`
-	CustomID    string          `json:"custom_id,omitempty"`
-	Queue       string          `json:"queue"`
-	Model       string          `json:"model"`
-	State       State           `json:"state"`
-	Attempts    int             `json:"attempts"`
-	Requeues    int             `json:"requeues,omitempty"`
-	SubmittedAt time.Time       `json:"submitted_at"`
-	UpdatedAt   time.Time       `json:"updated_at,omitzero"`
-	FinishedAt  time.Time       `json:"finished_at,omitzero"`
-	RetryAt     time.Time       `json:"retry_at,omitzero"`
-	StatusCode  int             `json:"status_code,omitempty"`
-	RequestID   string          `json:"request_id,omitempty"`
-	Usage       *Usage          `json:"usage,omitempty"`
-	Error       *Error          `json:"error,omitempty"`
-	Result      json.RawMessage `json:"result,omitempty"`
-	History     []Attempt       `json:"history,omitempty"`
+	ID          string    `json:"id"`
+	BatchID     string    `json:"batch_id,omitempty"`
+	CustomID    string    `json:"custom_id,omitempty"`
+	Queue       string    `json:"queue"`
+	Model       string    `json:"model"`
+	State       State     `json:"state"`
+	Attempts    int       `json:"attempts"`
+	Requeues    int       `json:"requeues,omitempty"`
+	SubmittedAt time.Time `json:"submitted_at"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	RetryAt     time.Time `json:"retry_at,omitzero"`
+	// Deadline is when the job expires if it has not started (its own
+	// deadline, or its batch's completion window).
+	Deadline   time.Time       `json:"deadline,omitzero"`
+	StatusCode int             `json:"status_code,omitempty"`
+	RequestID  string          `json:"request_id,omitempty"`
+	Usage      *Usage          `json:"usage,omitempty"`
+	Error      *Error          `json:"error,omitempty"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	History    []Attempt       `json:"history,omitempty"`
 	// Request is the chat-completions body as submitted; Get leaves it out
 	// unless asked (it can be large).
 	Request json.RawMessage `json:"request,omitempty"`

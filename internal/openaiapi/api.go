@@ -45,7 +45,7 @@ const DefaultSyncTimeout = 10 * time.Minute
 const DefaultCompletionWindow = 24 * time.Hour
 
 // MinCompletionWindow is the shortest window accepted.
-const MinCompletionWindow = time.Minute
+const MinCompletionWindow = enqueue.MinCompletionWindow
 
 // maxLineErrors is how many invalid lines a failed batch lists in errors.
 const maxLineErrors = 1000

@@ -62,10 +62,9 @@ func parseCreateBatch(raw []byte) (req createBatchRequest, window time.Duration,
 	}
 	window = DefaultCompletionWindow
 	if req.CompletionWindow != "" {
-		d, err := time.ParseDuration(req.CompletionWindow)
-		if err != nil || d < MinCompletionWindow {
-			return req, 0, "invalid_completion_window",
-				fmt.Sprintf("completion_window %q must be a duration of at least 1m, such as 24h.", truncate(req.CompletionWindow, 40)), "completion_window"
+		d, err := enqueue.ParseCompletionWindow(req.CompletionWindow)
+		if err != nil {
+			return req, 0, "invalid_completion_window", "completion_window: " + err.Error() + ".", "completion_window"
 		}
 		window = d
 	}

@@ -51,6 +51,46 @@ func counterKey(model string, minute int64) string {
 	return job.KeyPrefix + "{stats:" + model + "}:" + strconv.FormatInt(minute, 10)
 }
 
+// expiredKey is the counter of jobs expired in one minute, fleet-wide.
+func expiredKey(minute int64) string {
+	return job.KeyPrefix + "{stats-expired}:" + strconv.FormatInt(minute, 10)
+}
+
+// CountExpired counts n jobs expired at now in the fleet-wide counter that
+// Stats reads (expired in the last hour).
+func CountExpired(ctx context.Context, rdb redis.Cmdable, n int64, now time.Time) error {
+	key := expiredKey(now.Unix() / 60)
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.IncrBy(ctx, key, n)
+		p.Expire(ctx, key, counterTTL)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("count expired jobs: %w", err)
+	}
+	return nil
+}
+
+// expiredLastHour adds up the expired counters of the last 60 minutes.
+func (o *Ops) expiredLastHour(ctx context.Context, now time.Time) (int64, error) {
+	minute := now.Unix() / 60
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = expiredKey(minute - int64(i))
+	}
+	vals, err := o.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return 0, fmt.Errorf("stats: expired counters: %w", err)
+	}
+	var n int64
+	for _, v := range vals {
+		if s, ok := v.(string); ok {
+			k, _ := strconv.ParseInt(s, 10, 64)
+			n += k
+		}
+	}
+	return n, nil
+}
+
 // CountAttempts counts calls API calls of model at now, ok of them
 // successful, in the fleet-wide counters that Stats reads (requests in the
 // last minute, successes in the last hour). rdb may be a pipeline: the
@@ -93,6 +133,9 @@ type Stats struct {
 	Totals Counts `json:"totals"`
 	// Reconciler is what the fleet's reconciler has repaired so far.
 	Reconciler records.ReconcilerTotals `json:"reconciler"`
+	// ExpiredLastHour counts jobs that expired in the last 60 minutes
+	// (their deadline or their batch's window passed before they ran).
+	ExpiredLastHour int64 `json:"expired_last_hour"`
 }
 
 // Counts are the jobs of a queue or model by state.
@@ -224,6 +267,9 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 		ms.CallsLastMinute, ms.SucceededLastHour = calls[i], ok[i]
 		st.Models = append(st.Models, *ms)
 		st.Totals.add(ms.Counts)
+	}
+	if st.ExpiredLastHour, err = o.expiredLastHour(ctx, now); err != nil {
+		return nil, err
 	}
 	return st, nil
 }

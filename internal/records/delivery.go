@@ -42,6 +42,9 @@ type Begun struct {
 	State job.State
 	// Attempts counts the attempts made before this delivery.
 	Attempts int
+	// JustExpired is set when this Begin found the job's deadline passed
+	// and expired it (Final, state expired).
+	JustExpired bool
 	// Interrupted is set when an earlier delivery of the job stopped
 	// mid-flight (its worker crashed or lost Redis); Interrupts counts them.
 	Interrupted bool
@@ -62,7 +65,7 @@ type Begun struct {
 // why the delivery must not call the API (see Verdict).
 func (s *Store) Begin(ctx context.Context, id, lease, worker string, now time.Time) (Begun, error) {
 	vals, what, err := reply(beginScript.Run(ctx, s.rdb, []string{jobKey(id)},
-		now.UnixMilli(), fmtTime(now), lease, worker), "begin job "+id)
+		now.UnixMilli(), fmtTime(now), lease, worker, s.ttlSeconds(), id), "begin job "+id)
 	if err != nil {
 		return Begun{}, err
 	}
@@ -70,7 +73,8 @@ func (s *Store) Begin(ctx context.Context, id, lease, worker string, now time.Ti
 	case "missing":
 		return Begun{Verdict: Missing}, nil
 	case "final":
-		return Begun{Verdict: Final, State: job.State(toStr(vals[1])), Attempts: toInt(vals[2])}, nil
+		return Begun{Verdict: Final, State: job.State(toStr(vals[1])), Attempts: toInt(vals[2]),
+			JustExpired: len(vals) > 3 && toInt(vals[3]) == 1}, nil
 	case "wait":
 		return Begun{Verdict: NotYet, DueAt: time.UnixMilli(int64(toInt(vals[1])))}, nil
 	case "run":

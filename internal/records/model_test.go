@@ -20,17 +20,19 @@ import (
 
 // TestLifecycleModel drives the record store with random sequences of what
 // producers, workers, operators, Redis and the reconciler do to jobs —
-// submits (batches interrupted at random), deliveries that begin, answer,
-// fail, put back, are replayed or lost with their lease, cancels, requeues,
-// expiry of records, lost tasks and reconciler runs — and checks after
+// submits (batches interrupted at random, jobs and batches with deadlines),
+// deliveries that begin, answer, fail, put back, are replayed or lost with
+// their lease, cancels, requeues, expiry of records, expiry passes over due
+// deadlines, lost tasks and reconciler runs — and checks after
 // every step, against a model of what each job must be, that:
 //
 //   - each job is in exactly the state the model says;
 //   - every batch's counts equal the states of its jobs, and it is over
 //     exactly when all its lines are final;
 //   - final states are absorbing (only a requeue leaves dead);
-//   - no canceled, dead or succeeded job is handed to a delivery, and no
-//     job before its due time;
+//   - no canceled, dead or succeeded job is handed to a delivery, no job
+//     before its due time, and none that has not started after its
+//     deadline (its own, or its batch's completion window): it expires;
 //   - every non-final job has an asynq task, or the reconciler knows it.
 //
 // Seeds are fixed so that a failure replays; MIMOQ_SOAK runs more and
@@ -78,6 +80,7 @@ type mjob struct {
 	expired   bool      // its record was removed (the result TTL passed)
 	task      bool      // asynq holds a task for it
 	deadAt    string    // finished_at of its death, as its dead letter has it
+	deadline  time.Time // when it expires if not started; zero for none
 }
 
 // mbatch is what the model knows of one batch.
@@ -86,7 +89,9 @@ type mbatch struct {
 	jobs      []*mjob
 	createdMs int64
 	state     job.BatchState
-	next      int // the next line an interrupted submit enqueues
+	next      int       // the next line an interrupted submit enqueues
+	expiresAt time.Time // its completion window's end; zero for none
+	swept     bool      // an expiry pass (or the reconciler) handled its window
 }
 
 // delivery is a worker's run of a job's task, as the model plays it.
@@ -110,6 +115,7 @@ type model struct {
 	batches []*mbatch
 	open    []*delivery // deliveries that have not returned to asynq
 	ops     map[string]int
+	swept   map[string]bool // single jobs whose deadline an expiry pass handled
 	// reconciled is the reconciler's clock: later than every job's
 	// submit, moving on with each pass.
 	reconciled time.Time
@@ -117,7 +123,7 @@ type model struct {
 
 func newModel(t *testing.T, rdb *redis.Client, seed uint64) *model {
 	return &model{t: t, ctx: context.Background(), rdb: rdb, s: New(rdb, time.Hour), r: rand.New(rand.NewPCG(seed, seed)),
-		now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), ops: map[string]int{}, reconciled: time.Now().Add(time.Hour)}
+		now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), ops: map[string]int{}, swept: map[string]bool{}, reconciled: time.Now().Add(time.Hour)}
 }
 
 func (m *model) fatalf(step int, format string, args ...any) {
@@ -140,6 +146,9 @@ func (m *model) pick(js []*mjob, ok func(*mjob) bool) *mjob {
 
 // step does one random thing.
 func (m *model) step(step int) {
+	if os.Getenv("MODEL_DEBUG") != "" {
+		defer func() { m.t.Logf("step %d: %v", step, m.ops) }()
+	}
 	m.now = m.now.Add(time.Duration(m.r.IntN(3000)) * time.Millisecond)
 	switch n := m.r.IntN(100); {
 	case n < 6:
@@ -160,8 +169,10 @@ func (m *model) step(step int) {
 		m.cancel(step)
 	case n < 88:
 		m.requeue(step)
-	case n < 91:
+	case n < 90:
 		m.expire(step)
+	case n < 92:
+		m.expireDue(step)
 	case n < 94:
 		m.loseTask(step)
 	default:
@@ -172,8 +183,11 @@ func (m *model) step(step int) {
 func (m *model) submit(step int) {
 	m.ops["submit"]++
 	j := &mjob{id: NewID(), state: job.StateQueued, task: true}
+	if m.r.IntN(3) == 0 {
+		j.deadline = m.now.Add(time.Duration(m.r.IntN(20000)) * time.Millisecond).Truncate(time.Millisecond)
+	}
 	if _, err := m.s.Submit(m.ctx, NewJob{ID: j.id, Queue: job.QueueInteractive, Model: testModel, Body: testBody,
-		SubmittedAt: m.now}); err != nil {
+		SubmittedAt: m.now, Deadline: j.deadline}); err != nil {
 		m.fatalf(step, "submit: %v", err)
 	}
 	m.jobs = append(m.jobs, j)
@@ -183,7 +197,11 @@ func (m *model) submitBatch(step int) {
 	m.ops["batch"]++
 	bt := &mbatch{id: fmt.Sprintf("b%d", len(m.batches)), state: job.BatchSubmitting}
 	n := 1 + m.r.IntN(12)
-	cb, err := m.s.CreateBatch(m.ctx, BatchSpec{ID: bt.id, Queue: job.QueueBatch, SHA256: "x", Total: n}, m.now)
+	if m.r.IntN(3) == 0 {
+		bt.expiresAt = m.now.Add(time.Duration(m.r.IntN(30000)) * time.Millisecond).Truncate(time.Millisecond)
+	}
+	cb, err := m.s.CreateBatch(m.ctx, BatchSpec{ID: bt.id, Queue: job.QueueBatch, SHA256: "x", Total: n,
+		ExpiresAt: bt.expiresAt}, m.now)
 	if err != nil {
 		m.fatalf(step, "create batch: %v", err)
 	}
@@ -211,7 +229,7 @@ func (m *model) enqueueLines(step int, bt *mbatch, k int) {
 	}
 	for _, l := range lines {
 		if j := bt.jobs[l.Index]; bt.state == job.BatchSubmitting && j.state == "" {
-			j.state, j.task = job.StateQueued, true
+			j.state, j.task, j.deadline = job.StateQueued, true, bt.expiresAt
 		}
 	}
 	if bt.next == len(bt.jobs) {
@@ -220,6 +238,48 @@ func (m *model) enqueueLines(step int, bt *mbatch, k int) {
 		}
 		if bt.state == job.BatchSubmitting {
 			bt.state = job.BatchRunning
+		}
+	}
+}
+
+// notStarted says whether j is waiting for its first or next attempt.
+func notStarted(j *mjob) bool { return j.state == job.StateQueued || j.state == job.StateRetrying }
+
+// expireDue runs an expiry pass, as every worker does each second: due
+// single jobs that have not started expire, and so do the batches whose
+// window ended.
+func (m *model) expireDue(step int) {
+	m.ops["expiry pass"]++
+	if _, err := m.s.ExpireDue(m.ctx, m.now, 10000); err != nil {
+		m.fatalf(step, "expire due: %v", err)
+	}
+	for _, j := range m.jobs {
+		if j.batch != "" || j.deadline.IsZero() || j.deadline.After(m.now) || m.swept[j.id] {
+			continue
+		}
+		m.swept[j.id] = true
+		if notStarted(j) && !j.expired {
+			j.state, j.due = job.StateExpired, time.Time{}
+		}
+	}
+	for _, bt := range m.batches {
+		if !bt.expiresAt.IsZero() && !bt.expiresAt.After(m.now) && !bt.swept {
+			m.endWindow(bt)
+		}
+	}
+}
+
+// endWindow has bt's completion window end: a batch not ended yet expires
+// with its jobs that have not started, and the lines never enqueued.
+func (m *model) endWindow(bt *mbatch) {
+	bt.swept = true
+	if bt.state != job.BatchSubmitting && bt.state != job.BatchRunning {
+		return
+	}
+	bt.state = job.BatchExpired
+	for _, j := range bt.jobs {
+		if j.state == "" || notStarted(j) {
+			j.state, j.due = job.StateExpired, time.Time{}
 		}
 	}
 }
@@ -258,11 +318,17 @@ func (m *model) begin(step int) {
 		want = Missing
 	case j.state.Final():
 		want = Final
+	case notStarted(j) && !j.deadline.IsZero() && !j.deadline.After(m.now):
+		want = Final
+		j.state, j.due = job.StateExpired, time.Time{}
 	case j.due.After(m.now):
 		want = NotYet
 	}
 	if bg.Verdict != want {
 		m.fatalf(step, "begin %s (model %+v): verdict %v, want %v", j.id, *j, bg.Verdict, want)
+	}
+	if want == Final && bg.State != j.state {
+		m.fatalf(step, "begin %s: found %s, model %s", j.id, bg.State, j.state)
 	}
 	if want != Run {
 		return
@@ -413,7 +479,7 @@ func (m *model) cancel(step int) {
 	if _, err := m.s.CancelBatch(m.ctx, bt.id, m.now); err != nil && !isNotFound(err) {
 		m.fatalf(step, "cancel %s: %v", bt.id, err)
 	}
-	if over || bt.state == job.BatchDone {
+	if over || bt.state == job.BatchDone || bt.state == job.BatchExpired {
 		return
 	}
 	bt.state = job.BatchCanceled
@@ -444,6 +510,7 @@ func (m *model) requeue(step int) {
 		m.fatalf(step, "requeue %s: %v %s, want %v queued", j.id, res, st, want)
 	}
 	j.state, j.attempts, j.due, j.lease, j.expired, j.task = job.StateQueued, 0, time.Time{}, "", false, true
+	j.deadline = time.Time{} // a requeue is a fresh start
 	if bt := m.batchOf(j.batch); bt != nil && bt.state == job.BatchDone {
 		bt.state = job.BatchRunning
 	}
@@ -489,6 +556,13 @@ func (m *model) reconcile(step int) {
 		}
 		rep.TasksRecreated += r.TasksRecreated
 		rep.Lost += r.Lost
+		// Its clock is past every window: it ends each batch whose
+		// window no expiry pass has handled.
+		for _, bt := range m.batches {
+			if !bt.expiresAt.IsZero() && !m.over(bt) && (bt.state == job.BatchSubmitting || bt.state == job.BatchRunning) {
+				m.endWindow(bt)
+			}
+		}
 	}
 	if rep.Lost != 0 {
 		m.fatalf(step, "reconciler lost %d jobs", rep.Lost)
@@ -554,7 +628,7 @@ func (m *model) check(step int) {
 		if err != nil {
 			m.fatalf(step, "batch %s: %v", bt.id, err)
 		}
-		var want struct{ succeeded, dead, canceled int }
+		var want struct{ succeeded, dead, canceled, expired int }
 		for _, j := range bt.jobs {
 			switch j.state {
 			case job.StateSucceeded:
@@ -563,18 +637,24 @@ func (m *model) check(step int) {
 				want.dead++
 			case job.StateCanceled:
 				want.canceled++
+			case job.StateExpired:
+				want.expired++
 			}
 		}
-		if got.Succeeded != want.succeeded || got.Dead != want.dead || got.Canceled != want.canceled {
-			m.fatalf(step, "batch %s counts %d/%d/%d, its jobs %d/%d/%d", bt.id, got.Succeeded, got.Dead, got.Canceled,
-				want.succeeded, want.dead, want.canceled)
+		if got.Succeeded != want.succeeded || got.Dead != want.dead || got.Canceled != want.canceled || got.Expired != want.expired {
+			m.fatalf(step, "batch %s counts %d/%d/%d/%d, its jobs %d/%d/%d/%d", bt.id, got.Succeeded, got.Dead, got.Canceled,
+				got.Expired, want.succeeded, want.dead, want.canceled, want.expired)
 		}
 		over := m.over(bt) && bt.state != job.BatchSubmitting
 		if got.Over() != over {
 			m.fatalf(step, "batch %s over %v, want %v (%+v)", bt.id, got.Over(), over, got)
 		}
 		if over && bt.state == job.BatchRunning {
+			// A batch some of whose jobs outlived its window ends expired.
 			bt.state = job.BatchDone
+			if want.expired > 0 {
+				bt.state = job.BatchExpired
+			}
 		}
 		if got.State != bt.state {
 			m.fatalf(step, "batch %s is %s, model %s", bt.id, got.State, bt.state)

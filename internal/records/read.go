@@ -41,6 +41,9 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 	j.SubmittedAt, _ = time.Parse(timeLayout, f["submitted_at"])
 	j.UpdatedAt, _ = time.Parse(timeLayout, f["updated_at"])
 	j.FinishedAt, _ = time.Parse(timeLayout, f["finished_at"])
+	if ms := atoi(f["deadline_ms"]); ms > 0 {
+		j.Deadline = time.UnixMilli(int64(ms)).UTC()
+	}
 	if ms := atoi(f["retry_at"]); ms > 0 && j.State == job.StateRetrying {
 		j.RetryAt = time.UnixMilli(int64(ms)).UTC()
 	}
@@ -114,7 +117,7 @@ func batchFromFields(f map[string]string, now time.Time) *job.Batch {
 	b := &job.Batch{
 		ID: f["id"], State: job.BatchState(f["state"]), Queue: f["queue"], Source: f["source"],
 		Total: atoi(f["total"]), Enqueued: atoi(f["enqueued"]), Succeeded: atoi(f["succeeded"]),
-		Dead: atoi(f["dead"]), Canceled: atoi(f["canceled"]),
+		Dead: atoi(f["dead"]), Canceled: atoi(f["canceled"]), Expired: atoi(f["expired"]),
 		Usage: job.Usage{PromptTokens: num("prompt_tokens"), CachedTokens: num("cached_tokens"),
 			CompletionTokens: num("completion_tokens"), ReasoningTokens: num("reasoning_tokens"),
 			TotalTokens: num("total_tokens")},
@@ -122,8 +125,10 @@ func batchFromFields(f map[string]string, now time.Time) *job.Batch {
 	b.CreatedAt, _ = time.Parse(timeLayout, f["created_at"])
 	b.SubmittedAt, _ = time.Parse(timeLayout, f["submitted_at"])
 	b.CanceledAt, _ = time.Parse(timeLayout, f["canceled_at"])
+	b.ExpiresAt, _ = time.Parse(timeLayout, f["expires_at"])
+	b.ExpiredAt, _ = time.Parse(timeLayout, f["expired_at"])
 	b.FinishedAt, _ = time.Parse(timeLayout, f["finished_at"])
-	finished := b.Succeeded + b.Dead + b.Canceled
+	finished := b.Succeeded + b.Dead + b.Canceled + b.Expired
 	b.Pending = max(b.Total-finished, 0)
 	start := b.SubmittedAt
 	if start.IsZero() {
@@ -287,6 +292,10 @@ func resultLine(id string, v []any) *job.ResultLine {
 			msg = "the batch was canceled before this line was enqueued"
 		}
 		l.Error = &job.ResultError{Code: "canceled", Message: msg, Attempts: attempts}
+	case job.StateExpired:
+		// OpenAI's code for a request its batch's window left unrun.
+		l.Error = &job.ResultError{Code: "batch_expired",
+			Message: "the batch's completion window ended before this request ran", Attempts: attempts}
 	default:
 		return nil
 	}

@@ -36,6 +36,9 @@ type ReconcileReport struct {
 	// CancelsCompleted counts jobs of canceled batches that an
 	// interrupted cancel had left queued.
 	CancelsCompleted int `json:"cancels_completed"`
+	// ExpiriesCompleted counts jobs of batches whose window had ended
+	// without an expiry (its deadline entry lost) that the pass expired.
+	ExpiriesCompleted int `json:"expiries_completed"`
 	// Lost counts jobs that had no task and could not get one (a record
 	// without its request): dead-lettered with reason lost.
 	Lost int `json:"lost"`
@@ -267,7 +270,7 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 		cmds := make([]*redis.SliceCmd, len(chunk))
 		for i, id := range chunk {
 			cmds[i] = pipe.HMGet(ctx, batchKey(id), "state", "finished_at", "succeeded", "dead", "canceled",
-				"audit_fin", "audited_ms", "total", "created_ms", "cancel_done")
+				"audit_fin", "audited_ms", "total", "created_ms", "cancel_done", "expired", "expires_ms")
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("reconcile: read batches: %w", err)
@@ -285,7 +288,29 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 			// Progress is seen between passes, not written by every job:
 			// a batch whose count of final jobs has not moved for the
 			// grace period is audited, at most once per grace period.
-			fin := atoi(toStr(v[2])) + atoi(toStr(v[3])) + atoi(toStr(v[4]))
+			st := job.BatchState(toStr(v[0]))
+			if exp := int64(atoi(toStr(v[11]))); exp > 0 && exp <= now.UnixMilli() &&
+				(st == job.BatchSubmitting || st == job.BatchRunning) {
+				// Its window ended and no expiry ran (its entry in the
+				// index of deadlines was lost): end it now.
+				n, err := s.ExpireBatch(ctx, chunk[i], now)
+				if err != nil {
+					return fmt.Errorf("reconcile: %w", err)
+				}
+				rep.ExpiriesCompleted += n
+				// That is progress: noted, so that a later pass audits
+				// what still runs.
+				c, err := s.rdb.HMGet(ctx, batchKey(chunk[i]), "succeeded", "dead", "canceled", "expired").Result()
+				if err != nil {
+					return fmt.Errorf("reconcile: batch %s: %w", chunk[i], err)
+				}
+				fin := atoi(toStr(c[0])) + atoi(toStr(c[1])) + atoi(toStr(c[2])) + atoi(toStr(c[3]))
+				if err := s.rdb.HSet(ctx, batchKey(chunk[i]), "audit_fin", fin, "audited_ms", now.UnixMilli()).Err(); err != nil {
+					return fmt.Errorf("reconcile: batch %s: %w", chunk[i], err)
+				}
+				continue
+			}
+			fin := atoi(toStr(v[2])) + atoi(toStr(v[3])) + atoi(toStr(v[4])) + atoi(toStr(v[10]))
 			if fin != atoi(toStr(v[5])) {
 				if err := s.rdb.HSet(ctx, batchKey(chunk[i]), "audit_fin", fin, "audited_ms", now.UnixMilli()).Err(); err != nil {
 					return fmt.Errorf("reconcile: batch %s: %w", chunk[i], err)
@@ -295,8 +320,8 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 			if int64(atoi(toStr(v[6]))) > now.Add(-opts.Grace).UnixMilli() {
 				continue
 			}
-			interrupted := job.BatchState(toStr(v[0])) == job.BatchCanceled && toStr(v[9]) == ""
-			if err := s.auditBatch(ctx, dl, chunk[i], interrupted, atoi(toStr(v[7])), int64(atoi(toStr(v[8]))), now, rep); err != nil {
+			interrupted := (st == job.BatchCanceled || st == job.BatchExpired) && toStr(v[9]) == ""
+			if err := s.auditBatch(ctx, dl, chunk[i], st, interrupted, atoi(toStr(v[7])), int64(atoi(toStr(v[8]))), now, rep); err != nil {
 				return err
 			}
 		}
@@ -310,14 +335,15 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 	return nil
 }
 
-// auditBatch checks every job of a batch that made no progress, and
-// completes its cancel when that was interrupted (a job requeued after a
-// cancel that went through runs: the requeue came later).
-func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, cancelInterrupted bool, total int, createdMs int64, now time.Time, rep *ReconcileReport) error {
+// auditBatch checks every job of a batch (in state st) that made no
+// progress, and completes its cancel or expiry when that was interrupted
+// (a job requeued after a cancel that went through runs: the requeue came
+// later).
+func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, st job.BatchState, cancelInterrupted bool, total int, createdMs int64, now time.Time, rep *ReconcileReport) error {
 	if cancelInterrupted {
-		n, err := s.CancelBatch(ctx, id, now)
+		n, err := s.endBatchEarly(ctx, id, st, now)
 		if err != nil {
-			return fmt.Errorf("reconcile: %w", err)
+			return fmt.Errorf("reconcile: batch %s: %w", id, err)
 		}
 		rep.CancelsCompleted += n
 	}
@@ -383,5 +409,5 @@ func (s *Store) ReconcilerStats(ctx context.Context) (ReconcilerTotals, error) {
 
 // Repairs is how many repairs a report counts.
 func (r ReconcileReport) Repairs() int {
-	return r.TasksRecreated + r.DeadLettersWritten + r.CancelsCompleted + r.Lost
+	return r.TasksRecreated + r.DeadLettersWritten + r.CancelsCompleted + r.ExpiriesCompleted + r.Lost
 }

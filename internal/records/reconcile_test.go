@@ -121,7 +121,7 @@ func TestReconcileCompletesAnInterruptedCancel(t *testing.T) {
 	b := setup(t)
 	ids := b.batch("halfway", 3, 3, true)
 	// The batch is marked canceled; the process died before the jobs.
-	if err := cancelBatchScript.Run(b.ctx, b.rdb, []string{batchKey("halfway")}, fmtTime(time.Now())).Err(); err != nil {
+	if err := cancelBatchScript.Run(b.ctx, b.rdb, []string{batchKey("halfway")}, fmtTime(time.Now()), "canceled").Err(); err != nil {
 		t.Fatal(err)
 	}
 	rep := b.reconcile()

@@ -21,18 +21,32 @@ import "github.com/redis/go-redis/v9"
 // been canceled, and stays with a dead job for its dead letter and a
 // requeue.
 const luaCommon = `
-local function final(st) return st == 'succeeded' or st == 'dead' or st == 'canceled' end
+local function final(st) return st == 'succeeded' or st == 'dead' or st == 'canceled' or st == 'expired' end
 -- appended is the history h (a JSON array, or nil) with entry e added.
 local function appended(h, e)
   if not h or h == '' then return '[' .. e .. ']' end
   return string.sub(h, 1, -2) .. ',' .. e .. ']'
 end
+-- endFields are the fields a running batch ends with, as a list to add
+-- to: state expired when any of its jobs expired (its window passed
+-- before they ran; no walk over its lines is left to do), else done.
+local function endFields(set, expired, now)
+  local n = #set
+  if tonumber(expired or '0') > 0 then
+    set[n + 1], set[n + 2], set[n + 3], set[n + 4], set[n + 5], set[n + 6] =
+      'state', 'expired', 'expired_at', now, 'cancel_done', 1
+  else
+    set[n + 1], set[n + 2] = 'state', 'done'
+  end
+  return set
+end
 -- closeBatch ends batch bk, whose jobs are all final and whose state is
--- st: state done (a canceled batch stays canceled), finished_at, the TTL
--- of its keys and the batch's completion notice.
-local function closeBatch(bk, bid, st, now, ttl)
+-- st, with exp jobs expired: state done or expired (a canceled or expired
+-- batch keeps its state), finished_at, the TTL of its keys and the
+-- batch's completion notice.
+local function closeBatch(bk, bid, st, exp, now, ttl)
   if st == 'running' then
-    redis.call('HSET', bk, 'state', 'done', 'finished_at', now)
+    redis.call('HSET', bk, unpack(endFields({'finished_at', now}, exp, now)))
   else
     redis.call('HSET', bk, 'finished_at', now)
   end
@@ -42,19 +56,19 @@ local function closeBatch(bk, bid, st, now, ttl)
   end
   redis.call('PUBLISH', 'mimoq:batchdone:' .. bid, 'done')
 end
--- over says whether the batch read as h (state, total, succeeded, dead,
--- canceled, finished_at) is over once add more of its jobs are final.
+-- over says whether the batch read as h (batchFields) is over once add
+-- more of its jobs are final.
 local function overAfter(h, add)
-  if (h[1] ~= 'running' and h[1] ~= 'canceled') or h[6] then return false end
-  local fin = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0') + add
+  if (h[1] ~= 'running' and h[1] ~= 'canceled' and h[1] ~= 'expired') or h[6] then return false end
+  local fin = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0') + tonumber(h[7] or '0') + add
   return fin >= tonumber(h[2] or '0')
 end
-local batchFields = {'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at'}
+local batchFields = {'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at', 'expired'}
 -- endBatch ends batch bk if every job of it is final; 1 when it did.
 local function endBatch(bk, bid, now, ttl)
   local h = redis.call('HMGET', bk, unpack(batchFields))
   if not overAfter(h, 0) then return 0 end
-  closeBatch(bk, bid, h[1], now, ttl)
+  closeBatch(bk, bid, h[1], h[7], now, ttl)
   return 1
 end
 -- countOne counts one job's final state st (and its usage u) in its batch,
@@ -62,23 +76,25 @@ end
 -- (returns 1 then): one read and one write of the batch.
 local usageFields = {'prompt_tokens', 'cached_tokens', 'completion_tokens', 'reasoning_tokens', 'total_tokens'}
 local function countOne(bk, bid, st, u, now, ttl)
-  local h = redis.call('HMGET', bk, 'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at', unpack(usageFields))
+  local h = redis.call('HMGET', bk, 'state', 'total', 'succeeded', 'dead', 'canceled', 'finished_at', 'expired',
+    unpack(usageFields))
   if not h[1] then return 0 end
-  local col = ({succeeded = 3, dead = 4, canceled = 5})[st]
+  local col = ({succeeded = 3, dead = 4, canceled = 5, expired = 7})[st]
   local set = {st, tonumber(h[col] or '0') + 1}
   if u and tonumber(u[5]) > 0 then
     for i = 1, 5 do
       if u[i] ~= '0' then
         set[#set + 1] = usageFields[i]
-        set[#set + 1] = tonumber(h[6 + i] or '0') + tonumber(u[i])
+        set[#set + 1] = tonumber(h[7 + i] or '0') + tonumber(u[i])
       end
     end
   end
   local ended = 0
   if overAfter(h, 1) then
     if h[1] == 'running' then
-      set[#set + 1] = 'state'
-      set[#set + 1] = 'done'
+      local exp = tonumber(h[7] or '0')
+      if st == 'expired' then exp = exp + 1 end
+      endFields(set, exp, now)
     end
     set[#set + 1] = 'finished_at'
     set[#set + 1] = now
@@ -108,6 +124,25 @@ local function uncountDead(bk)
   if tonumber(redis.call('HGET', bk, 'dead') or '0') > 0 then redis.call('HINCRBY', bk, 'dead', -1) end
   reopen(bk)
 end
+-- batchKeyOf is the key of batch bid of the job whose key is k: a batch's
+-- jobs share its hash tag (keys.go), so the key is in the job's slot.
+local function batchKeyOf(k, bid)
+  local pre, tag = string.match(k, '^(.*)job:{([^}]*)}:')
+  return pre .. 'batch:{' .. tag .. '}:' .. bid
+end
+-- expireJob ends job k (id, of batch bid or ''), whose deadline has
+-- passed before it started, as expired: counted in its batch, or announced.
+local function expireJob(k, id, bid, now, ttl)
+  redis.call('HSET', k, 'state', 'expired', 'updated_at', now, 'finished_at', now)
+  redis.call('HDEL', k, 'lease', 'due_at')
+  redis.call('DEL', k .. ':body')
+  if tonumber(ttl) > 0 then redis.call('EXPIRE', k, ttl) end
+  if bid ~= '' then
+    countOne(batchKeyOf(k, bid), bid, 'expired', nil, now, ttl)
+  else
+    redis.call('PUBLISH', 'mimoq:done:' .. id, 'expired')
+  end
+end
 `
 
 // createScript writes the record of a new single job in state queued,
@@ -125,7 +160,7 @@ return 'created'
 // record must describe the same file (hash and line count). The reconciler
 // counts a batch's progress from its creation (audit_fin, audited_ms).
 // KEYS: batch. ARGV: id, sha256, total, queue, source, created_at,
-// created_ms.
+// created_ms, expires_at and expires_ms (or '' for no completion window).
 var batchCreateScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
@@ -137,13 +172,16 @@ if st then
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'submitting', 'sha256', ARGV[2], 'total', ARGV[3],
   'queue', ARGV[4], 'source', ARGV[5], 'created_at', ARGV[6], 'created_ms', ARGV[7],
-  'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0, 'audit_fin', 0, 'audited_ms', ARGV[7])
+  'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0, 'expired', 0, 'audit_fin', 0, 'audited_ms', ARGV[7])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'expires_at', ARGV[8], 'expires_ms', ARGV[9]) end
 return {'created', 'submitting', ARGV[7]}
 `)
 
 // chunkScript writes the records of a chunk of a batch's lines. A line
 // whose record exists is left alone; nothing is written once the batch is
-// canceled (the cancel accounts for every line not written). It returns,
+// canceled or expired (the cancel or expiry accounts for every line not
+// written). A batch with a completion window gives each job its end as
+// the job's deadline. It returns,
 // per line, 1 when it wrote the record, 2 when a non-final record was there
 // (its task may be missing: an interrupted submit), 0 otherwise.
 // Each line written is marked in the batch's bitmap of lines.
@@ -157,6 +195,7 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'submitting' then
   return out
 end
 local created = 0
+local deadline = redis.call('HGET', KEYS[1], 'expires_ms')
 for i = 1, n do
   local k = KEYS[i + 2]
   local a = 4 + (i - 1) * 5
@@ -165,10 +204,11 @@ for i = 1, n do
   if not st then
     redis.call('HSET', k, 'id', ARGV[a + 1], 'batch_id', ARGV[1], 'custom_id', ARGV[a + 2], 'queue', ARGV[2],
       'model', ARGV[a + 3], 'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[3])
+    if deadline then redis.call('HSET', k, 'deadline_ms', deadline) end
     redis.call('SET', k .. ':body', ARGV[a + 4])
     created = created + 1
     out[i] = 1
-  elseif st == 'succeeded' or st == 'dead' or st == 'canceled' then
+  elseif st == 'succeeded' or st == 'dead' or st == 'canceled' or st == 'expired' then
     out[i] = 0
   else
     out[i] = 2
@@ -196,13 +236,16 @@ return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 // lease means that delivery was interrupted (its worker crashed or lost
 // Redis): noted in the history and counted in interrupts, not as an
 // attempt. The same call run twice (a reply lost, the command sent again)
-// is recognised by its lease.
-// KEYS: job. ARGV: now (ms), now, lease, worker.
-// Reply: {'missing'} | {'final', state, attempts} | {'wait', due ms} |
-// {'run', attempts, interrupts, interrupted, body, model, batch id, requeues}.
+// is recognised by its lease. A job that has not started (queued, or
+// waiting for a retry) whose deadline has passed is expired instead of
+// run: it is never called late.
+// KEYS: job. ARGV: now (ms), now, lease, worker, ttl (s), job id.
+// Reply: {'missing'} | {'final', state, attempts[, 1 when this call
+// expired it]} | {'wait', due ms} | {'run', attempts, interrupts,
+// interrupted, body, model, batch id, requeues}.
 var beginScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
-  'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history')
+  'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history', 'deadline_ms')
 local st = f[1]
 if not st then return {'missing'} end
 local attempts = tonumber(f[4] or '0')
@@ -211,6 +254,10 @@ local interrupts = tonumber(f[5] or '0')
 local function body() return redis.call('GET', KEYS[1] .. ':body') or '' end
 if st == 'running' and f[2] == ARGV[3] then
   return {'run', attempts, interrupts, 0, body(), f[8] or '', f[9] or '', f[10] or '0'}
+end
+if st ~= 'running' and f[12] and tonumber(f[12]) <= tonumber(ARGV[1]) then
+  expireJob(KEYS[1], ARGV[6], f[9] or '', ARGV[2], ARGV[5])
+  return {'final', 'expired', attempts, 1}
 end
 local due = tonumber(f[3] or '0')
 if due > tonumber(ARGV[1]) then return {'wait', due} end
@@ -308,57 +355,76 @@ redis.call('PUBLISH', 'mimoq:done:' .. (f[3] or ''), 'dead')
 return 'dead'
 `)
 
-// cancelBatchScript marks a batch canceled unless it is over. KEYS: batch.
-// ARGV: now. Returns the state it had, or 'missing'.
+// cancelBatchScript marks a batch canceled (or expired) unless it is over
+// or ended early already. KEYS: batch. ARGV: now, the new state (canceled
+// or expired). Returns the state it had, or 'missing'.
 var cancelBatchScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
 if (st == 'submitting' or st == 'running') then
-  redis.call('HSET', KEYS[1], 'state', 'canceled', 'canceled_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], ARGV[2] .. '_at', ARGV[1])
 end
 return st
 `)
 
-// cancelChunkScript cancels the jobs of a chunk of a canceled batch's lines
-// that have not started (queued, or waiting for a retry), and writes a
-// canceled record for each line that was never enqueued, so that every
-// line ends in exactly one final state and a late submit finds it taken. A
-// line that was enqueued and whose record is gone was final and has
-// expired: it is counted already. Running jobs finish.
+// cancelChunkScript ends the jobs of a chunk of a canceled (or expired)
+// batch's lines that have not started (queued, or waiting for a retry) in
+// state ARGV[5], canceled or expired, and writes such a record for each
+// line that was never enqueued, so that every line ends in exactly one
+// final state and a late submit finds it taken. A line that was enqueued
+// and whose record is gone was final and has expired: it is counted
+// already. Running jobs finish.
 // KEYS: batch, lines bitmap, then one job key per line.
-// ARGV: now, ttl, batch id, queue, then job ID and index per line.
-// Returns {jobs canceled, batch ended (0|1)}.
+// ARGV: now, ttl, batch id, queue, state, then job ID and index per line.
+// Returns {jobs ended, batch ended (0|1)}.
 var cancelChunkScript = redis.NewScript(luaCommon + `
 local n = #KEYS - 2
-local canceled = 0
+local ended = 0
 local ttl = tonumber(ARGV[2])
+local new = ARGV[5]
 for i = 1, n do
   local k = KEYS[i + 2]
-  local id, index = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local id, index = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   local st = redis.call('HGET', k, 'state')
   local did = false
   if not st and redis.call('GETBIT', KEYS[2], index) == 0 then
     redis.call('SETBIT', KEYS[2], index, 1)
-    redis.call('HSET', k, 'id', id, 'batch_id', ARGV[3], 'queue', ARGV[4], 'state', 'canceled',
+    redis.call('HSET', k, 'id', id, 'batch_id', ARGV[3], 'queue', ARGV[4], 'state', new,
       'attempts', 0, 'never_enqueued', 1, 'submitted_at', ARGV[1], 'updated_at', ARGV[1], 'finished_at', ARGV[1])
     did = true
   elseif st == 'queued' or st == 'retrying' then
-    redis.call('HSET', k, 'state', 'canceled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+    redis.call('HSET', k, 'state', new, 'updated_at', ARGV[1], 'finished_at', ARGV[1])
     redis.call('HDEL', k, 'lease', 'due_at')
     redis.call('DEL', k .. ':body')
     did = true
   end
   if did then
     if ttl > 0 then redis.call('EXPIRE', k, ttl) end
-    canceled = canceled + 1
+    ended = ended + 1
   end
 end
-if canceled > 0 then redis.call('HINCRBY', KEYS[1], 'canceled', canceled) end
-return {canceled, endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])}
+if ended > 0 then redis.call('HINCRBY', KEYS[1], new, ended) end
+return {ended, endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])}
+`)
+
+// expireJobScript expires a job whose deadline has passed, if it has not
+// started (queued, or waiting for a retry); a running job finishes.
+// KEYS: job. ARGV: now (ms), now, ttl (s), job id.
+// Returns the job's state after, or 'missing'.
+var expireJobScript = redis.NewScript(luaCommon + `
+local f = redis.call('HMGET', KEYS[1], 'state', 'deadline_ms', 'batch_id')
+local st = f[1]
+if not st then return 'missing' end
+if (st == 'queued' or st == 'retrying') and f[2] and tonumber(f[2]) <= tonumber(ARGV[1]) then
+  expireJob(KEYS[1], ARGV[4], f[3] or '', ARGV[2], ARGV[3])
+  return 'expired'
+end
+return st
 `)
 
 // requeueScript gives a dead job a fresh attempt budget and puts it back to
-// queued, keeping its history; its batch counts it pending again (and an
+// queued, keeping its history (an operator's requeue is a fresh start: a
+// deadline it had is gone); its batch counts it pending again (and an
 // ended batch is open again until its last job is counted anew). The
 // requeue ends every earlier delivery's lease. A record found queued (or
 // further) whose requeued_from matches is one an earlier, interrupted run of
@@ -381,7 +447,7 @@ if f[2] and f[2] ~= ARGV[4] then return {'not_dead', st} end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'interrupts', 0, 'updated_at', ARGV[1],
   'requeued_from', f[2] or ARGV[4], 'requeues', tonumber(f[5] or '0') + 1, 'history', appended(f[4], ARGV[2]))
 redis.call('HDEL', KEYS[1], 'finished_at', 'error', 'error_body', 'status_code', 'request_id', 'due_at', 'lease',
-  'result', 'usage', 'served_model', 'retry_at')
+  'result', 'usage', 'served_model', 'retry_at', 'deadline_ms')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'model', ARGV[5]) end
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[1] .. ':body', ARGV[6])

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,6 +22,8 @@ type NewJob struct {
 	Model       string
 	Body        []byte // the chat-completions request, validated by the caller
 	SubmittedAt time.Time
+	// Deadline, when set, is when the job expires if it has not started.
+	Deadline time.Time
 }
 
 // Submit writes a new single job: its record (queued), its entry in the
@@ -32,6 +35,14 @@ type NewJob struct {
 func (s *Store) Submit(ctx context.Context, j NewJob) (job.State, error) {
 	fields := []any{j.Body, "id", j.ID, "queue", j.Queue, "model", j.Model,
 		"state", string(job.StateQueued), "attempts", 0, "submitted_at", fmtTime(j.SubmittedAt)}
+	if !j.Deadline.IsZero() {
+		// The expiry is scheduled first: a job never exists with a
+		// deadline nobody will act on.
+		fields = append(fields, "deadline_ms", j.Deadline.UnixMilli())
+		if err := s.scheduleExpiry(ctx, expiryJob, j.ID, j.Deadline); err != nil {
+			return "", fmt.Errorf("submit job %s: %w", j.ID, err)
+		}
+	}
 	res, err := createScript.Run(ctx, s.rdb, []string{jobKey(j.ID)}, fields...).Text()
 	if err != nil {
 		return "", fmt.Errorf("submit job %s: %w", j.ID, err)
@@ -76,6 +87,9 @@ type BatchSpec struct {
 	Source string // file name, for the record
 	SHA256 string // of the whole file: a second submit must be the same file
 	Total  int    // lines
+	// ExpiresAt, when set, ends the batch's completion window (a resubmit
+	// keeps the first submit's).
+	ExpiresAt time.Time
 }
 
 // CreatedBatch is what CreateBatch found or did.
@@ -89,8 +103,15 @@ type CreatedBatch struct {
 // the one a previous submit of the same file left (ErrBatchConflict for
 // another file under the same ID).
 func (s *Store) CreateBatch(ctx context.Context, spec BatchSpec, now time.Time) (CreatedBatch, error) {
+	expiresAt, expiresMs := "", ""
+	if !spec.ExpiresAt.IsZero() {
+		expiresAt, expiresMs = fmtTime(spec.ExpiresAt), strconv.FormatInt(spec.ExpiresAt.UnixMilli(), 10)
+		if err := s.scheduleExpiry(ctx, expiryBatch, spec.ID, spec.ExpiresAt); err != nil {
+			return CreatedBatch{}, fmt.Errorf("submit batch %s: %w", spec.ID, err)
+		}
+	}
 	vals, outcome, err := reply(batchCreateScript.Run(ctx, s.rdb, []string{batchKey(spec.ID)},
-		spec.ID, spec.SHA256, spec.Total, spec.Queue, spec.Source, fmtTime(now), now.UnixMilli()),
+		spec.ID, spec.SHA256, spec.Total, spec.Queue, spec.Source, fmtTime(now), now.UnixMilli(), expiresAt, expiresMs),
 		"submit batch "+spec.ID)
 	if err != nil {
 		return CreatedBatch{}, err

@@ -72,7 +72,7 @@ func validBatchID(id string) bool {
 // (SubmitBatch reads it twice: validation, then enqueueing); every line is
 // validated before anything is enqueued.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
-	q, ok := checkQuery(w, r, "id", "queue")
+	q, ok := checkQuery(w, r, "id", "queue", "completion_window")
 	if !ok {
 		return
 	}
@@ -80,6 +80,15 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	if q.Has("id") && !validBatchID(id) {
 		badRequest(w, r, "id", "id must be 1 to 128 letters, digits, '.', '_' or '-'")
 		return
+	}
+	var expiresAt time.Time
+	if q.Has("completion_window") {
+		d, err := enqueue.ParseCompletionWindow(q.Get("completion_window"))
+		if err != nil {
+			badRequest(w, r, "completion_window", "Invalid completion_window: "+err.Error()+".")
+			return
+		}
+		expiresAt = time.Now().Add(d)
 	}
 	if r.ContentLength > s.cfg.MaxBatchBytes {
 		tooLarge(w, r, "The batch file ("+itoa(r.ContentLength)+" bytes)", s.cfg.MaxBatchBytes)
@@ -122,7 +131,7 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	// The submit finishes even if the client leaves, rather than stop
 	// half-way.
 	b, err := s.cfg.Client.SubmitBatch(context.WithoutCancel(r.Context()), f,
-		enqueue.BatchOptions{ID: id, Queue: q.Get("queue")})
+		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt})
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if err != nil {
 		var bfe *enqueue.BatchFileError

@@ -22,14 +22,18 @@ type jobEnvelope struct {
 	Body           json.RawMessage // the chat-completions request, byte-for-byte
 	Queue          string
 	IdempotencyKey string
+	// Deadline, when positive, expires the job if it has not started
+	// that long after its submit.
+	Deadline time.Duration
 }
 
-var envelopeFields = []string{"body", "queue", "idempotency_key"}
+var envelopeFields = []string{"body", "queue", "idempotency_key", "deadline"}
 
 // fieldError is a 400 naming the field at fault.
 type fieldError struct{ param, message string }
 
-// parseEnvelope reads {"body": {…}, "queue"?, "idempotency_key"?}. Unknown
+// parseEnvelope reads {"body": {…}, "queue"?, "idempotency_key"?,
+// "deadline"? (a duration such as "30s")}. Unknown
 // fields are refused: a misspelt "idempotency_key" must not silently submit
 // twice.
 func parseEnvelope(raw []byte) (jobEnvelope, *fieldError) {
@@ -51,7 +55,7 @@ func parseEnvelope(raw []byte) (jobEnvelope, *fieldError) {
 			return env, &fieldError{param: k, message: `unknown field "` + k +
 				`": the chat request goes inside "body", as in {"body": {"model": …, "messages": […]}}`}
 		}
-		return env, &fieldError{param: k, message: fmt.Sprintf("unknown field %q: the request takes body, queue and idempotency_key", k)}
+		return env, &fieldError{param: k, message: fmt.Sprintf("unknown field %q: the request takes body, queue, idempotency_key and deadline", k)}
 	}
 	body, ok := members["body"]
 	if !ok || string(body) == "null" {
@@ -67,6 +71,17 @@ func parseEnvelope(raw []byte) (jobEnvelope, *fieldError) {
 	}
 	if env.IdempotencyKey, err = stringMember(members, "idempotency_key"); err != nil {
 		return env, err
+	}
+	deadline, err := stringMember(members, "deadline")
+	if err != nil {
+		return env, err
+	}
+	if deadline != "" {
+		d, perr := enqueue.ParseDeadline(deadline)
+		if perr != nil {
+			return env, &fieldError{param: "deadline", message: perr.Error()}
+		}
+		env.Deadline = d
 	}
 	return env, nil
 }
@@ -142,6 +157,9 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	if env.IdempotencyKey != "" {
 		opts = append(opts, enqueue.WithIdempotencyKey(env.IdempotencyKey))
+	}
+	if env.Deadline > 0 {
+		opts = append(opts, enqueue.WithDeadline(time.Now().Add(env.Deadline)))
 	}
 	id, err := s.cfg.Client.Submit(r.Context(), env.Body, opts...)
 	if err != nil {

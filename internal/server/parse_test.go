@@ -67,6 +67,36 @@ func TestFormatBytes(t *testing.T) {
 	}
 }
 
+// TestParseEnvelopeDeadline: a deadline is a positive duration; anything
+// else is refused naming the field.
+func TestParseEnvelopeDeadline(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		raw   string
+		want  time.Duration
+		param string // refused, naming this field
+	}{
+		{`{"body":{},"deadline":"30s"}`, 30 * time.Second, ""},
+		{`{"body":{},"deadline":"1h30m"}`, 90 * time.Minute, ""},
+		{`{"body":{}}`, 0, ""},
+		{`{"body":{},"deadline":"0s"}`, 0, "deadline"},
+		{`{"body":{},"deadline":"-5s"}`, 0, "deadline"},
+		{`{"body":{},"deadline":"soon"}`, 0, "deadline"},
+		{`{"body":{},"deadline":30}`, 0, "deadline"},
+	}
+	for _, tt := range tests {
+		env, ferr := parseEnvelope([]byte(tt.raw))
+		switch {
+		case tt.param != "" && (ferr == nil || ferr.param != tt.param):
+			t.Errorf("%s: %+v, want refused naming %s", tt.raw, ferr, tt.param)
+		case tt.param == "" && ferr != nil:
+			t.Errorf("%s: refused: %s", tt.raw, ferr.message)
+		case tt.param == "" && env.Deadline != tt.want:
+			t.Errorf("%s: deadline %s, want %s", tt.raw, env.Deadline, tt.want)
+		}
+	}
+}
+
 // FuzzParseEnvelope: any input is either refused with a message or gives
 // a body that is a JSON object taken byte-for-byte from the input.
 func FuzzParseEnvelope(f *testing.F) {

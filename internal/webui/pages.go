@@ -361,7 +361,7 @@ var funcs = template.FuncMap{
 		}
 		return string(r[:n-1]) + "…"
 	},
-	"finished": func(b *enqueue.Batch) int { return b.Succeeded + b.Dead + b.Canceled },
+	"finished": func(b *enqueue.Batch) int { return b.Succeeded + b.Dead + b.Canceled + b.Expired },
 	"pct": func(part, total int) string {
 		if total <= 0 {
 			return "0%"
