@@ -160,7 +160,7 @@ return 'created'
 // record must describe the same file (hash and line count). The reconciler
 // counts a batch's progress from its creation (audit_fin, audited_ms).
 // KEYS: batch. ARGV: id, sha256, total, queue, source, created_at,
-// created_ms, expires_at and expires_ms (or '' for no completion window).
+// created_ms, expires_at and expires_ms (or ” for no completion window).
 var batchCreateScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
