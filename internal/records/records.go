@@ -18,11 +18,18 @@
 //	queued      batch canceled                  canceled    cancelChunkScript
 //	retrying    batch canceled                  canceled    cancelChunkScript
 //	—           batch canceled, line never enqueued  canceled  cancelChunkScript
+//	queued      Begin after the job's deadline  expired     beginScript (never called late)
+//	retrying    Begin after the job's deadline  expired     beginScript
+//	queued      deadline passes (expiry pass)   expired     expireJobScript (ExpireDue)
+//	retrying    deadline passes (expiry pass)   expired     expireJobScript
+//	queued      batch window ends               expired     cancelChunkScript (ExpireBatch)
+//	retrying    batch window ends               expired     cancelChunkScript
+//	—           batch window ends, line never enqueued  expired  cancelChunkScript
 //	non-final   task archived or lost           dead        abandonScript
 //	dead        Requeue                         queued      requeueScript, recreateScript (record expired)
 //	final       MIMOQ_RESULT_TTL passes         —           Redis expiry
 //
-// Succeeded, dead and canceled are final: nothing changes them but an
+// Succeeded, dead, canceled and expired are final: nothing changes them but an
 // operator's requeue of a dead job. Begin refuses a final job, a missing
 // record (it expired, so the job was final) and a job whose next attempt is
 // not due yet, so a task delivered early, late or twice never reaches the
@@ -39,9 +46,11 @@
 //
 //	submitting → running → done        every line enqueued (sealScript), then every job final
 //	submitting | running → canceled    cancelBatchScript; over once every job is final
+//	submitting | running → expired     its completion window ended (ExpireBatch); likewise
+//	running → expired                  every job final, some expired (Begin after the window)
 //
-// A batch is over when its finished_at is set: succeeded + dead + canceled =
-// total, lines never enqueued counting as canceled.
+// A batch is over when its finished_at is set: succeeded + dead + canceled +
+// expired = total, lines never enqueued counting as canceled (or expired).
 //
 // The asynq task of a job only rings the bell: it names the job, and the
 // record holds the request, so that the reconciler can re-create a task that
