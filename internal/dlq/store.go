@@ -182,13 +182,7 @@ func (s *Store) encode(rec *Record) (encoded, error) {
 	}
 	var db []byte
 	if len(rec.Request) > 0 || len(rec.History) > 0 {
-		req := rec.Request
-		if len(req) > 0 && !json.Valid(req) {
-			// A stored body that is not JSON (damaged in Redis) is kept
-			// as a JSON string: the letter is still stored, nothing lost.
-			req, _ = json.Marshal(string(req))
-		}
-		if db, err = json.Marshal(detail{Request: req, History: rec.History}); err != nil {
+		if db, err = json.Marshal(detail{Request: rec.Request, History: rec.History}); err != nil {
 			return encoded{}, fmt.Errorf("put dead letter %s: %w", rec.ID, err)
 		}
 	}

@@ -52,6 +52,12 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 	}
 	if body != nil && body.Val() != "" {
 		j.Request = json.RawMessage(body.Val())
+		if !json.Valid(j.Request) {
+			// Damaged in Redis (bodies are validated at submit): kept as
+			// a JSON string, so that the record, its dead letter and its
+			// JSON stay readable and nothing is lost.
+			j.Request, _ = json.Marshal(body.Val())
+		}
 	}
 	if v := f["usage"]; v != "" {
 		j.Usage = new(job.Usage)
