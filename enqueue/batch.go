@@ -84,6 +84,10 @@ type BatchOptions struct {
 	// started by then expire, and the batch ends expired. A resubmit keeps
 	// the window of the first submit.
 	ExpiresAt time.Time
+	// Webhook, when set, is told (POST, signed) when the batch ends:
+	// batch.completed, batch.failed, batch.cancelled or batch.expired,
+	// with the batch record. It is checked as Submit's WithWebhook is.
+	Webhook string
 }
 
 // ErrBatchConflict is returned when a batch ID is reused for different
@@ -138,6 +142,11 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		opts.ID = NewID()
 	} else if err := validBatchID(opts.ID); err != nil {
 		return nil, &InvalidRequestError{Err: err}
+	}
+	if opts.Webhook != "" {
+		if err := c.checkWebhook(ctx, opts.Webhook); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Source == "" {
 		opts.Source = "batch"
@@ -209,7 +218,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 
 	// The batch record: new, or the one a previous submit of this file left.
 	cb, err := c.records.CreateBatch(ctx, records.BatchSpec{ID: opts.ID, Queue: opts.Queue, Source: opts.Source,
-		SHA256: sum, Total: total, ExpiresAt: opts.ExpiresAt}, time.Now())
+		SHA256: sum, Total: total, ExpiresAt: opts.ExpiresAt, Webhook: opts.Webhook}, time.Now())
 	if err != nil {
 		return nil, err
 	}

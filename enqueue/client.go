@@ -20,6 +20,7 @@ import (
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/records"
+	"github.com/mimoq/mimoq/internal/webhooks"
 )
 
 // The vocabulary of jobs and batches (see internal/job).
@@ -86,6 +87,13 @@ type ClientConfig struct {
 	// MaxLineBytes is the longest batch file line accepted. Default
 	// DefaultMaxLineBytes.
 	MaxLineBytes int
+	// WebhookAllowHTTP and WebhookAllowHosts loosen the rules a webhook
+	// URL given to Submit or SubmitBatch is checked against (as the
+	// workers check every delivery): plain http, and private or loopback
+	// hosts (names, addresses or CIDR ranges, comma-separated). By default
+	// a webhook must be https on a public address.
+	WebhookAllowHTTP  bool
+	WebhookAllowHosts string
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
@@ -113,6 +121,7 @@ func (c ClientConfig) validate() error {
 type Client struct {
 	cfg     ClientConfig
 	records *records.Store
+	guard   *webhooks.Guard
 }
 
 // NewClient returns a producer client.
@@ -121,8 +130,24 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, records: records.New(cfg.Redis, cfg.ResultTTL)}, nil
+	guard, err := webhooks.NewGuard(cfg.WebhookAllowHosts, cfg.WebhookAllowHTTP)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: WebhookAllowHosts: %w", err)
+	}
+	return &Client{cfg: cfg, records: records.New(cfg.Redis, cfg.ResultTTL), guard: guard}, nil
 }
+
+// checkWebhook refuses a webhook URL the workers would not call.
+func (c *Client) checkWebhook(ctx context.Context, url string) error {
+	if err := c.guard.CheckTarget(ctx, url); err != nil {
+		return &InvalidRequestError{Err: fmt.Errorf("%w %q: %w", ErrInvalidWebhook, clip(url), err)}
+	}
+	return nil
+}
+
+// ErrInvalidWebhook is wrapped by the *InvalidRequestError of a webhook URL
+// that is refused.
+var ErrInvalidWebhook = errors.New("webhook")
 
 // Close releases the client. It does not close the Redis client it was given.
 func (c *Client) Close() error { return nil }
@@ -134,9 +159,11 @@ func (c *Client) Models() apiclient.Models { return c.cfg.Models }
 type SubmitOption func(*submitOptions)
 
 type submitOptions struct {
-	queue    string
-	idemKey  string
-	deadline time.Time
+	queue         string
+	idemKey       string
+	deadline      time.Time
+	webhook       string
+	webhookResult bool
 }
 
 // WithQueue puts the job on queue q instead of interactive.
@@ -153,6 +180,15 @@ func WithIdempotencyKey(key string) SubmitOption {
 // started by t, instead of being called late; a job running at t
 // finishes. A deadline in the past is refused.
 func WithDeadline(t time.Time) SubmitOption { return func(o *submitOptions) { o.deadline = t } }
+
+// WithWebhook has url told (POST, signed) when the job ends: job.succeeded,
+// job.dead, job.expired. The URL is checked at submit: https on a public
+// address unless the client's config allows otherwise.
+func WithWebhook(url string) SubmitOption { return func(o *submitOptions) { o.webhook = url } }
+
+// WithWebhookResult makes the job's webhook event carry its result (the
+// API's answer); without it, the event has the job's record only.
+func WithWebhookResult() SubmitOption { return func(o *submitOptions) { o.webhookResult = true } }
 
 // InvalidRequestError reports a request refused before it was enqueued.
 type InvalidRequestError struct{ Err error }
@@ -190,6 +226,11 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 	if err := c.cfg.Models.Validate(req); err != nil {
 		return "", &InvalidRequestError{Err: err}
 	}
+	if o.webhook != "" {
+		if err := c.checkWebhook(ctx, o.webhook); err != nil {
+			return "", err
+		}
+	}
 	id := records.NewID()
 	if o.idemKey != "" {
 		if id, err = c.records.IdempotentID(ctx, o.idemKey, id); err != nil {
@@ -197,7 +238,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 		}
 	}
 	if _, err := c.records.Submit(ctx, records.NewJob{ID: id, Queue: o.queue, Model: req.Model, Body: body,
-		SubmittedAt: time.Now(), Deadline: o.deadline}); err != nil {
+		SubmittedAt: time.Now(), Deadline: o.deadline, Webhook: o.webhook, WebhookIncludeResult: o.webhookResult}); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
 	return id, nil

@@ -197,7 +197,12 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				w.countExpired(ctx, p.BatchID, 1)
 				log.Info().Msg("job expired: its deadline passed before it started")
 			}
-			return w.settle(ctx, p.JobID, b.State)
+			if err := w.settle(ctx, p.JobID, b.State); err != nil {
+				return err
+			}
+			// A final job's task seen again: its end may not have been
+			// told (its worker died after the outcome was stored).
+			return w.tell(ctx, p.JobID, p.BatchID, true, b.State, false)
 		case ActDeadLetter:
 			return w.deadLetterUnstarted(ctx, b.Delivery, &job.Error{Code: "worker_interrupted", Class: act.Class,
 				Reason: act.Reason, Message: fmt.Sprintf("the job interrupted its worker %d times", b.Interrupts)})
@@ -399,7 +404,24 @@ func (w *Worker) finish(ctx context.Context, d records.Delivery, o records.Outco
 		return nil
 	}
 	if f.State == job.StateDead {
-		return w.settle(ctx, d.JobID, f.State)
+		if err := w.settle(ctx, d.JobID, f.State); err != nil {
+			return err
+		}
+	}
+	return w.tell(ctx, d.JobID, d.BatchID, d.Webhook, f.State, f.BatchEnded)
+}
+
+// tell notifies the webhook subscribers of a job's end (and of its batch's,
+// when that was its last job) before its task is acknowledged: a failure
+// keeps the task, and its next delivery tells them.
+func (w *Worker) tell(ctx context.Context, id, batchID string, hasOwn bool, st job.State, batchEnded bool) error {
+	if err := w.notifyJob(ctx, id, hasOwn, st); err != nil {
+		return &storageError{err}
+	}
+	if batchEnded {
+		if err := w.notifyBatch(ctx, batchID); err != nil {
+			return &storageError{err}
+		}
 	}
 	return nil
 }

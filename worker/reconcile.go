@@ -42,6 +42,11 @@ func (w *Worker) reconcileLoop(ctx context.Context) {
 // unwritten are written, interrupted cancels complete.
 func (w *Worker) Reconcile(ctx context.Context) (records.ReconcileReport, error) {
 	rep, err := w.records.Reconcile(ctx, deadLetters{w.dlq}, records.ReconcileOptions{Grace: w.cfg.ReconcileGrace}, time.Now())
+	for _, id := range rep.Unannounced {
+		if err := w.notifyBatch(ctx, id); err != nil {
+			w.log.Warn().Err(err).Str("batch_id", id).Msg("webhook of a batch's end (retried next pass)")
+		}
+	}
 	for kind, n := range map[string]int{"task_recreated": rep.TasksRecreated, "dead_letter_written": rep.DeadLettersWritten,
 		"cancel_completed": rep.CancelsCompleted, "expiry_completed": rep.ExpiriesCompleted, "lost": rep.Lost} {
 		if n > 0 {

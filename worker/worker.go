@@ -30,6 +30,7 @@ import (
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/slots"
+	"github.com/mimoq/mimoq/internal/webhooks"
 )
 
 // Limit is a model's fleet-wide rate limit: requests and tokens per minute,
@@ -107,6 +108,9 @@ type Config struct {
 	// ReconcileGrace is how old a job must be before the reconciler looks
 	// at it. Default 2m.
 	ReconcileGrace time.Duration
+
+	// Webhooks configures the completion webhooks.
+	Webhooks WebhookConfig
 
 	// ID names this worker process in job histories. Default host:pid.
 	ID string
@@ -220,6 +224,9 @@ type Worker struct {
 	drain     context.Context
 	stopDrain context.CancelFunc
 
+	notifier *webhooks.Notifier
+	sender   *webhooks.Sender
+
 	ready   chan struct{}
 	readyMu sync.Once
 	counts  attemptCounts
@@ -289,6 +296,9 @@ func New(cfg Config) (*Worker, error) {
 			w.srvNames = append(w.srvNames, job.AsynqQueue(q, m))
 		}
 	}
+	if err := w.initWebhooks(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	return w, nil
 }
 
@@ -350,6 +360,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.gate = gate
 	mux := asynq.NewServeMux()
 	mux.Handle(job.TaskType, w)
+	mux.Handle(webhooks.TaskType, w.sender)
 	for i, srv := range w.srvs {
 		if err := srv.Start(mux); err != nil {
 			w.stopDrain()
@@ -366,6 +377,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg.Go(func() { w.sweepLoop(bgCtx) })
 	bg.Go(func() { w.reconcileLoop(bgCtx) })
 	bg.Go(func() { w.expiryLoop(bgCtx) })
+	bg.Go(func() { w.batchEndLoop(bgCtx) })
+	bg.Go(func() { w.laneEventLoop(bgCtx) })
 	bg.Go(func() { w.gaugeLoop(bgCtx) })
 	bg.Go(func() { w.countLoop(bgCtx) })
 

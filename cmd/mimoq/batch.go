@@ -38,9 +38,9 @@ func isTerminal(w any) bool {
 
 func (a *app) batchSubmitCmd() *cobra.Command {
 	var (
-		id, queue, window string
-		wait, asJSON      bool
-		maxLine           = byteSize(enqueue.DefaultMaxLineBytes)
+		id, queue, window, hook string
+		wait, asJSON            bool
+		maxLine                 = byteSize(enqueue.DefaultMaxLineBytes)
 	)
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
@@ -69,7 +69,7 @@ enqueues nothing twice and completes an interrupted submit.`,
 					return usagef("invalid --max-line-bytes=%d: at most 1GiB", maxLine)
 				}
 				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0], MaxLineBytes: int(maxLine),
-					ExpiresAt: expiresAt}
+					ExpiresAt: expiresAt, Webhook: hook}
 				var bar *progressbar.ProgressBar
 				if isTerminal(a.stderr) && !asJSON {
 					phase := ""
@@ -120,6 +120,7 @@ enqueues nothing twice and completes an interrupted submit.`,
 	}
 	cmd.Flags().StringVar(&id, "id", "", "batch ID (default: a new one); reuse it to resubmit safely")
 	cmd.Flags().StringVar(&queue, "queue", enqueue.QueueBatch, "queue to submit to")
+	cmd.Flags().StringVar(&hook, "webhook", "", "POST a signed batch.* event to this https URL when the batch ends")
 	cmd.Flags().StringVar(&window, "completion-window", "",
 		"expire the requests not started within this duration (at least 1m, e.g. 24h); default: none")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every request is final, showing progress")

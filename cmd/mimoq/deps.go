@@ -43,7 +43,8 @@ func (a *app) open(ctx context.Context) (*deps, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb, Models: models, ResultTTL: e.ResultTTL})
+	client, err := enqueue.NewClient(enqueue.ClientConfig{Redis: rdb, Models: models, ResultTTL: e.ResultTTL,
+		WebhookAllowHTTP: e.WebhookAllowHTTP, WebhookAllowHosts: e.WebhookAllowHosts})
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err

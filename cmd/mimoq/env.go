@@ -13,7 +13,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/enqueue/webhook"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/webhooks"
+	"github.com/mimoq/mimoq/worker"
 )
 
 // env is every environment variable of the SPEC. It is read only here, in cmd/.
@@ -54,8 +57,15 @@ type env struct {
 	Models          string        `envconfig:"MIMOQ_MODELS"`
 	APITokens       []secret      `envconfig:"MIMOQ_API_TOKENS"`
 	SyncTimeout     time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
-	LogLevel        string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
-	LogFormat       string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
+	// Webhooks: the fleet's endpoints, the signing secrets, the target
+	// rules and how long a delivery is retried.
+	WebhookURLs       string        `envconfig:"MIMOQ_WEBHOOK_URLS"`
+	WebhookSecret     []secret      `envconfig:"MIMOQ_WEBHOOK_SECRET"`
+	WebhookAllowHTTP  bool          `envconfig:"MIMOQ_WEBHOOK_ALLOW_HTTP"`
+	WebhookAllowHosts string        `envconfig:"MIMOQ_WEBHOOK_ALLOW_HOSTS"`
+	WebhookRetryFor   time.Duration `envconfig:"MIMOQ_WEBHOOK_RETRY_FOR" default:"24h"`
+	LogLevel          string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
+	LogFormat         string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
 }
 
 // secret is a string that never prints itself: a stray %v or a JSON log field
@@ -116,6 +126,19 @@ func (e *env) validate() error {
 		return fmt.Errorf("invalid MIMOQ_RESULT_TTL=%s: must be positive", e.ResultTTL)
 	case e.SyncTimeout <= 0:
 		return fmt.Errorf("invalid MIMOQ_SYNC_TIMEOUT=%s: must be positive", e.SyncTimeout)
+	case e.WebhookRetryFor <= 0:
+		return fmt.Errorf("invalid MIMOQ_WEBHOOK_RETRY_FOR=%s: must be positive", e.WebhookRetryFor)
+	}
+	if _, err := e.webhookEndpoints(); err != nil {
+		return err
+	}
+	for i, s := range e.WebhookSecret {
+		if _, err := webhook.Key(s.Value()); err != nil {
+			return fmt.Errorf("invalid MIMOQ_WEBHOOK_SECRET: entry %d is not whsec_ followed by base64", i+1)
+		}
+	}
+	if _, err := webhooks.NewGuard(e.WebhookAllowHosts, e.WebhookAllowHTTP); err != nil {
+		return fmt.Errorf("invalid MIMOQ_WEBHOOK_ALLOW_HOSTS: %v", err)
 	}
 	if _, err := zerolog.ParseLevel(strings.ToLower(e.LogLevel)); err != nil || e.LogLevel == "" {
 		return fmt.Errorf("invalid MIMOQ_LOG_LEVEL=%q: want trace, debug, info, warn or error", e.LogLevel)
@@ -126,6 +149,26 @@ func (e *env) validate() error {
 		return fmt.Errorf("invalid MIMOQ_LOG_FORMAT=%q: want auto, json or console", e.LogFormat)
 	}
 	return nil
+}
+
+// webhookEndpoints parses MIMOQ_WEBHOOK_URLS.
+func (e *env) webhookEndpoints() ([]webhooks.Endpoint, error) {
+	eps, err := webhooks.ParseEndpoints(e.WebhookURLs, e.WebhookAllowHTTP)
+	if err != nil {
+		return nil, fmt.Errorf("invalid MIMOQ_WEBHOOK_URLS: %v", err)
+	}
+	return eps, nil
+}
+
+// webhookConfig is the worker's webhook configuration.
+func (e *env) webhookConfig() worker.WebhookConfig {
+	eps, _ := e.webhookEndpoints() // validated by loadEnv
+	secrets := make([]string, len(e.WebhookSecret))
+	for i, s := range e.WebhookSecret {
+		secrets[i] = s.Value()
+	}
+	return worker.WebhookConfig{Endpoints: eps, Secrets: secrets, AllowHTTP: e.WebhookAllowHTTP,
+		AllowHosts: e.WebhookAllowHosts, RetryFor: e.WebhookRetryFor}
 }
 
 // models returns the configured model list (MIMOQ_MODELS) or the default one.

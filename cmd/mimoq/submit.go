@@ -17,8 +17,8 @@ import (
 
 func (a *app) submitCmd() *cobra.Command {
 	var (
-		model, prompt, bodyPath, queue, idemKey, deadline string
-		wait, asJSON                                      bool
+		model, prompt, bodyPath, queue, idemKey, deadline, hook string
+		wait, asJSON, hookResult                                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "submit --model M (--prompt TEXT | --body FILE|-)",
@@ -48,6 +48,14 @@ func (a *app) submitCmd() *cobra.Command {
 			if within > 0 {
 				opts = append(opts, enqueue.WithDeadline(time.Now().Add(within)))
 			}
+			if hook != "" {
+				opts = append(opts, enqueue.WithWebhook(hook))
+				if hookResult {
+					opts = append(opts, enqueue.WithWebhookResult())
+				}
+			} else if hookResult {
+				return usagef("--webhook-include-result needs --webhook URL")
+			}
 			id, err := c.Submit(cmd.Context(), body, opts...)
 			var inv *enqueue.InvalidRequestError
 			if errors.As(err, &inv) {
@@ -73,6 +81,8 @@ func (a *app) submitCmd() *cobra.Command {
 	f.StringVar(&queue, "queue", enqueue.QueueInteractive, "queue to submit to")
 	f.StringVar(&idemKey, "idempotency-key", "", "submit at most once per key")
 	f.StringVar(&deadline, "deadline", "", "expire the job if it has not started within this duration (e.g. 30s, 5m)")
+	f.StringVar(&hook, "webhook", "", "POST a signed job.* event to this https URL when the job ends")
+	f.BoolVar(&hookResult, "webhook-include-result", false, "the webhook event carries the job's result")
 	f.BoolVar(&wait, "wait", false, "wait for the outcome and print the result")
 	f.BoolVar(&asJSON, "json", false, "print machine-readable JSON")
 	cmd.MarkFlagsMutuallyExclusive("prompt", "body")

@@ -68,7 +68,7 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 		Queues: weights, Concurrency: e.Concurrency, MaxAttempts: e.MaxAttempts,
 		Backoff:   worker.Backoff{Base: e.BackoffBase, Max: e.BackoffMax},
 		ResultTTL: e.ResultTTL, RequestTimeout: e.RequestTimeout, ShutdownTimeout: e.ShutdownTimeout,
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, Webhooks: e.webhookConfig(),
 	})
 	if err != nil {
 		return err

@@ -139,9 +139,11 @@ func TestCorruptBodyIsDeadLettered(t *testing.T) {
 	if j := jobs[id]; j.State != enqueue.StateDead || j.Error == nil || j.Error.Class != "terminal" {
 		t.Fatalf("job %+v, error %+v: want dead, terminal", j, j.Error)
 	}
-	if _, err := dlq.New(f.rdb).Get(context.Background(), id); err != nil {
-		t.Errorf("no dead letter for the job: %v", err)
-	}
+	// The dead letter follows the record's final state (written next).
+	Eventually(t, 10*time.Second, "the job's dead letter", func() bool {
+		_, err := dlq.New(f.rdb).Get(context.Background(), id)
+		return err == nil
+	})
 	if n := f.mockRequests(); n != 0 {
 		t.Errorf("the API was called %d times for a body that is not JSON", n)
 	}

@@ -221,6 +221,11 @@ type Job struct {
 	// Request is the chat-completions body as submitted; Get leaves it out
 	// unless asked (it can be large).
 	Request json.RawMessage `json:"request,omitempty"`
+	// Webhook is the URL told when the job ends (a single job's own
+	// subscription), and WebhookIncludeResult whether the event carries
+	// its result.
+	Webhook              string `json:"webhook,omitempty"`
+	WebhookIncludeResult bool   `json:"webhook_include_result,omitempty"`
 }
 
 // Batch is the record of one batch, as `mimoq batch status --json` prints it.
@@ -242,8 +247,10 @@ type Batch struct {
 	CanceledAt  time.Time  `json:"canceled_at,omitzero"`
 	// ExpiresAt is the end of the completion window, when the batch has
 	// one; ExpiredAt is when its unstarted jobs were expired.
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	ExpiredAt  time.Time `json:"expired_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	ExpiredAt time.Time `json:"expired_at,omitzero"`
+	// Webhook is the URL told when the batch ends.
+	Webhook    string    `json:"webhook,omitempty"`
 	FinishedAt time.Time `json:"finished_at,omitzero"` // every job final
 	// Rate is jobs finished per second since the batch was submitted, and
 	// ETA the expected time of the last one at that rate (zero if unknown).

@@ -33,6 +33,9 @@ type Delivery struct {
 	JobID   string
 	BatchID string
 	Lease   string
+	// Webhook is set when the job has a subscription of its own: its end
+	// is to be told.
+	Webhook bool
 }
 
 // Begun is what Begin found or did.
@@ -78,13 +81,13 @@ func (s *Store) Begin(ctx context.Context, id, lease, worker string, now time.Ti
 	case "wait":
 		return Begun{Verdict: NotYet, DueAt: time.UnixMilli(int64(toInt(vals[1])))}, nil
 	case "run":
-		if len(vals) != 8 {
+		if len(vals) != 9 {
 			return Begun{}, fmt.Errorf("begin job %s: unexpected reply %v", id, vals)
 		}
 		b := Begun{Verdict: Run, State: job.StateRunning, Attempts: toInt(vals[1]), Interrupts: toInt(vals[2]),
 			Interrupted: toInt(vals[3]) == 1, Body: []byte(toStr(vals[4])), Model: toStr(vals[5]),
 			Requeues: toInt(vals[7])}
-		b.Delivery = Delivery{JobID: id, BatchID: toStr(vals[6]), Lease: lease}
+		b.Delivery = Delivery{JobID: id, BatchID: toStr(vals[6]), Lease: lease, Webhook: len(vals) > 8 && toStr(vals[8]) != ""}
 		return b, nil
 	}
 	return Begun{}, fmt.Errorf("begin job %s: unexpected reply %v", id, vals)

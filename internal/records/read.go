@@ -41,6 +41,7 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 	j.SubmittedAt, _ = time.Parse(timeLayout, f["submitted_at"])
 	j.UpdatedAt, _ = time.Parse(timeLayout, f["updated_at"])
 	j.FinishedAt, _ = time.Parse(timeLayout, f["finished_at"])
+	j.Webhook, j.WebhookIncludeResult = f["webhook"], f["webhook_result"] == "1"
 	if ms := atoi(f["deadline_ms"]); ms > 0 {
 		j.Deadline = time.UnixMilli(int64(ms)).UTC()
 	}
@@ -133,6 +134,7 @@ func batchFromFields(f map[string]string, now time.Time) *job.Batch {
 	b.CanceledAt, _ = time.Parse(timeLayout, f["canceled_at"])
 	b.ExpiresAt, _ = time.Parse(timeLayout, f["expires_at"])
 	b.ExpiredAt, _ = time.Parse(timeLayout, f["expired_at"])
+	b.Webhook = f["webhook"]
 	b.FinishedAt, _ = time.Parse(timeLayout, f["finished_at"])
 	finished := b.Succeeded + b.Dead + b.Canceled + b.Expired
 	b.Pending = max(b.Total-finished, 0)

@@ -44,6 +44,29 @@ type ReconcileReport struct {
 	Lost int `json:"lost"`
 	// BatchesPruned counts expired batches taken out of the batch list.
 	BatchesPruned int `json:"batches_pruned"`
+	// Unannounced lists batches that ended lately and whose end has not
+	// been told (MarkAnnounced): the caller tells their subscribers.
+	Unannounced []string `json:"-"`
+}
+
+// announceWithin is how recent a batch's end must be for a reconciler pass
+// to report it unannounced: older ends are history, not news.
+const announceWithin = time.Hour
+
+// markAnnouncedScript notes that a batch's end was told, if the batch is
+// still kept. KEYS: batch.
+var markAnnouncedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'announced', 1) end
+return 0
+`)
+
+// MarkAnnounced notes that batch id's end has been told to its
+// subscribers: reconciler passes no longer report it.
+func (s *Store) MarkAnnounced(ctx context.Context, id string) error {
+	if err := markAnnouncedScript.Run(ctx, s.rdb, []string{batchKey(id)}).Err(); err != nil {
+		return fmt.Errorf("batch %s: mark announced: %w", id, err)
+	}
+	return nil
 }
 
 // ReconcileOptions tune a reconciler pass.
@@ -270,7 +293,7 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 		cmds := make([]*redis.SliceCmd, len(chunk))
 		for i, id := range chunk {
 			cmds[i] = pipe.HMGet(ctx, batchKey(id), "state", "finished_at", "succeeded", "dead", "canceled",
-				"audit_fin", "audited_ms", "total", "created_ms", "cancel_done", "expired", "expires_ms")
+				"audit_fin", "audited_ms", "total", "created_ms", "cancel_done", "expired", "expires_ms", "announced")
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("reconcile: read batches: %w", err)
@@ -282,8 +305,14 @@ func (s *Store) reconcileBatches(ctx context.Context, dl DeadLetters, opts Recon
 				gone = append(gone, chunk[i])
 				continue
 			}
-			if toStr(v[1]) != "" {
-				continue // over
+			if fin := toStr(v[1]); fin != "" {
+				// Over. Its end is told once (its subscribers, the
+				// fleet's webhooks): one whose notice was missed, and
+				// that ended lately, is reported for telling.
+				if t, err := time.Parse(timeLayout, fin); err == nil && v[12] == nil && now.Sub(t) < announceWithin {
+					rep.Unannounced = append(rep.Unannounced, chunk[i])
+				}
+				continue
 			}
 			// Progress is seen between passes, not written by every job:
 			// a batch whose count of final jobs has not moved for the

@@ -160,7 +160,8 @@ return 'created'
 // record must describe the same file (hash and line count). The reconciler
 // counts a batch's progress from its creation (audit_fin, audited_ms).
 // KEYS: batch. ARGV: id, sha256, total, queue, source, created_at,
-// created_ms, expires_at and expires_ms (or ” for no completion window).
+// created_ms, expires_at and expires_ms (or ” for no completion window),
+// webhook URL (or ”).
 var batchCreateScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
@@ -174,6 +175,7 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'submitting', 'sha256', ARGV
   'queue', ARGV[4], 'source', ARGV[5], 'created_at', ARGV[6], 'created_ms', ARGV[7],
   'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0, 'expired', 0, 'audit_fin', 0, 'audited_ms', ARGV[7])
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'expires_at', ARGV[8], 'expires_ms', ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'webhook', ARGV[10]) end
 return {'created', 'submitting', ARGV[7]}
 `)
 
@@ -242,10 +244,10 @@ return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 // KEYS: job. ARGV: now (ms), now, lease, worker, ttl (s), job id.
 // Reply: {'missing'} | {'final', state, attempts[, 1 when this call
 // expired it]} | {'wait', due ms} | {'run', attempts, interrupts,
-// interrupted, body, model, batch id, requeues}.
+// interrupted, body, model, batch id, requeues, webhook URL or ''}.
 var beginScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
-  'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history', 'deadline_ms')
+  'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history', 'deadline_ms', 'webhook')
 local st = f[1]
 if not st then return {'missing'} end
 local attempts = tonumber(f[4] or '0')
@@ -253,7 +255,7 @@ if final(st) then return {'final', st, attempts} end
 local interrupts = tonumber(f[5] or '0')
 local function body() return redis.call('GET', KEYS[1] .. ':body') or '' end
 if st == 'running' and f[2] == ARGV[3] then
-  return {'run', attempts, interrupts, 0, body(), f[8] or '', f[9] or '', f[10] or '0'}
+  return {'run', attempts, interrupts, 0, body(), f[8] or '', f[9] or '', f[10] or '0', f[13] or ''}
 end
 if st ~= 'running' and f[12] and tonumber(f[12]) <= tonumber(ARGV[1]) then
   expireJob(KEYS[1], ARGV[6], f[9] or '', ARGV[2], ARGV[5])
@@ -272,7 +274,7 @@ else
     'running_worker', ARGV[4], 'updated_at', ARGV[2])
 end
 if f[3] then redis.call('HDEL', KEYS[1], 'due_at') end
-return {'run', attempts, interrupts, interrupted, body(), f[8] or '', f[9] or '', f[10] or '0'}
+return {'run', attempts, interrupts, interrupted, body(), f[8] or '', f[9] or '', f[10] or '0', f[13] or ''}
 `)
 
 // finishScript records the outcome of a delivery's attempt: the job's new

@@ -24,6 +24,10 @@ type NewJob struct {
 	SubmittedAt time.Time
 	// Deadline, when set, is when the job expires if it has not started.
 	Deadline time.Time
+	// Webhook, when set, is told when the job ends (with its result when
+	// WebhookIncludeResult).
+	Webhook              string
+	WebhookIncludeResult bool
 }
 
 // Submit writes a new single job: its record (queued), its entry in the
@@ -35,6 +39,9 @@ type NewJob struct {
 func (s *Store) Submit(ctx context.Context, j NewJob) (job.State, error) {
 	fields := []any{j.Body, "id", j.ID, "queue", j.Queue, "model", j.Model,
 		"state", string(job.StateQueued), "attempts", 0, "submitted_at", fmtTime(j.SubmittedAt)}
+	if j.Webhook != "" {
+		fields = append(fields, "webhook", j.Webhook, "webhook_result", boolField(j.WebhookIncludeResult))
+	}
 	if !j.Deadline.IsZero() {
 		// The expiry is scheduled first: a job never exists with a
 		// deadline nobody will act on.
@@ -90,6 +97,8 @@ type BatchSpec struct {
 	// ExpiresAt, when set, ends the batch's completion window (a resubmit
 	// keeps the first submit's).
 	ExpiresAt time.Time
+	// Webhook, when set, is told when the batch ends.
+	Webhook string
 }
 
 // CreatedBatch is what CreateBatch found or did.
@@ -111,7 +120,8 @@ func (s *Store) CreateBatch(ctx context.Context, spec BatchSpec, now time.Time) 
 		}
 	}
 	vals, outcome, err := reply(batchCreateScript.Run(ctx, s.rdb, []string{batchKey(spec.ID)},
-		spec.ID, spec.SHA256, spec.Total, spec.Queue, spec.Source, fmtTime(now), now.UnixMilli(), expiresAt, expiresMs),
+		spec.ID, spec.SHA256, spec.Total, spec.Queue, spec.Source, fmtTime(now), now.UnixMilli(), expiresAt, expiresMs,
+		spec.Webhook),
 		"submit batch "+spec.ID)
 	if err != nil {
 		return CreatedBatch{}, err
@@ -182,6 +192,14 @@ func (s *Store) Seal(ctx context.Context, id string, now time.Time) (bool, error
 // at createdMs.
 func BatchJobID(batchID string, createdMs int64, index int) string {
 	return batchJobID(batchID, createdMs, index)
+}
+
+// boolField is b as a record field.
+func boolField(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // appendJSONString appends s as a JSON string.

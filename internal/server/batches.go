@@ -72,7 +72,7 @@ func validBatchID(id string) bool {
 // (SubmitBatch reads it twice: validation, then enqueueing); every line is
 // validated before anything is enqueued.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
-	q, ok := checkQuery(w, r, "id", "queue", "completion_window")
+	q, ok := checkQuery(w, r, "id", "queue", "completion_window", "webhook")
 	if !ok {
 		return
 	}
@@ -131,7 +131,7 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	// The submit finishes even if the client leaves, rather than stop
 	// half-way.
 	b, err := s.cfg.Client.SubmitBatch(context.WithoutCancel(r.Context()), f,
-		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt})
+		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt, Webhook: q.Get("webhook")})
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if err != nil {
 		var bfe *enqueue.BatchFileError
@@ -144,7 +144,10 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 				"Batch "+quoteID(id)+" was submitted already with a different file; give a new id to submit this one.", "id")
 		case errors.As(err, &inv):
 			param := ""
-			if q.Get("queue") != "" {
+			switch {
+			case errors.Is(inv, enqueue.ErrInvalidWebhook):
+				param = "webhook"
+			case q.Get("queue") != "":
 				param = "queue"
 			}
 			badRequest(w, r, param, inv.Err.Error())

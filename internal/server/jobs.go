@@ -25,9 +25,13 @@ type jobEnvelope struct {
 	// Deadline, when positive, expires the job if it has not started
 	// that long after its submit.
 	Deadline time.Duration
+	// Webhook is told when the job ends, with its result when
+	// WebhookIncludeResult.
+	Webhook              string
+	WebhookIncludeResult bool
 }
 
-var envelopeFields = []string{"body", "queue", "idempotency_key", "deadline"}
+var envelopeFields = []string{"body", "queue", "idempotency_key", "deadline", "webhook", "webhook_include_result"}
 
 // fieldError is a 400 naming the field at fault.
 type fieldError struct{ param, message string }
@@ -55,7 +59,7 @@ func parseEnvelope(raw []byte) (jobEnvelope, *fieldError) {
 			return env, &fieldError{param: k, message: `unknown field "` + k +
 				`": the chat request goes inside "body", as in {"body": {"model": …, "messages": […]}}`}
 		}
-		return env, &fieldError{param: k, message: fmt.Sprintf("unknown field %q: the request takes body, queue, idempotency_key and deadline", k)}
+		return env, &fieldError{param: k, message: fmt.Sprintf("unknown field %q: the request takes body, queue, idempotency_key, deadline, webhook and webhook_include_result", k)}
 	}
 	body, ok := members["body"]
 	if !ok || string(body) == "null" {
@@ -82,6 +86,17 @@ func parseEnvelope(raw []byte) (jobEnvelope, *fieldError) {
 			return env, &fieldError{param: "deadline", message: perr.Error()}
 		}
 		env.Deadline = d
+	}
+	if env.Webhook, err = stringMember(members, "webhook"); err != nil {
+		return env, err
+	}
+	if v, ok := members["webhook_include_result"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &env.WebhookIncludeResult); err != nil {
+			return env, &fieldError{param: "webhook_include_result", message: "webhook_include_result must be true or false"}
+		}
+		if env.Webhook == "" && env.WebhookIncludeResult {
+			return env, &fieldError{param: "webhook_include_result", message: "webhook_include_result needs a webhook URL"}
+		}
 	}
 	return env, nil
 }
@@ -161,6 +176,12 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	if env.Deadline > 0 {
 		opts = append(opts, enqueue.WithDeadline(time.Now().Add(env.Deadline)))
 	}
+	if env.Webhook != "" {
+		opts = append(opts, enqueue.WithWebhook(env.Webhook))
+		if env.WebhookIncludeResult {
+			opts = append(opts, enqueue.WithWebhookResult())
+		}
+	}
 	id, err := s.cfg.Client.Submit(r.Context(), env.Body, opts...)
 	if err != nil {
 		var inv *enqueue.InvalidRequestError
@@ -181,6 +202,9 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 // is the queue. An unknown model is refused here with 400 (not the 404 the
 // API itself gives): at this endpoint 404 means no such job.
 func invalidRequestParam(inv *enqueue.InvalidRequestError, queue string) (param, message string) {
+	if errors.Is(inv, enqueue.ErrInvalidWebhook) {
+		return "webhook", inv.Err.Error()
+	}
 	var ve *apiclient.ValidationError
 	if errors.As(inv, &ve) {
 		if ve.Field != "" {
