@@ -209,16 +209,26 @@ func (w *world) startWorker(rpm, concurrency int, backoff worker.Backoff) *fleet
 
 // startCountedWorker is startWorker with its round trips counted by trips.
 func (w *world) startCountedWorker(rpm, concurrency int, backoff worker.Backoff, trips *tripCounter) *fleetMember {
+	return w.startWorkerWith(rpm, concurrency, backoff, trips, nil)
+}
+
+// startWorkerWith is startCountedWorker with the worker's config changed by
+// tune (nil: as is).
+func (w *world) startWorkerWith(rpm, concurrency int, backoff worker.Backoff, trips *tripCounter, tune func(*worker.Config)) *fleetMember {
 	w.b.Helper()
 	rdb := w.countedClient(concurrency+20, trips)
 	limit := worker.Limit{RPM: -1, TPM: -1}
 	if rpm > 0 {
 		limit.RPM = rpm
 	}
-	wk, err := worker.New(worker.Config{
+	cfg := worker.Config{
 		Redis: rdb, BaseURL: w.mockTS.URL + "/v1", APIKey: w.key, Limit: limit, ResultTTL: time.Hour,
 		Concurrency: concurrency, Backoff: backoff,
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	wk, err := worker.New(cfg)
 	if err != nil {
 		w.b.Fatal(err)
 	}
