@@ -257,6 +257,9 @@ func New(cfg Config) (*Worker, error) {
 			ShortWait: 2 * time.Second, CallBudget: cfg.RequestTimeout + storeTimeout},
 	}
 	w.drain, w.stopDrain = context.WithCancel(context.Background())
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(w.healthGauges()...)
+	}
 	var err error
 	if w.slots, err = slots.New(cfg.Concurrency, cfg.Queues); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
