@@ -2,6 +2,7 @@ package worker
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,10 +55,20 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
+	// GetQueueInfo of a queue that never had a task fails with an error
+	// that is not asynq.ErrQueueNotFound: ask which queues exist first.
+	known, err := c.insp.Queues()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.size, err)
+		return
+	}
 	for _, q := range c.queues {
+		if !slices.Contains(known, q) {
+			continue // no task was ever enqueued there
+		}
 		info, err := c.insp.GetQueueInfo(q)
 		if errors.Is(err, asynq.ErrQueueNotFound) {
-			continue // no task was ever enqueued there
+			continue
 		}
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(c.size, err)

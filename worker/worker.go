@@ -405,6 +405,7 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 					}
 					w.metrics.laneState.WithLabelValues(s.Model, st).Set(v)
 				}
+				w.metrics.laneLimit.WithLabelValues(s.Model).Set(float64(s.Limit.RPM))
 			}
 		}
 		sum, sumErr := w.dlq.Summary(ctx)
