@@ -46,18 +46,26 @@ func (u *ui) overview(w http.ResponseWriter, r *http.Request, q *request) {
 		calls = append(calls, callsChart(h, st.Models[i].Lane.Limit, sp))
 		outcomes = append(outcomes, outcomesChart(h, sp))
 	}
-	data["Span"], data["Spans"] = sp, spans
+	data["Span"] = sp
 	data["Calls"], data["Outcomes"] = calls, outcomes
 	data["DLQChart"], data["LaneChart"] = dlqChart(hist, sp), laneChart(hist, sp)
 	refresh := r.URL.Query().Get("refresh") != "off"
 	data["Refresh"] = refresh
 	data["RefreshOn"] = "/ui?" + url.Values{"range": {sp.Name}}.Encode()
 	data["RefreshOff"] = "/ui?" + url.Values{"range": {sp.Name}, "refresh": {"off"}}.Encode()
-	rq := url.Values{}
-	if !refresh {
-		rq.Set("refresh", "off")
+	type rangeLink struct {
+		Name, URL string
+		On        bool
 	}
-	data["RefreshQuery"] = rq.Encode()
+	var links []rangeLink
+	for _, o := range spans {
+		v := url.Values{"range": {o.Name}}
+		if !refresh {
+			v.Set("refresh", "off")
+		}
+		links = append(links, rangeLink{Name: o.Name, URL: "/ui?" + v.Encode(), On: o.Name == sp.Name})
+	}
+	data["Ranges"] = links
 	if refresh {
 		w.Header().Set("Refresh", strconv.Itoa(refreshSeconds))
 	}
