@@ -151,3 +151,27 @@ func fillHistory(t *testing.T, b *bundle, c MinuteCounts, lanes []lane.State) (t
 	}
 	return total, len(keys)
 }
+
+// BenchmarkHistory24h reads a full day of three models' minutes, what the
+// overview's 24h range reads on every refresh.
+func BenchmarkHistory24h(b *testing.B) {
+	bb := setup(b)
+	now := time.Now()
+	models := []string{"mimo-v2.6-pro", "mimo-v2.6-flash", "mimo-v2.6-pro-ultraspeed"}
+	pipe := bb.rdb.Pipeline()
+	for k := range int(HistoryRetention / time.Minute) {
+		for _, m := range models {
+			_ = CountMinute(bb.ctx, pipe, m, MinuteCounts{Calls: 90, Succeeded: 88, Retried: 2}, now.Add(-time.Duration(k)*time.Minute))
+		}
+	}
+	if _, err := pipe.Exec(bb.ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		h, err := bb.ops.History(bb.ctx, models, now.Add(-HistoryRetention), now)
+		if err != nil || len(h[0].Minutes) != 1441 {
+			b.Fatal(err)
+		}
+	}
+}
