@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,6 +182,32 @@ func TestDashboard(t *testing.T) {
 	}
 	if queries < 15 {
 		t.Errorf("%d queries; want the dashboard the README describes", queries)
+	}
+
+	// Every query is valid PromQL: promtool parses them as recording
+	// rules, with Grafana's variables filled in.
+	if _, err := exec.LookPath("promtool"); err != nil && testing.Short() {
+		return
+	}
+	pt := promtool(t)
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	fill := strings.NewReplacer("$__rate_interval", "5m", "$model", ".*")
+	n := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			n++
+			q, _ := json.Marshal(fill.Replace(tg.Expr))
+			fmt.Fprintf(&rules, "      - record: dashboard:query_%d\n        expr: %s\n", n, q)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "dashboard_rules.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(pt, "check", "rules", file).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("SUCCESS: %d rules found", queries)) {
+		t.Errorf("a dashboard query is not valid PromQL: %v\n%s", err, out)
 	}
 }
 
