@@ -202,15 +202,25 @@ func numLabel(v float64) string {
 	return strconv.FormatFloat(v, 'f', 1, 64)
 }
 
-// xTicks labels about six bucket boundaries with their UTC time.
+// xTicks labels the round times (every 10 min, 1 h or 4 h: about six) that
+// fall inside the bars, with their UTC time, where they fall.
 func xTicks(bs []bucket, sp span) []tick {
+	if len(bs) == 0 {
+		return nil
+	}
 	every := map[string]int64{"1h": 10, "6h": 60, "24h": 240}[sp.Name]
+	first, total := bs[0].T, int64(len(bs))*int64(sp.Bucket/time.Minute)
 	var t []tick
-	w := plotW / float64(len(bs))
-	for i, b := range bs {
-		if b.T%every == 0 {
-			t = append(t, tick{Pos: plotX + float64(i)*w, Label: time.Unix(b.T*60, 0).UTC().Format("15:04")})
+	for m := (first + every - 1) / every * every; m < first+total; m += every {
+		pos := plotX + plotW*float64(m-first)/float64(total)
+		if pos > plotX+plotW-16 {
+			break // its label would be cut off at the edge
 		}
+		label := minuteLabel(m)
+		if label == "00:00" {
+			label = time.Unix(m*60, 0).UTC().Format("Jan 2")
+		}
+		t = append(t, tick{Pos: pos, Label: label})
 	}
 	return t
 }
@@ -228,6 +238,15 @@ func newChart(id, title, ylabel string, sp span) chart {
 }
 
 func minuteLabel(t int64) string { return time.Unix(t*60, 0).UTC().Format("15:04") }
+
+// label names a minute in tables and hovers: with its date beyond the
+// 1-hour range, which may reach into yesterday.
+func (s span) label(t int64) string {
+	if s.D <= time.Hour {
+		return minuteLabel(t)
+	}
+	return time.Unix(t*60, 0).UTC().Format("Jan 2 15:04")
+}
 
 // callsChart is a model's API calls per bar against its limit (rpm times
 // the bar's minutes).
@@ -254,8 +273,8 @@ func callsChart(h ops.ModelHistory, limit lane.Limit, sp span) chart {
 		bh := plotH * v / top
 		c.Bars = append(c.Bars, bar{X: plotX + float64(i)*w + w*0.1, Y: plotY + plotH - bh, W: w * 0.8, H: bh, Fill: cBlue,
 			Series: "calls", T: b.T, V: b.Counts.Calls,
-			Title: fmt.Sprintf("%s: %d calls, %d answered 429", minuteLabel(b.T), b.Counts.Calls, b.Counts.RateLimited)})
-		c.Rows = append(c.Rows, []string{minuteLabel(b.T), strconv.FormatInt(b.Counts.Calls, 10),
+			Title: fmt.Sprintf("%s: %d calls, %d answered 429", sp.label(b.T), b.Counts.Calls, b.Counts.RateLimited)})
+		c.Rows = append(c.Rows, []string{sp.label(b.T), strconv.FormatInt(b.Counts.Calls, 10),
 			strconv.FormatInt(b.Counts.RateLimited, 10), limText})
 	}
 	c.newestFirst()
@@ -303,7 +322,7 @@ func outcomesChart(h ops.ModelHistory, sp span) chart {
 	}
 	for i, b := range bs {
 		y := plotY + plotH
-		row := []string{minuteLabel(b.T)}
+		row := []string{sp.label(b.T)}
 		for _, o := range outcomeSeries {
 			v := o.Of(b.Counts)
 			row = append(row, strconv.FormatInt(v, 10))
@@ -317,7 +336,7 @@ func outcomesChart(h ops.ModelHistory, sp span) chart {
 				fill = "url(#p-" + o.Pattern + ")"
 			}
 			c.Bars = append(c.Bars, bar{X: plotX + float64(i)*w + w*0.1, Y: y, W: w * 0.8, H: bh, Fill: fill,
-				Series: o.Name, T: b.T, V: v, Title: fmt.Sprintf("%s: %d %s", minuteLabel(b.T), v, o.Label)})
+				Series: o.Name, T: b.T, V: v, Title: fmt.Sprintf("%s: %d %s", sp.label(b.T), v, o.Label)})
 		}
 		c.Rows = append(c.Rows, row)
 	}
@@ -365,12 +384,12 @@ func dlqChart(hs []ops.ModelHistory, sp span) chart {
 			x, y := plotX+float64(k)*w+w/2, plotY+plotH-plotH*float64(b.DLQ)/top
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
 			c.Dots = append(c.Dots, dot{X: x, Y: y, Colour: st.Colour, Series: "dlq:" + h.Model, T: b.T, V: b.DLQ,
-				Title: fmt.Sprintf("%s %s: %d dead letters", h.Model, minuteLabel(b.T), b.DLQ)})
+				Title: fmt.Sprintf("%s %s: %d dead letters", h.Model, sp.label(b.T), b.DLQ)})
 		}
 		flush()
 	}
 	for k := range all[0] {
-		row := []string{minuteLabel(all[0][k].T)}
+		row := []string{sp.label(all[0][k].T)}
 		for i := range hs {
 			if v := all[i][k].DLQ; v >= 0 {
 				row = append(row, strconv.FormatInt(v, 10))
@@ -432,7 +451,7 @@ func laneChart(hs []ops.ModelHistory, sp span) chart {
 			}
 			st := bs[k].Lane
 			to := bs[j-1].T + int64(sp.Bucket/time.Minute)
-			title := fmt.Sprintf("%s %s %s–%s UTC", h.Model, laneFill[st].Label, minuteLabel(bs[k].T), minuteLabel(to))
+			title := fmt.Sprintf("%s %s %s–%s UTC", h.Model, laneFill[st].Label, sp.label(bs[k].T), sp.label(to))
 			if reason != "" {
 				title += ": " + reason
 			}
@@ -445,7 +464,7 @@ func laneChart(hs []ops.ModelHistory, sp span) chart {
 			}
 			c.Spans = append(c.Spans, laneSpan{X: c.PX + float64(k)*w, Y: y + 3, W: float64(j-k) * w, H: laneRowH - 6,
 				Model: h.Model, State: st, Fill: fill, From: bs[k].T, To: to, Title: title})
-			c.Rows = append(c.Rows, []string{h.Model, laneFill[st].Label, minuteLabel(bs[k].T), minuteLabel(to), reason})
+			c.Rows = append(c.Rows, []string{h.Model, laneFill[st].Label, sp.label(bs[k].T), sp.label(to), reason})
 			k = j
 		}
 	}

@@ -210,6 +210,9 @@ func TestBrowserOverviewCharts(t *testing.T) {
 	if err != nil || nbars != 48 {
 		t.Errorf("24h range: %d calls bars, want 48 of 30 min (%v)", nbars, err)
 	}
+	if shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err == nil {
+		browsertest.Save(t, "overview-24h.png", shot)
+	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(b.srv.URL+"/ui?range=1h&refresh=off"), chromedp.WaitVisible(chromedp.ID("refresh-on")),
 		chromedp.EmulateViewport(1280, 1500)); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -53,6 +54,25 @@ func TestBuckets(t *testing.T) {
 	}
 	if got := len(buckets(minutes(start, 1440, func(int) ops.Minute { return ops.Minute{} }), parseSpan("24h"))); got != 48 {
 		t.Errorf("%d buckets in 24h, want 48", got)
+	}
+	// 10:03 to 16:02 in 10-min bars: the round hours 11:00 to 15:00 are
+	// labelled, where they fall; 16:00, at the very edge, is not.
+	ticks := xTicks(buckets(minutes(start.Add(3*time.Minute), 360, func(int) ops.Minute { return ops.Minute{} }), parseSpan("6h")), parseSpan("6h"))
+	if len(ticks) != 5 || ticks[0].Label != "11:00" || ticks[4].Label != "15:00" ||
+		math.Abs(ticks[0].Pos-(plotX+plotW*57/360)) > 1e-9 {
+		t.Errorf("6h ticks %+v", ticks)
+	}
+	// Midnight is labelled with the date.
+	day := xTicks(buckets(minutes(start.Add(-10*time.Hour), 1440, func(int) ops.Minute { return ops.Minute{} }), parseSpan("24h")), parseSpan("24h"))
+	var labels []string
+	for _, tk := range day {
+		labels = append(labels, tk.Label)
+	}
+	if strings.Join(labels, " ") != "Dec 2 04:00 08:00 12:00 16:00 20:00" {
+		t.Errorf("24h ticks %v", labels)
+	}
+	if got := parseSpan("24h").label(start.Unix() / 60); got != "Dec 2 10:00" {
+		t.Errorf("a 24h table row is labelled %q", got)
 	}
 	if sp := parseSpan("bogus"); sp.Name != "1h" {
 		t.Errorf("an unknown range is %s, want 1h", sp.Name)
