@@ -2,6 +2,7 @@ package worker
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,10 @@ type QueueCollector struct {
 	size   *prometheus.Desc
 	lat    *prometheus.Desc
 	paused *prometheus.Desc
+	// processed and failed are asynq's own totals per queue: a queue with
+	// tasks whose processed total stands still is making no progress.
+	processed *prometheus.Desc
+	failed    *prometheus.Desc
 }
 
 // NewQueueCollector returns a collector for the given asynq queues.
@@ -30,6 +35,12 @@ func NewQueueCollector(rdb redis.UniversalClient, queues map[string]int) *QueueC
 		size:   prometheus.NewDesc("mimoq_queue_tasks", "Tasks in an asynq queue by state.", []string{"queue", "state"}, nil),
 		lat:    prometheus.NewDesc("mimoq_queue_latency_seconds", "Age of the oldest pending task of a queue.", []string{"queue"}, nil),
 		paused: prometheus.NewDesc("mimoq_queue_paused", "1 when the queue is paused (its model's lane is paused).", []string{"queue"}, nil),
+		processed: prometheus.NewDesc("mimoq_queue_processed_total",
+			"Tasks of an asynq queue handled to an end or a counted failure, since the queue was made (asynq's total; a wait or put-back is not counted).",
+			[]string{"queue"}, nil),
+		failed: prometheus.NewDesc("mimoq_queue_failed_total",
+			"Tasks of an asynq queue whose delivery failed (an attempt to retry), since the queue was made (asynq's total).",
+			[]string{"queue"}, nil),
 	}
 }
 
@@ -38,14 +49,26 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.size
 	ch <- c.lat
 	ch <- c.paused
+	ch <- c.processed
+	ch <- c.failed
 }
 
 // Collect implements prometheus.Collector.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
+	// GetQueueInfo of a queue that never had a task fails with an error
+	// that is not asynq.ErrQueueNotFound: ask which queues exist first.
+	known, err := c.insp.Queues()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.size, err)
+		return
+	}
 	for _, q := range c.queues {
+		if !slices.Contains(known, q) {
+			continue // no task was ever enqueued there
+		}
 		info, err := c.insp.GetQueueInfo(q)
 		if errors.Is(err, asynq.ErrQueueNotFound) {
-			continue // no task was ever enqueued there
+			continue
 		}
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(c.size, err)
@@ -63,5 +86,7 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 			p = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, p, q)
+		ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(info.ProcessedTotal), q)
+		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(info.FailedTotal), q)
 	}
 }

@@ -5,33 +5,50 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/ops"
 )
 
-// attemptCounts adds up this process's API attempts per model between two
-// writes of the fleet-wide counters that `mimoq stats` reads (calls in the
-// last minute, successes in the last hour): one pipelined write a second,
-// instead of a round trip per attempt.
+// attemptCounts adds up this process's API attempts and outcomes per model
+// between two writes of the fleet-wide per-minute counters that `mimoq
+// stats` and the web page read: one pipelined write a second, instead of a
+// round trip per attempt.
 type attemptCounts struct {
 	mu sync.Mutex
-	m  map[string][2]int64 // model → calls, successes
+	m  map[string]ops.MinuteCounts
 }
 
-func (c *attemptCounts) add(model string, success bool) {
+func (c *attemptCounts) add(model string, d ops.MinuteCounts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = make(map[string][2]int64)
+		c.m = make(map[string]ops.MinuteCounts)
 	}
 	v := c.m[model]
-	v[0]++
-	if success {
-		v[1]++
-	}
+	v.Add(d)
 	c.m[model] = v
 }
 
-func (c *attemptCounts) take() map[string][2]int64 {
+// outcome counts what became of an attempt (or of a job dead-lettered
+// without one): "retried", or "dead" with its class.
+func (c *attemptCounts) outcome(model, outcome string, class job.Class) {
+	var d ops.MinuteCounts
+	switch {
+	case outcome == "retried":
+		d.Retried = 1
+	case outcome == "dead" && class == job.ClassExhausted:
+		d.DeadExhausted = 1
+	case outcome == "dead":
+		d.DeadTerminal = 1
+	default:
+		return
+	}
+	if model != "" {
+		c.add(model, d)
+	}
+}
+
+func (c *attemptCounts) take() map[string]ops.MinuteCounts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.m
@@ -64,7 +81,7 @@ func (w *Worker) flushCounts(ctx context.Context) {
 	now := time.Now()
 	pipe := w.cfg.Redis.Pipeline()
 	for model, v := range m {
-		_ = ops.CountAttempts(ctx, pipe, model, v[0], v[1], now)
+		_ = ops.CountMinute(ctx, pipe, model, v, now)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Statistics only: a lost second of counts is not worth a retry.

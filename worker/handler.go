@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/jsonscan"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/records"
 )
 
@@ -277,7 +279,14 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 
 	cl := apiclient.Classify(callErr)
 	if cl.Class != apiclient.ClassNone || callErr == nil {
-		w.counts.add(b.Model, callErr == nil)
+		c := ops.MinuteCounts{Calls: 1}
+		if callErr == nil {
+			c.Succeeded = 1
+		}
+		if cl.StatusCode == http.StatusTooManyRequests {
+			c.RateLimited = 1
+		}
+		w.counts.add(b.Model, c)
 	}
 	var u *job.Usage
 	if callErr == nil {
@@ -296,6 +305,7 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 		if err := w.gate.Cooldown(ctx, model, act.Cooldown); err != nil {
 			log.Error().Err(err).Msg("start lane cooldown")
 		}
+		w.counts.add(model, ops.MinuteCounts{Cooldowns: 1})
 	}
 	entry := &job.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(), Reason: act.Reason,
 		Worker: w.cfg.ID}
@@ -336,6 +346,7 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 			return err
 		}
 		w.metrics.jobs.WithLabelValues("retried", string(job.ClassRetryable), model).Inc()
+		w.counts.outcome(model, "retried", job.ClassRetryable)
 		ev(log.Warn()).Int64("next_delay_ms", entry.NextDelay).Msg("attempt failed, will retry")
 		return &laterError{Delay: time.Until(act.At), Cause: callErr}
 
@@ -359,6 +370,7 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 			return err
 		}
 		w.metrics.jobs.WithLabelValues("dead", string(act.Class), model).Inc()
+		w.counts.outcome(model, "dead", act.Class)
 		return nil
 	}
 }

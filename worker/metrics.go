@@ -9,6 +9,7 @@ type metrics struct {
 	limiterWait *prometheus.HistogramVec // time spent waiting for a permit
 	inflight    prometheus.Gauge
 	laneState   *prometheus.GaugeVec
+	laneLimit   *prometheus.GaugeVec // configured requests per minute
 	dlqSize     prometheus.Gauge
 	// dropped counts tasks of jobs without a record (expired after a
 	// final state); repairs the reconciler's repairs by kind; and
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "lane_state",
 			Help: "1 for the current state of each model's lane (running, cooling_down, paused).",
 		}, []string{"model", "state"}),
+		laneLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_limit_rpm",
+			Help: "Configured fleet-wide requests per minute of each model's lane (0 = unlimited).",
+		}, []string{"model"}),
 		dlqSize: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "mimoq", Name: "dlq_size",
 			Help: "Dead letters in mimoq's dead-letter store.",
@@ -66,8 +71,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Jobs that expired before they started, by kind: job (its own deadline) or batch (its batch's completion window).",
 		}, []string{"kind"}),
 	}
+	// Every kind from the start, at 0, so that rate() and increase() see
+	// the first repair.
+	for _, kind := range []string{"task_recreated", "dead_letter_written", "cancel_completed", "expiry_completed", "lost"} {
+		m.repairs.WithLabelValues(kind)
+	}
+	for _, kind := range []string{"job", "batch"} {
+		m.expired.WithLabelValues(kind)
+		m.repairs.WithLabelValues(kind)
+	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
+		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.laneLimit, m.dlqSize, m.dropped, m.repairs,
 			m.sweepFailures, m.expired)
 	}
 	return m

@@ -28,6 +28,7 @@ import (
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/slots"
 	"github.com/mimoq/mimoq/internal/webhooks"
@@ -269,6 +270,9 @@ func New(cfg Config) (*Worker, error) {
 			ShortWait: 2 * time.Second, CallBudget: cfg.RequestTimeout + storeTimeout},
 	}
 	w.drain, w.stopDrain = context.WithCancel(context.Background())
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(w.healthGauges()...)
+	}
 	var err error
 	if w.slots, err = slots.New(cfg.Concurrency, cfg.Queues); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -405,12 +409,14 @@ func (w *Worker) shutdown(srvs []*asynq.Server) {
 	wg.Wait()
 }
 
-// gaugeLoop refreshes the lane and dead-letter gauges.
+// gaugeLoop refreshes the lane and dead-letter gauges, and samples both
+// into the per-minute history of the web page.
 func (w *Worker) gaugeLoop(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		if states, err := w.lanes.List(ctx, w.models); err == nil {
+		states, err := w.lanes.List(ctx, w.models)
+		if err == nil {
 			for _, s := range states {
 				for _, st := range []string{lane.StatusRunning, lane.StatusCoolingDown, lane.StatusPaused} {
 					v := 0.0
@@ -419,10 +425,17 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 					}
 					w.metrics.laneState.WithLabelValues(s.Model, st).Set(v)
 				}
+				w.metrics.laneLimit.WithLabelValues(s.Model).Set(float64(s.Limit.RPM))
 			}
 		}
-		if n, err := w.dlq.Count(ctx, dlq.Filter{}); err == nil {
-			w.metrics.dlqSize.Set(float64(n))
+		sum, sumErr := w.dlq.Summary(ctx)
+		if sumErr == nil {
+			w.metrics.dlqSize.Set(float64(sum.Total))
+		}
+		if err == nil && sumErr == nil {
+			if err := ops.SampleLanes(ctx, w.cfg.Redis, states, sum.ByModel, time.Now()); err != nil && ctx.Err() == nil {
+				w.log.Warn().Err(err).Msg("sample lanes into the history")
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,7 +29,8 @@ func (a *app) statsCmd() *cobra.Command {
 		Long: `Per queue and model: jobs queued, running, retrying and dead; per model: successes in
 the last hour, API calls in the last minute against the configured limit, and the
 lane's state (running, cooling down after a 429, or paused, since when and why);
-dead letters by error code and HTTP status.
+dead letters by error code and HTTP status; and per model a one-line sparkline of the
+last hour's API calls and dead letters per minute (the web page's counters).
 
 --watch refreshes every 2 seconds until interrupted; with --json it prints one JSON
 object per refresh.`,
@@ -100,6 +102,14 @@ func printStats(w io.Writer, st *ops.Stats) {
 	if st.ExpiredLastHour > 0 {
 		fmt.Fprintf(w, "\nexpired in the last hour (deadline or completion window passed before they ran): %d\n", st.ExpiredLastHour)
 	}
+
+	fmt.Fprintln(w, "\nlast hour, one character a minute (now on the right):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, m := range st.Models {
+		fmt.Fprintf(tw, "  %s\tcalls/min |%s|\tpeak %d\tdead |%s|\t%d\n", m.Model, sparkline(m.CallsPerMinute),
+			slices.Max(append([]int64{0}, m.CallsPerMinute...)), sparkline(m.DeadPerMinute), sum(m.DeadPerMinute))
+	}
+	_ = tw.Flush()
 
 	var lanes []string
 	for _, m := range st.Models {
@@ -216,4 +226,29 @@ func topCounts(m map[string]int64, n int) string {
 		return "-"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// sparkline draws one character per value, scaled to the largest: a space
+// for zero, then ▁ to █.
+func sparkline(vals []int64) string {
+	const bars = "▁▂▃▄▅▆▇█"
+	top := slices.Max(append([]int64{0}, vals...))
+	var b strings.Builder
+	for _, v := range vals {
+		if v <= 0 || top <= 0 {
+			b.WriteByte(' ')
+			continue
+		}
+		i := int((v*8 + top - 1) / top) // 1..8, a small non-zero value still shows
+		b.WriteRune([]rune(bars)[i-1])
+	}
+	return b.String()
+}
+
+func sum(vals []int64) int64 {
+	var n int64
+	for _, v := range vals {
+		n += v
+	}
+	return n
 }

@@ -38,11 +38,12 @@ func (o *Ops) Export(ctx context.Context, f dlq.Filter, w io.Writer) (int, error
 }
 
 // Call counters: one small hash per model and minute, with the number of
-// API calls ("calls") and of those that succeeded ("ok"), kept two hours.
+// API calls ("calls"), of those that succeeded ("ok") and the rest of
+// MinuteCounts and the lane samples (history.go), kept HistoryRetention.
 // The {stats:M} hash tag keeps one model's keys in one cluster slot, so
-// that one MGET-like pipeline reads an hour of them.
+// that one pipeline reads a day of them.
 const (
-	counterTTL = 2 * time.Hour
+	counterTTL = HistoryRetention + 2*time.Minute
 	fieldCalls = "calls"
 	fieldOK    = "ok"
 )
@@ -93,30 +94,9 @@ func (o *Ops) expiredLastHour(ctx context.Context, now time.Time) (int64, error)
 
 // CountAttempts counts calls API calls of model at now, ok of them
 // successful, in the fleet-wide counters that Stats reads (requests in the
-// last minute, successes in the last hour). rdb may be a pipeline: the
-// counters are then written with it, and the error comes from Exec. A
-// worker adds up its attempts and writes them once a second.
+// last minute, successes in the last hour): CountMinute with only those.
 func CountAttempts(ctx context.Context, rdb redis.Cmdable, model string, calls, ok int64, now time.Time) error {
-	return countAttempts(ctx, rdb, model, calls, ok, now)
-}
-
-func countAttempts(ctx context.Context, rdb redis.Cmdable, model string, calls, ok int64, now time.Time) error {
-	key := counterKey(model, now.Unix()/60)
-	queue := func(p redis.Cmdable) {
-		p.HIncrBy(ctx, key, fieldCalls, calls)
-		if ok > 0 {
-			p.HIncrBy(ctx, key, fieldOK, ok)
-		}
-		p.Expire(ctx, key, counterTTL)
-	}
-	if p, ok := rdb.(redis.Pipeliner); ok {
-		queue(p) // the caller's Exec sends them
-		return nil
-	}
-	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { queue(p); return nil }); err != nil {
-		return fmt.Errorf("count attempt of %s: %w", model, err)
-	}
-	return nil
+	return CountMinute(ctx, rdb, model, MinuteCounts{Calls: calls, Succeeded: ok}, now)
 }
 
 // Stats is the state of the queue at a glance, as `mimoq stats` shows it.
@@ -177,6 +157,11 @@ type ModelStats struct {
 	// CallsLastMinute estimates the API calls of the last 60 seconds, all
 	// workers together (a sliding window over per-minute counters).
 	CallsLastMinute int64 `json:"calls_last_minute"`
+	// CallsPerMinute and DeadPerMinute are the last hour's API calls and
+	// dead letters per minute, oldest first, the current minute last (the
+	// sparklines of `mimoq stats`, the same counters as History).
+	CallsPerMinute []int64 `json:"calls_per_minute"`
+	DeadPerMinute  []int64 `json:"dead_per_minute"`
 	// Lane is the lane's state and configured limit.
 	Lane lane.State `json:"lane"`
 }
@@ -257,14 +242,14 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
-	calls, ok, err := o.counters(ctx, models, now)
+	hist, err := o.History(ctx, models, now.Add(-59*time.Minute), now)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stats: %w", err)
 	}
 	for i, m := range models {
 		ms := byModel[m]
 		ms.Lane = lanes[i]
-		ms.CallsLastMinute, ms.SucceededLastHour = calls[i], ok[i]
+		lastHour(ms, hist[i].Minutes, now)
 		st.Models = append(st.Models, *ms)
 		st.Totals.add(ms.Counts)
 	}
@@ -274,49 +259,21 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 	return st, nil
 }
 
-// counters reads, per model, the calls of the last minute (the current
-// minute plus the share of the previous one that is still inside the
-// window) and the successes of the last 60 minutes.
-func (o *Ops) counters(ctx context.Context, models []string, now time.Time) (calls, ok []int64, err error) {
-	minute := now.Unix() / 60
-	type read struct {
-		cur, prev *redis.SliceCmd
-		hour      []*redis.StringCmd
+// lastHour fills in ms's numbers from the last 60 minutes: the calls of
+// the last 60 seconds (the current minute plus the share of the previous one
+// still inside the window), the successes of the whole hour, and the
+// sparklines.
+func lastHour(ms *ModelStats, mins []Minute, now time.Time) {
+	ms.CallsPerMinute, ms.DeadPerMinute = make([]int64, len(mins)), make([]int64, len(mins))
+	for k, m := range mins {
+		ms.CallsPerMinute[k], ms.DeadPerMinute[k] = m.Calls, m.Dead()
+		ms.SucceededLastHour += m.Succeeded
 	}
-	reads := make([]read, len(models))
-	_, err = o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, m := range models {
-			reads[i].cur = p.HMGet(ctx, counterKey(m, minute), fieldCalls, fieldOK)
-			reads[i].prev = p.HMGet(ctx, counterKey(m, minute-1), fieldCalls)
-			for k := int64(1); k < 60; k++ {
-				reads[i].hour = append(reads[i].hour, p.HGet(ctx, counterKey(m, minute-k), fieldOK))
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("stats: read counters: %w", err)
-	}
-	elapsed := float64(now.Unix()%60) / 60
-	calls, ok = make([]int64, len(models)), make([]int64, len(models))
-	for i, r := range reads {
-		cur := r.cur.Val()
-		prev := r.prev.Val()
-		calls[i] = num(cur, 0) + int64(float64(num(prev, 0))*(1-elapsed)+0.5)
-		ok[i] = num(cur, 1)
-		for _, h := range r.hour {
-			n, _ := strconv.ParseInt(h.Val(), 10, 64)
-			ok[i] += n
+	if n := len(mins); n > 0 {
+		ms.CallsLastMinute = mins[n-1].Calls
+		if n > 1 {
+			elapsed := float64(now.Unix()%60) / 60
+			ms.CallsLastMinute += int64(float64(mins[n-2].Calls)*(1-elapsed) + 0.5)
 		}
 	}
-	return calls, ok, nil
-}
-
-func num(vals []any, i int) int64 {
-	if i >= len(vals) {
-		return 0
-	}
-	s, _ := vals[i].(string)
-	n, _ := strconv.ParseInt(s, 10, 64)
-	return n
 }

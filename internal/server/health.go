@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 )
 
 // healthz is GET /healthz: the process is alive. No token needed.
@@ -37,7 +38,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, rdb redis.UniversalClient) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mimoq_http_requests_total",
@@ -49,7 +50,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	// mimoq_redis_up, as the workers have it: Redis answered a ping at
+	// scrape time (for the alert on an unreachable Redis).
+	redisUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mimoq_redis_up",
+		Help: "1 when Redis answered a ping at scrape time."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if rdb.Ping(ctx).Err() != nil {
+			return 0
+		}
+		return 1
+	})
+	for _, c := range []prometheus.Collector{m.requests, m.duration, redisUp} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

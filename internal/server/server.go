@@ -167,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), waiters: make(chan struct{}, cfg.MaxWaiters)}
 	s.draining, s.stopDraining = context.WithCancel(context.Background())
 	if cfg.Registry != nil {
-		m, err := newMetrics(cfg.Registry)
+		m, err := newMetrics(cfg.Registry, cfg.Redis)
 		if err != nil {
 			return nil, err
 		}

@@ -31,8 +31,50 @@ func (u *ui) overview(w http.ResponseWriter, r *http.Request, q *request) {
 	data["Stats"] = st
 	batches, _, err := u.cfg.Client.ListBatches(ctx, "", 10)
 	data["Batches"], data["BatchesErr"] = batches, errText(err)
+	data["InProgress"] = batchBars(batches)
+
+	// The charts: the same per-minute counters as the stats above.
+	sp := parseSpan(r.URL.Query().Get("range"))
+	now := u.now()
+	hist, err := u.cfg.Ops.History(ctx, u.cfg.Models, now.Add(-sp.D+time.Minute), now)
+	if err != nil {
+		u.fail(w, r, q, http.StatusInternalServerError, "Could not read the history: "+err.Error())
+		return
+	}
+	var calls, outcomes []chart
+	for i, h := range hist {
+		calls = append(calls, callsChart(h, st.Models[i].Lane.Limit, sp))
+		outcomes = append(outcomes, outcomesChart(h, sp))
+	}
+	data["Span"] = sp
+	data["Calls"], data["Outcomes"] = calls, outcomes
+	data["DLQChart"], data["LaneChart"] = dlqChart(hist, sp), laneChart(hist, sp)
+	refresh := r.URL.Query().Get("refresh") != "off"
+	data["Refresh"] = refresh
+	data["RefreshOn"] = "/ui?" + url.Values{"range": {sp.Name}}.Encode()
+	data["RefreshOff"] = "/ui?" + url.Values{"range": {sp.Name}, "refresh": {"off"}}.Encode()
+	type rangeLink struct {
+		Name, URL string
+		On        bool
+	}
+	var links []rangeLink
+	for _, o := range spans {
+		v := url.Values{"range": {o.Name}}
+		if !refresh {
+			v.Set("refresh", "off")
+		}
+		links = append(links, rangeLink{Name: o.Name, URL: "/ui?" + v.Encode(), On: o.Name == sp.Name})
+	}
+	data["Ranges"] = links
+	if refresh {
+		w.Header().Set("Refresh", strconv.Itoa(refreshSeconds))
+	}
 	u.render(w, r, http.StatusOK, "overview", q, data)
 }
+
+// refreshSeconds is how often the overview reloads itself unless told
+// refresh=off (an HTTP Refresh header: no script, and the CSP allows it).
+const refreshSeconds = 30
 
 func (u *ui) batches(w http.ResponseWriter, r *http.Request, q *request) {
 	batches, next, err := u.cfg.Client.ListBatches(r.Context(), r.URL.Query().Get("after"), pageSize)
@@ -382,6 +424,11 @@ var funcs = template.FuncMap{
 		return v
 	},
 	"add": func(a, b int64) int64 { return a + b },
+	// f, add2, sub and div2 place SVG elements.
+	"f":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"add2": func(a, b float64) float64 { return a + b },
+	"sub":  func(a, b float64) float64 { return a - b },
+	"div2": func(a float64) float64 { return a / 2 },
 	"rate": func(f float64) string {
 		if f <= 0 {
 			return "–"

@@ -1,5 +1,7 @@
 // Package webui is the operator's web page of `mimoq serve`, under /ui:
-// batches with their progress, dead letters with the filters of `mimoq dlq
+// an overview that opens on charts of the last hour, 6 hours or day (drawn
+// as inline SVG on the server, each with its numbers as a table), batches
+// with their progress, dead letters with the filters of `mimoq dlq
 // list`, one dead letter in full, requeue and delete, lanes with pause and
 // resume; and asynq's own monitor (asynqmon) under /monitoring.
 //
