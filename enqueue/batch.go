@@ -144,7 +144,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		return nil, &InvalidRequestError{Err: err}
 	}
 	if opts.Webhook != "" {
-		if err := c.checkWebhook(ctx, opts.Webhook); err != nil {
+		if err := c.CheckWebhook(ctx, opts.Webhook); err != nil {
 			return nil, err
 		}
 	}

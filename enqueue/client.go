@@ -137,8 +137,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return &Client{cfg: cfg, records: records.New(cfg.Redis, cfg.ResultTTL), guard: guard}, nil
 }
 
-// checkWebhook refuses a webhook URL the workers would not call.
-func (c *Client) checkWebhook(ctx context.Context, url string) error {
+// CheckWebhook refuses, with an *InvalidRequestError wrapping
+// ErrInvalidWebhook, a webhook URL the workers would not call: Submit and
+// SubmitBatch check theirs with it.
+func (c *Client) CheckWebhook(ctx context.Context, url string) error {
 	if err := c.guard.CheckTarget(ctx, url); err != nil {
 		return &InvalidRequestError{Err: fmt.Errorf("%w %q: %w", ErrInvalidWebhook, clip(url), err)}
 	}
@@ -227,7 +229,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 		return "", &InvalidRequestError{Err: err}
 	}
 	if o.webhook != "" {
-		if err := c.checkWebhook(ctx, o.webhook); err != nil {
+		if err := c.CheckWebhook(ctx, o.webhook); err != nil {
 			return "", err
 		}
 	}

@@ -38,6 +38,9 @@ type createBatchRequest struct {
 	// OutputExpiresAfter is accepted for the SDKs' sake: output files live
 	// as long as the batch's results (MIMOQ_RESULT_TTL).
 	OutputExpiresAfter json.RawMessage `json:"output_expires_after"`
+	// Webhook is mimoq's own: a URL told when the batch ends (the SDKs
+	// send it as an extra body field, e.g. extra_body in Python).
+	Webhook string `json:"webhook"`
 }
 
 // parseCreateBatch reads and checks the body of POST /batches; on failure it
@@ -107,10 +110,22 @@ func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "invalid_purpose", fmt.Sprintf("File %s has purpose %q; a batch needs one with purpose batch.", f.ID, f.Purpose), "input_file_id")
 		return
 	}
+	if req.Webhook != "" {
+		if err := a.cfg.Client.CheckWebhook(r.Context(), req.Webhook); err != nil {
+			var inv *enqueue.InvalidRequestError
+			if errors.As(err, &inv) {
+				badRequest(w, "invalid_webhook", "Invalid "+inv.Err.Error()+".", "webhook")
+				return
+			}
+			a.internalError(w, r, "create batch", err)
+			return
+		}
+	}
 
 	now := time.Now().UTC()
 	rec := &batchRecord{ID: "batch_" + enqueue.NewID(), InputFileID: f.ID, Filename: f.Filename, Endpoint: req.Endpoint,
-		CompletionWindow: req.CompletionWindow, Metadata: req.Metadata, CreatedAt: now, ExpiresAt: now.Add(window)}
+		CompletionWindow: req.CompletionWindow, Metadata: req.Metadata, CreatedAt: now, ExpiresAt: now.Add(window),
+		Webhook: req.Webhook}
 	if rec.CompletionWindow == "" {
 		rec.CompletionWindow = "24h"
 	}
@@ -151,7 +166,7 @@ func (a *API) submit(ctx context.Context, rec *batchRecord) (*job.Batch, error) 
 		return nil, err
 	}
 	b, err := a.cfg.Client.SubmitBatch(ctx, rd, enqueue.BatchOptions{ID: rec.ID, Source: rec.Filename,
-		MaxLineErrors: maxLineErrors, ExpiresAt: rec.ExpiresAt})
+		MaxLineErrors: maxLineErrors, ExpiresAt: rec.ExpiresAt, Webhook: rec.Webhook})
 	var bfe *enqueue.BatchFileError
 	if errors.As(err, &bfe) {
 		errs := make([]batchError, 0, len(bfe.Errors))

@@ -269,6 +269,8 @@ func TestCreateBatchRefusals(t *testing.T) {
 		{"no file", map[string]any{"endpoint": "/v1/chat/completions"}, 400, "missing_required_parameter", "input_file_id"},
 		{"short window", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "30s"}, 400, "invalid_completion_window", "completion_window"},
 		{"bad window", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "a day"}, 400, "invalid_completion_window", "completion_window"},
+		{"private webhook", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "webhook": "https://10.0.0.8/hook"}, 400, "invalid_webhook", "webhook"},
+		{"plain-http webhook", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "webhook": "http://example.com/hook"}, 400, "invalid_webhook", "webhook"},
 		{"unknown field", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "colour": "red"}, 400, "unknown_parameter", "colour"},
 		{"too much metadata", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "metadata": map[string]string{"k": strings.Repeat("v", 513)}}, 400, "invalid_metadata", "metadata"},
 	} {
