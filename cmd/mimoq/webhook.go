@@ -54,7 +54,7 @@ func (a *app) webhookCmd() *cobra.Command {
 			fmt.Fprintln(tw, "ID\tEVENT\tSTATE\tATTEMPTS\tLAST\tCREATED\tURL")
 			for _, dl := range ds {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", dl.ID, dl.Type, dl.State, len(dl.Attempts),
-					lastAttempt(dl), fmtTime(dl.CreatedAt), dl.URL)
+					dash(dl.LastAnswer()), fmtTime(dl.CreatedAt), dl.URL)
 			}
 			return tw.Flush()
 		},
@@ -115,18 +115,6 @@ func (a *app) webhookCmd() *cobra.Command {
 	}
 	cmd.AddCommand(list, show, resend)
 	return cmd
-}
-
-// lastAttempt sums up a delivery's last attempt.
-func lastAttempt(d *webhooks.Delivery) string {
-	if len(d.Attempts) == 0 {
-		return "–"
-	}
-	a := d.Attempts[len(d.Attempts)-1]
-	if a.Status != 0 {
-		return fmt.Sprintf("%d in %d ms", a.Status, a.LatencyMs)
-	}
-	return a.Error
 }
 
 func printDelivery(w io.Writer, d *webhooks.Delivery) {

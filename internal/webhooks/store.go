@@ -77,6 +77,19 @@ type Delivery struct {
 	Body      string    `json:"body,omitempty"`
 }
 
+// LastAnswer sums up the delivery's last attempt: the receiver's status
+// and latency, or the error; "" before the first.
+func (d *Delivery) LastAnswer() string {
+	if len(d.Attempts) == 0 {
+		return ""
+	}
+	a := d.Attempts[len(d.Attempts)-1]
+	if a.Status != 0 {
+		return fmt.Sprintf("%d in %d ms", a.Status, a.LatencyMs)
+	}
+	return a.Error
+}
+
 // EventID is the ID of the event that reports change (e.g. "job J
 // succeeded, generation 0"): the same however often the change is
 // reported, so that a redelivered job creates no second event.

@@ -157,6 +157,9 @@ func (u *ui) routes() {
 	m.Handle("POST /ui/dlq/requeue", u.auth(u.dlqAction))
 	m.Handle("POST /ui/dlq/delete", u.auth(u.dlqAction))
 	m.Handle("GET /ui/lanes", u.auth(u.lanes))
+	m.Handle("GET /ui/webhooks", u.auth(u.webhookList))
+	m.Handle("GET /ui/webhooks/{id}", u.auth(u.webhookShow))
+	m.Handle("POST /ui/webhooks/{id}/resend", u.auth(u.webhookResend))
 	m.Handle("POST /ui/lanes/{model}/{action}", u.auth(u.laneAction))
 	m.Handle("/ui/", u.auth(func(w http.ResponseWriter, r *http.Request, _ *request) {
 		u.fail(w, r, nil, http.StatusNotFound, "There is no such page.")
@@ -322,7 +325,7 @@ func (u *ui) fail(w http.ResponseWriter, r *http.Request, q *request, status int
 
 var titles = map[string]string{
 	"login": "Sign in", "overview": "Overview", "batches": "Batches", "batch": "Batch",
-	"dlq": "Dead letters", "dead": "Dead letter", "lanes": "Lanes", "error": "Error", "confirm": "Confirm",
+	"dlq": "Dead letters", "dead": "Dead letter", "lanes": "Lanes", "webhooks": "Webhooks", "webhook": "Webhook delivery", "error": "Error", "confirm": "Confirm",
 }
 
 // flashText renders the outcome of the last action from fixed messages
@@ -348,6 +351,8 @@ func (u *ui) flashText(q url.Values) string {
 		return "Lane " + q.Get("model") + " paused: its jobs stay queued until it is resumed."
 	case "resumed":
 		return "Lane " + q.Get("model") + " resumed."
+	case "resent":
+		return "The delivery will be sent again."
 	}
 	return ""
 }
