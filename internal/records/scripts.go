@@ -244,7 +244,7 @@ return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 // KEYS: job. ARGV: now (ms), now, lease, worker, ttl (s), job id.
 // Reply: {'missing'} | {'final', state, attempts[, 1 when this call
 // expired it]} | {'wait', due ms} | {'run', attempts, interrupts,
-// interrupted, body, model, batch id, requeues, webhook URL or ''}.
+// interrupted, body, model, batch id, requeues, webhook URL or ”}.
 var beginScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
   'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history', 'deadline_ms', 'webhook')
