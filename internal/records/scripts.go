@@ -160,8 +160,8 @@ return 'created'
 // record must describe the same file (hash and line count). The reconciler
 // counts a batch's progress from its creation (audit_fin, audited_ms).
 // KEYS: batch. ARGV: id, sha256, total, queue, source, created_at,
-// created_ms, expires_at and expires_ms (or ” for no completion window),
-// webhook URL (or ”).
+// created_ms, expires_at and expires_ms (empty for no completion window),
+// webhook URL (or empty).
 var batchCreateScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
@@ -244,7 +244,7 @@ return endBatch(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
 // KEYS: job. ARGV: now (ms), now, lease, worker, ttl (s), job id.
 // Reply: {'missing'} | {'final', state, attempts[, 1 when this call
 // expired it]} | {'wait', due ms} | {'run', attempts, interrupts,
-// interrupted, body, model, batch id, requeues, webhook URL or ”}.
+// interrupted, body, model, batch id, requeues, webhook URL or empty}.
 var beginScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'due_at', 'attempts', 'interrupts',
   'running_since', 'running_worker', 'model', 'batch_id', 'requeues', 'history', 'deadline_ms', 'webhook')
