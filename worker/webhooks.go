@@ -33,6 +33,10 @@ type WebhookConfig struct {
 	Concurrency int
 }
 
+// webhookCheckInterval is how often an idle webhook server looks for
+// deliveries (and due retries).
+const webhookCheckInterval = 100 * time.Millisecond
+
 // initWebhooks builds the webhook store, notifier, sender and server.
 func (w *Worker) initWebhooks() error {
 	c := w.cfg.Webhooks
@@ -51,12 +55,15 @@ func (w *Worker) initWebhooks() error {
 		concurrency = 10
 	}
 	w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(w.cfg.Redis, asynq.Config{
-		Concurrency:              concurrency,
-		Queues:                   map[string]int{webhooks.Queue: 1},
-		RetryDelayFunc:           webhooks.RetryDelay,
-		ShutdownTimeout:          w.cfg.ShutdownTimeout,
-		TaskCheckInterval:        w.cfg.TaskCheckInterval,
-		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+		Concurrency:     concurrency,
+		Queues:          map[string]int{webhooks.Queue: 1},
+		RetryDelayFunc:  webhooks.RetryDelay,
+		ShutdownTimeout: w.cfg.ShutdownTimeout,
+		// An idle webhook server asks for work ten times a second, not a
+		// hundred as the API lanes' do: a delivery may start up to 100 ms
+		// later, and the lanes' Redis keeps its time.
+		TaskCheckInterval:        webhookCheckInterval,
+		DelayedTaskCheckInterval: max(w.cfg.DelayedTaskCheckInterval, webhookCheckInterval),
 		Logger:                   asynqLogger{w.cfg.Logger},
 		LogLevel:                 asynq.WarnLevel,
 	}))
