@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/ops"
 )
 
@@ -28,6 +29,13 @@ func (w *Worker) expiryLoop(ctx context.Context) {
 				w.countExpired(ctx, "batch", rep.Lines)
 				w.log.Info().Int("jobs", rep.Jobs).Int("batches", rep.Batches).Int("batch_jobs", rep.Lines).
 					Msg("expired jobs past their deadline")
+			}
+			for _, id := range rep.JobIDs {
+				// At once, for a subscriber waiting on it; should this
+				// fail, the job's task, seen again, tells it.
+				if err := w.notifyJob(ctx, id, true, job.StateExpired); err != nil && ctx.Err() == nil {
+					w.log.Warn().Err(err).Str("job_id", id).Msg("webhook of an expired job (told when its task comes)")
+				}
 			}
 			if rep.Handled < expiryBatchSize {
 				break

@@ -13,10 +13,13 @@ import (
 // --deadline while its model's lane is paused ends expired at its deadline
 // (the worker's expiry pass, not a delivery, ends it), is never called,
 // and `submit --wait` reports it with exit status 1; `job get` and
-// `mimoq stats` show it. Bad deadlines and windows are refused at submit.
+// `mimoq stats` show it, and its webhook gets job.expired. Bad deadlines and
+// windows are refused at submit.
 func TestDeadlineExpiresAJobThatCouldNotStart(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
+	f.env = append(f.env, webhookEnv...)
+	rc := startReceiver(t, "", nil)
 	const model = "mimo-v2.6-pro"
 	if _, stderr, code := f.run("lane", "pause", model); code != 0 {
 		t.Fatalf("lane pause: %d %s", code, stderr)
@@ -24,7 +27,8 @@ func TestDeadlineExpiresAJobThatCouldNotStart(t *testing.T) {
 	f.startWorker()
 
 	start := time.Now()
-	stdout, stderr, code := f.run("submit", "--model", model, "--prompt", "hi", "--deadline", "3s", "--wait", "--json")
+	stdout, stderr, code := f.run("submit", "--model", model, "--prompt", "hi", "--deadline", "3s", "--wait", "--json",
+		"--webhook", rc.url())
 	if code != 1 {
 		t.Fatalf("submit --wait of a job that expires: exit %d, want 1\n%s\n%s", code, stdout, stderr)
 	}
@@ -40,6 +44,10 @@ func TestDeadlineExpiresAJobThatCouldNotStart(t *testing.T) {
 	}
 	if n := f.mockRequests(); n != 0 {
 		t.Errorf("the API was called %d times for a job that expired", n)
+	}
+	Eventually(t, 20*time.Second, "the job.expired event", func() bool { return len(rc.hooks()) == 1 })
+	if h := rc.hooks()[0]; h.Event.Type != "job.expired" || !h.verified(testSecretKey) {
+		t.Errorf("event %s (verified %v), want job.expired", h.Event.Type, h.verified(testSecretKey))
 	}
 	if out, _, code := f.run("job", "get", j.ID); code != 0 || !strings.Contains(out, "expired") || !strings.Contains(out, "deadline:") {
 		t.Errorf("job get: %d\n%s", code, out)

@@ -37,6 +37,8 @@ func (s *Store) scheduleExpiry(ctx context.Context, kind, id string, at time.Tim
 type ExpireReport struct {
 	Handled int // entries of the index handled
 	Jobs    int // single jobs expired
+	// JobIDs are the single jobs expired, for their webhooks.
+	JobIDs []string
 	Batches int // batches whose window ended
 	Lines   int // jobs of those batches expired
 }
@@ -64,6 +66,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time, limit int) (Expire
 			}
 			if st == string(job.StateExpired) {
 				rep.Jobs++
+				rep.JobIDs = append(rep.JobIDs, id)
 			}
 		case strings.HasPrefix(m, expiryBatch):
 			id := strings.TrimPrefix(m, expiryBatch)
