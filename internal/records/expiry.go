@@ -38,7 +38,7 @@ type ExpireReport struct {
 	Handled int // entries of the index handled
 	Jobs    int // single jobs expired
 	// JobIDs are the single jobs expired, for their webhooks.
-	JobIDs []string
+	JobIDs  []string
 	Batches int // batches whose window ended
 	Lines   int // jobs of those batches expired
 }
