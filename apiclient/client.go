@@ -133,6 +133,9 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 	return parseResponse(status, requestID, data, c.apiKey)
 }
 
+// ModelsURL is the URL ListModels reads, {BaseURL}/models.
+func (c *Client) ModelsURL() string { return c.modelsURL }
+
 // ListModels reads GET {BaseURL}/models, the models the key may use, in the
 // API's order. Like [Client.Do] it makes one attempt, with the same
 // authentication, timeout and typed errors: an [*APIError] for a non-2xx, a

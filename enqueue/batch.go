@@ -156,7 +156,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
 	counter := &countingReader{r: r, every: 1 << 20, fn: func(n int64) { progress("validate", int(n), int(size)) }}
-	sc := newBatchScanner(counter, c.cfg.Models, c.maxLine(opts))
+	sc := newBatchScanner(counter, c.models(ctx), c.maxLine(opts))
 	ferr := &BatchFileError{Name: opts.Source}
 	seen := make(map[string]int)
 	total := 0

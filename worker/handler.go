@@ -231,7 +231,7 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 	d, n := b.Delivery, b.Attempts+1
 	req, err := apiclient.ParseRequest(b.Body)
 	if err == nil {
-		err = w.api.Validate(req)
+		err = w.validate(req)
 	}
 	if err != nil {
 		// Validated at submit time; the catalog may have changed since.

@@ -16,6 +16,8 @@ type metrics struct {
 	dropped       prometheus.Counter
 	repairs       *prometheus.CounterVec
 	sweepFailures prometheus.Counter
+	// catalogReads counts readings of GET /models by result (ok, failed).
+	catalogReads *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -58,10 +60,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "sweep_failures_total",
 			Help: "Tasks archived by asynq that the sweeper could not move into the dead-letter store (retried next sweep).",
 		}),
+		catalogReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "catalog_reads_total",
+			Help: "Readings of the API's GET /models (the live model catalog) by result: ok, failed.",
+		}, []string{"result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
-			m.sweepFailures)
+			m.sweepFailures, m.catalogReads)
 	}
 	return m
 }

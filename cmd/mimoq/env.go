@@ -52,6 +52,11 @@ type env struct {
 	ResultTTL       time.Duration `envconfig:"MIMOQ_RESULT_TTL" default:"168h"`
 	HTTPAddr        string        `envconfig:"MIMOQ_HTTP_ADDR"`
 	Models          string        `envconfig:"MIMOQ_MODELS"`
+	// CatalogInterval is how often a worker reads GET /models (0: never,
+	// MIMOQ_MODELS only); LaneProbeInterval how often a lane paused by an
+	// error lets one job through (0: never).
+	CatalogInterval   time.Duration `envconfig:"MIMOQ_CATALOG_INTERVAL" default:"10m"`
+	LaneProbeInterval time.Duration `envconfig:"MIMOQ_LANE_PROBE_INTERVAL" default:"5m"`
 	APITokens       []secret      `envconfig:"MIMOQ_API_TOKENS"`
 	SyncTimeout     time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
 	LogLevel        string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
@@ -116,6 +121,12 @@ func (e *env) validate() error {
 		return fmt.Errorf("invalid MIMOQ_RESULT_TTL=%s: must be positive", e.ResultTTL)
 	case e.SyncTimeout <= 0:
 		return fmt.Errorf("invalid MIMOQ_SYNC_TIMEOUT=%s: must be positive", e.SyncTimeout)
+	case e.CatalogInterval < 0:
+		return fmt.Errorf("invalid MIMOQ_CATALOG_INTERVAL=%s: must not be negative (0 turns the live catalog off)", e.CatalogInterval)
+	case e.CatalogInterval > 0 && e.CatalogInterval < time.Second:
+		return fmt.Errorf("invalid MIMOQ_CATALOG_INTERVAL=%s: must be at least 1s (0 turns the live catalog off)", e.CatalogInterval)
+	case e.LaneProbeInterval < 0:
+		return fmt.Errorf("invalid MIMOQ_LANE_PROBE_INTERVAL=%s: must not be negative (0 turns probes off)", e.LaneProbeInterval)
 	}
 	if _, err := zerolog.ParseLevel(strings.ToLower(e.LogLevel)); err != nil || e.LogLevel == "" {
 		return fmt.Errorf("invalid MIMOQ_LOG_LEVEL=%q: want trace, debug, info, warn or error", e.LogLevel)
@@ -169,6 +180,14 @@ func unlimitedIfZero(n int) int {
 		return -1
 	}
 	return n
+}
+
+// offIfZero maps the SPEC's 0 (never) to the worker's negative.
+func offIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // httpAddr returns MIMOQ_HTTP_ADDR or the command's own default.

@@ -83,6 +83,7 @@ API at a fleet-wide rate, retry what is retryable and dead-letter what is not.`,
 		a.serveCmd(),
 		a.dlqCmd(),
 		a.statsCmd(),
+		a.modelsCmd(),
 	)
 	return root
 }

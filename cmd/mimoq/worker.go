@@ -68,6 +68,7 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 		Queues: weights, Concurrency: e.Concurrency, MaxAttempts: e.MaxAttempts,
 		Backoff:   worker.Backoff{Base: e.BackoffBase, Max: e.BackoffMax},
 		ResultTTL: e.ResultTTL, RequestTimeout: e.RequestTimeout, ShutdownTimeout: e.ShutdownTimeout,
+		CatalogInterval: offIfZero(e.CatalogInterval), LaneProbeInterval: offIfZero(e.LaneProbeInterval),
 		Logger: log, Registerer: reg,
 	})
 	if err != nil {
