@@ -57,10 +57,10 @@ type env struct {
 	// error lets one job through (0: never).
 	CatalogInterval   time.Duration `envconfig:"MIMOQ_CATALOG_INTERVAL" default:"10m"`
 	LaneProbeInterval time.Duration `envconfig:"MIMOQ_LANE_PROBE_INTERVAL" default:"5m"`
-	APITokens       []secret      `envconfig:"MIMOQ_API_TOKENS"`
-	SyncTimeout     time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
-	LogLevel        string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
-	LogFormat       string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
+	APITokens         []secret      `envconfig:"MIMOQ_API_TOKENS"`
+	SyncTimeout       time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
+	LogLevel          string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
+	LogFormat         string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
 }
 
 // secret is a string that never prints itself: a stray %v or a JSON log field
