@@ -275,8 +275,53 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 		u = usageOf(resp)
 	}
 	permit.Done(tokensUsed(u, permit.Tokens))
+	if reason, gone := w.modelGone(ctx, b.Model, cl); gone {
+		return w.notServed(ctx, d, b.Model, n, callErr, elapsed, start, reason, log)
+	}
 	act := decide(cl, callErr == nil, n, w.policy, time.Now())
 	return w.carryOut(ctx, d, b.Model, n, act, resp, callErr, elapsed, start, log)
+}
+
+// modelGone reports whether a 400 or 404 came because the API stopped
+// serving model: it is missing from a fresh reading of GET /models. Then
+// every other job of the model would fail alike, and the lane pauses
+// (model_not_served) instead of dead-lettering them one by one. Without a
+// live catalog (or a reading) it cannot tell, and says no.
+func (w *Worker) modelGone(ctx context.Context, model string, cl apiclient.Classification) (string, bool) {
+	if !w.catalogOn() || cl.Class != apiclient.ClassTerminal || (cl.StatusCode != 400 && cl.StatusCode != 404) {
+		return "", false
+	}
+	c, err := w.readCatalogFresh(ctx)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("re-read live model catalog after a 400/404 failed")
+		return "", false
+	}
+	if c.Has(model) {
+		return "", false
+	}
+	return fmt.Sprintf("%s: %s is not listed by %s (%d)", ReasonModelNotServed, model, c.Source, cl.StatusCode), true
+}
+
+// ReasonModelNotServed is the reason of a lane paused because the API no
+// longer lists its model.
+const ReasonModelNotServed = "model_not_served"
+
+// notServed pauses the lane of a model the API stopped serving and puts the
+// job back without counting the attempt: it stays queued with the others
+// until the model is served again (a probe) or an operator acts.
+func (w *Worker) notServed(ctx context.Context, d records.Delivery, model string, n int, callErr error,
+	elapsed time.Duration, start time.Time, reason string, log zerolog.Logger) error {
+	if changed, err := w.lanes.PauseForError(ctx, model, reason+" on job "+d.JobID, w.cfg.LaneProbeInterval); err != nil {
+		log.Error().Err(err).Msg("pause lane")
+	} else if changed {
+		log.Warn().Str("reason", reason).Msg("lane paused")
+	}
+	jerr := jobError(callErr, apiclient.Classify(callErr))
+	entry := &job.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(), Reason: ReasonModelNotServed,
+		Worker: w.cfg.ID, StatusCode: jerr.StatusCode, ErrorCode: jerr.Code, Message: jerr.Message,
+		RequestID: jerr.RequestID, Class: job.ClassNone}
+	w.metrics.latency.WithLabelValues(model, strconv.Itoa(jerr.StatusCode)).Observe(elapsed.Seconds())
+	return w.putBack(ctx, d, entry, time.Now().Add(time.Second), ReasonModelNotServed)
 }
 
 // carryOut does what decide said after attempt n: the lane's effects, then
@@ -334,7 +379,7 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 		jerr.Class = act.Class
 		if act.PauseLane {
 			reason := fmt.Sprintf("%d %s on job %s", jerr.StatusCode, jerr.Code, d.JobID)
-			if _, err := w.lanes.Pause(ctx, model, reason); err != nil {
+			if _, err := w.lanes.PauseForError(ctx, model, reason, w.cfg.LaneProbeInterval); err != nil {
 				log.Error().Err(err).Msg("pause lane")
 			} else {
 				log.Warn().Str("reason", reason).Msg("lane paused")

@@ -18,6 +18,8 @@ type metrics struct {
 	sweepFailures prometheus.Counter
 	// catalogReads counts readings of GET /models by result (ok, failed).
 	catalogReads *prometheus.CounterVec
+	// probes counts lane probes by model and result (succeeded, failed).
+	probes *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -64,10 +66,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "catalog_reads_total",
 			Help: "Readings of the API's GET /models (the live model catalog) by result: ok, failed.",
 		}, []string{"result"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "lane_probes_total",
+			Help: "Probes of lanes paused by an error (one job let through), by model and result: succeeded, failed.",
+		}, []string{"model", "result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
-			m.sweepFailures, m.catalogReads)
+			m.sweepFailures, m.catalogReads, m.probes)
 	}
 	return m
 }

@@ -73,7 +73,7 @@ func (a *app) laneCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "MODEL\tSTATE\tSINCE/UNTIL\tREASON")
+				fmt.Fprintln(tw, "MODEL\tSTATE\tSINCE/UNTIL\tREASON\tPROBE")
 				for _, s := range states {
 					when := ""
 					switch s.Status {
@@ -82,7 +82,11 @@ func (a *app) laneCmd() *cobra.Command {
 					case "cooling_down":
 						when = "until " + fmtTime(s.CooldownUntil)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Model, s.Status, when, s.Reason)
+					probe := ""
+					if s.Status == "paused" {
+						probe = probeText(s)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Model, s.Status, when, s.Reason, probe)
 				}
 				return tw.Flush()
 			})

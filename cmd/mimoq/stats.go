@@ -106,8 +106,8 @@ func printStats(w io.Writer, st *ops.Stats) {
 			if m.Lane.PausedBy != "" {
 				by = " by " + m.Lane.PausedBy
 			}
-			lanes = append(lanes, fmt.Sprintf("  %s: paused since %s%s: %s (resume: mimoq lane resume %s)",
-				m.Model, fmtTime(m.Lane.PausedSince), by, dash(m.Lane.Reason), m.Model))
+			lanes = append(lanes, fmt.Sprintf("  %s: paused since %s%s: %s; %s (resume: mimoq lane resume %s)",
+				m.Model, fmtTime(m.Lane.PausedSince), by, dash(m.Lane.Reason), probeText(m.Lane), m.Model))
 		case lane.StatusCoolingDown:
 			lanes = append(lanes, fmt.Sprintf("  %s: cooling down after a 429 until %s", m.Model, fmtTime(m.Lane.CooldownUntil)))
 		}
@@ -164,6 +164,17 @@ func printStats(w io.Writer, st *ops.Stats) {
 	}
 	fmt.Fprintf(w, "\nreconciler: last run %s; repaired so far: %d tasks made again, %d dead letters written, %d cancels completed, %d lost\n",
 		fmtTime(r.LastRun), r.TasksRecreated, r.DeadLettersWritten, r.CancelsCompleted, r.Lost)
+}
+
+// probeText says when a paused lane is probed next.
+func probeText(s lane.State) string {
+	switch {
+	case !s.Probed:
+		return "not probed"
+	case s.NextProbe.IsZero():
+		return "next probe: due now"
+	}
+	return "next probe " + fmtTime(s.NextProbe)
 }
 
 func laneStatus(s lane.State) string {

@@ -6,8 +6,9 @@
 // lanes. Both keep their state in Redis, so it holds across the fleet and
 // survives restarts. Keys, per model M, with the default prefix "mimoq:":
 //
-//	mimoq:{lane:M}:state          hash: status, since (unix ms), reason, by
+//	mimoq:{lane:M}:state          hash: status, since (unix ms), reason, by, probe ("1": paused by an error, probed)
 //	mimoq:{lane:M}:cooldown       string: end of the cooldown (unix ms), PX = its length
+//	mimoq:{lane:M}:probe          string: set while the next probe of a lane paused by an error is not due
 //	rate:mimoq:{lane:M}:rpm       GCRA state of the request limit (redis_rate adds "rate:")
 //	rate:mimoq:{lane:M}:tpm       GCRA state of the token limit
 //	mimoq:{lane:M}:debt           tokens a stopped process owed the token limit
@@ -113,6 +114,10 @@ type keyspace struct{ prefix string }
 func (k keyspace) lane(model string) string     { return k.prefix + "{lane:" + model + "}" }
 func (k keyspace) state(model string) string    { return k.lane(model) + ":state" }
 func (k keyspace) cooldown(model string) string { return k.lane(model) + ":cooldown" }
+
+// probe exists while the next probe of a lane paused by an error is not
+// due; its value names the worker probing, or "wait".
+func (k keyspace) probe(model string) string { return k.lane(model) + ":probe" }
 
 // rpm and tpm are the keys handed to redis_rate, which stores them under
 // rateKeyPrefix+key.

@@ -25,6 +25,10 @@ type State struct {
 	Reason        string    `json:"reason,omitempty"`
 	// PausedBy says who paused the lane, e.g. "worker" or "operator".
 	PausedBy string `json:"paused_by,omitempty"`
+	// Probed says the lane was paused by an error and is probed: one job
+	// is let through, fleet-wide, at NextProbe (zero: due now).
+	Probed    bool      `json:"probed,omitempty"`
+	NextProbe time.Time `json:"next_probe,omitzero"`
 	Limit    Limit  `json:"limit"`
 }
 
@@ -94,7 +98,31 @@ func (l *Lanes) Pause(ctx context.Context, model, reason string) (changed bool, 
 	if err := l.eachQueue(model, l.pauseQueue); err != nil {
 		return false, fmt.Errorf("pause lane %s: %w", model, err)
 	}
-	n, err := pauseScript.Run(ctx, l.rdb, []string{l.ks.state(model)}, l.ks.events(), model, reason, l.actor).Int()
+	return l.pause(ctx, model, reason, 0, true)
+}
+
+// PauseForError pauses the lane as Pause does, for an error every call of
+// the model would get (401, 402, 403, 451, a model the API stopped
+// serving). With probeAfter > 0 the lane is probed: the first probe is due
+// probeAfter from now (see ClaimProbe). A lane already paused stays as it
+// is.
+func (l *Lanes) PauseForError(ctx context.Context, model, reason string, probeAfter time.Duration) (changed bool, err error) {
+	if model == "" {
+		return false, errors.New("pause lane: empty model name")
+	}
+	if err := l.eachQueue(model, l.pauseQueue); err != nil {
+		return false, fmt.Errorf("pause lane %s: %w", model, err)
+	}
+	return l.pause(ctx, model, reason, max(probeAfter.Milliseconds(), 0), false)
+}
+
+func (l *Lanes) pause(ctx context.Context, model, reason string, probeMs int64, operator bool) (bool, error) {
+	op := "0"
+	if operator {
+		op = "1"
+	}
+	n, err := pauseScript.Run(ctx, l.rdb, []string{l.ks.state(model), l.ks.probe(model)}, l.ks.events(), model,
+		reason, l.actor, probeMs, op).Int()
 	if err != nil {
 		return false, fmt.Errorf("pause lane %s: %w", model, err)
 	}
@@ -108,7 +136,7 @@ func (l *Lanes) Resume(ctx context.Context, model string) (changed bool, err err
 		return false, errors.New("resume lane: empty model name")
 	}
 	// Gates first, so that a job taken from a resumed queue finds the lane open.
-	n, err := resumeScript.Run(ctx, l.rdb, []string{l.ks.state(model)}, l.ks.events(), model).Int()
+	n, err := resumeScript.Run(ctx, l.rdb, []string{l.ks.state(model), l.ks.probe(model)}, l.ks.events(), model).Int()
 	if err != nil {
 		return false, fmt.Errorf("resume lane %s: %w", model, err)
 	}
@@ -146,6 +174,12 @@ func (l *Lanes) List(ctx context.Context, models []string) ([]State, error) {
 			s.Status = StatusPaused
 			s.PausedSince = time.UnixMilli(r.since)
 			s.Reason, s.PausedBy = r.reason, r.by
+			if r.probe {
+				s.Probed = true
+				if r.probeTTL > 0 {
+					s.NextProbe = time.Now().Add(r.probeTTL).Truncate(time.Millisecond)
+				}
+			}
 		}
 		out[i] = s
 	}
