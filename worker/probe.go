@@ -157,4 +157,3 @@ func (w *Worker) probeJob(ctx context.Context, model string) (records.Begun, boo
 	}
 	return records.Begun{}, false, nil
 }
-

@@ -29,7 +29,7 @@ type State struct {
 	// is let through, fleet-wide, at NextProbe (zero: due now).
 	Probed    bool      `json:"probed,omitempty"`
 	NextProbe time.Time `json:"next_probe,omitzero"`
-	Limit    Limit  `json:"limit"`
+	Limit     Limit     `json:"limit"`
 }
 
 // Lanes pauses, resumes and reports the lanes of the fleet.
