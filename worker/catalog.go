@@ -15,15 +15,11 @@ import (
 // (internal/catalog), consumes the queues of live models it was not
 // configured with, and validates requests against both lists. A 400 or 404
 // for a model the last reading listed makes it read the catalog again at
-// once (readCatalogFresh): a model that left it pauses its lane
+// once (readCatalogFresh): a model missing from it pauses its lane
 // (model_not_served) instead of dead-lettering every queued job.
 
 // catalogTimeout bounds one reading of GET /models.
 const catalogTimeout = 15 * time.Second
-
-// freshReadMin is how old a reading may be and still count as fresh for a
-// 400/404: a burst of such failures costs one GET /models.
-const freshReadMin = 5 * time.Second
 
 // catalogOn reports whether this worker reads the live catalog.
 func (w *Worker) catalogOn() bool { return w.cfg.CatalogInterval > 0 }
@@ -59,15 +55,16 @@ func (w *Worker) readCatalog(ctx context.Context) (*catalog.Catalog, error) {
 	return c, nil
 }
 
-// readCatalogFresh returns a reading at most freshReadMin old, reading
-// again when the last is older.
-func (w *Worker) readCatalogFresh(ctx context.Context) (*catalog.Catalog, error) {
+// readCatalogFresh returns a reading made after since (when a failed call
+// started), reading again when the last is older: calls that failed
+// together share one GET /models.
+func (w *Worker) readCatalogFresh(ctx context.Context, since time.Time) (*catalog.Catalog, error) {
 	w.freshMu.Lock()
 	defer w.freshMu.Unlock()
 	w.catMu.Lock()
 	c, at := w.live, w.liveAt
 	w.catMu.Unlock()
-	if c != nil && time.Since(at) < freshReadMin {
+	if c != nil && !at.Before(since) {
 		return c, nil
 	}
 	return w.readCatalog(ctx)
@@ -81,9 +78,15 @@ func (w *Worker) lastCatalog() *catalog.Catalog {
 }
 
 // setValid sets the models requests are validated against: the configured
-// ones and the live ones (with the configured output limits).
+// ones and every live one seen since start (with the configured output
+// limits). A model that leaves the live catalog stays valid here: its jobs
+// reach the API, whose 400 pauses the lane (model_not_served) rather than
+// each dying of a local validation error.
 func (w *Worker) setValid(c *catalog.Catalog) {
 	ms := slices.Clone(w.cfg.Models)
+	if prev := w.valid.Load(); prev != nil {
+		ms = slices.Clone(*prev)
+	}
 	if c != nil {
 		for _, m := range apiclient.CatalogFrom(c.Models, w.cfg.Models) {
 			if _, ok := ms.Lookup(m.Name); !ok {

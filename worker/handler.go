@@ -275,7 +275,7 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 		u = usageOf(resp)
 	}
 	permit.Done(tokensUsed(u, permit.Tokens))
-	if reason, gone := w.modelGone(ctx, b.Model, cl); gone {
+	if reason, gone := w.modelGone(ctx, b.Model, cl, start); gone {
 		return w.notServed(ctx, d, b.Model, n, callErr, elapsed, start, reason, log)
 	}
 	act := decide(cl, callErr == nil, n, w.policy, time.Now())
@@ -287,11 +287,11 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 // every other job of the model would fail alike, and the lane pauses
 // (model_not_served) instead of dead-lettering them one by one. Without a
 // live catalog (or a reading) it cannot tell, and says no.
-func (w *Worker) modelGone(ctx context.Context, model string, cl apiclient.Classification) (string, bool) {
+func (w *Worker) modelGone(ctx context.Context, model string, cl apiclient.Classification, start time.Time) (string, bool) {
 	if !w.catalogOn() || cl.Class != apiclient.ClassTerminal || (cl.StatusCode != 400 && cl.StatusCode != 404) {
 		return "", false
 	}
-	c, err := w.readCatalogFresh(ctx)
+	c, err := w.readCatalogFresh(ctx, start)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("re-read live model catalog after a 400/404 failed")
 		return "", false

@@ -130,3 +130,92 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return fmt.Sprint(a) == fmt.Sprint(b)
 }
+
+// TestModelRetiredMidBatchPausesLane: with default settings, a model the
+// API retires while its jobs wait makes the first 400 re-read the catalog;
+// the model is gone from it, so the lane pauses (model_not_served) and the
+// jobs stay queued instead of dying one by one.
+func TestModelRetiredMidBatchPausesLane(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "--latency", "10ms")
+	f.env = append(f.env, "MIMOQ_CATALOG_INTERVAL=1m", "MIMOQ_MODELS=", "MIMOQ_LANE_PROBE_INTERVAL=0")
+	f.startWorker("MIMOQ_CONCURRENCY=2", "MIMOQ_RPM=120")
+	const model = apiclient.ModelProUltraSpeed
+	var lines []string
+	for i := range 30 {
+		lines = append(lines, batchLine(fmt.Sprintf("r%d", i), model, fmt.Sprintf("q %d", i)))
+	}
+	f.submitBatchFile(writeLines(t, lines...), "retired-mid-batch")
+	Eventually(t, 20*time.Second, "a few lines answered", func() bool {
+		b, err := f.client.GetBatch(context.Background(), "retired-mid-batch")
+		return err == nil && b.Succeeded >= 3
+	})
+	f.mock.Configure(t, map[string]any{"retired_models": []string{model}})
+	Eventually(t, 20*time.Second, "lane paused as model_not_served", func() bool {
+		s := f.laneState(model)
+		return s.Status == "paused" && strings.HasPrefix(s.Reason, "model_not_served")
+	})
+	var st mockStats
+	f.mock.Stats(t, &st)
+	if n := st.ByStatus["400"]; n < 1 || n > 3 {
+		t.Errorf("the API answered %d calls 400; want the one (or the few in flight) before the pause", n)
+	}
+	time.Sleep(time.Second)
+	b, err := f.client.GetBatch(context.Background(), "retired-mid-batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Dead != 0 || b.Succeeded+b.Pending != 30 || b.Pending == 0 {
+		t.Fatalf("batch after the pause: %d succeeded, %d dead, %d pending; want none dead, the rest waiting",
+			b.Succeeded, b.Dead, b.Pending)
+	}
+}
+
+// TestRequeueSetModel: dead letters of a retired model are one command from
+// a fix: `dlq requeue --all --model OLD --set-model NEW` rewrites their
+// requests' model and they succeed. A --set-model the queue does not accept
+// is refused, changing nothing.
+func TestRequeueSetModel(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	// A configured list that still has a retired name (catalog off): its
+	// jobs reach the API and die with 400 "Unsupported model".
+	const old = "mimo-v2-flash"
+	f.env = append(f.env, "MIMOQ_MODELS="+testModels+","+old)
+	f.startWorker()
+	lines := []string{
+		`{"custom_id":"a","body":{"model":"` + old + `","messages":[{"role":"user","content":"x"}],"max_tokens":16,"thinking":{"type":"disabled"}}}`,
+		batchLine("b", old, "y"), batchLine("c", apiclient.ModelFlash, "z"),
+	}
+	f.submitBatchFile(writeLines(t, lines...), "set-model")
+	b, _ := f.waitBatchFinal("set-model", 30*time.Second)
+	if b.Dead != 2 {
+		t.Fatalf("batch: %d dead, want 2", b.Dead)
+	}
+	if _, stderr, code := f.run("dlq", "requeue", "--all", "--model", old, "--set-model", "no-such-model", "--yes"); code != 2 ||
+		!strings.Contains(stderr, apiclient.ModelFlash) {
+		t.Fatalf("requeue --set-model to an unknown model: exit %d, %s", code, stderr)
+	}
+	out, stderr, code := f.run("dlq", "requeue", "--all", "--model", old, "--set-model", apiclient.ModelFlash, "--yes")
+	if code != 0 || !strings.Contains(out, "requeued 2") {
+		t.Fatalf("requeue --set-model: exit %d, %s %s", code, out, stderr)
+	}
+	b, jobs := f.waitBatchFinal("set-model", 30*time.Second)
+	if b.Succeeded != 3 || b.Dead != 0 {
+		t.Fatalf("after the requeue: %d succeeded, %d dead", b.Succeeded, b.Dead)
+	}
+	for _, j := range jobs {
+		if j.Model != apiclient.ModelFlash {
+			t.Errorf("job %s has model %s", j.ID, j.Model)
+		}
+	}
+	// The rest of the request is as it was: line a said thinking disabled,
+	// so its answer has no reasoning, unlike line b's.
+	res, _, _ := f.run("batch", "results", "set-model")
+	for _, l := range Lines(res) {
+		thinks := strings.Contains(l, "reasoning_content")
+		if strings.Contains(l, `"custom_id":"a"`) && thinks || strings.Contains(l, `"custom_id":"b"`) && !thinks {
+			t.Errorf("result line after the requeue lost a field of the request: %s", l)
+		}
+	}
+}
