@@ -70,4 +70,13 @@ func (w *Worker) flushCounts(ctx context.Context) {
 		// Statistics only: a lost second of counts is not worth a retry.
 		w.log.Warn().Err(err).Msg("write attempt counters")
 	}
+	if w.gate == nil {
+		return
+	}
+	for model, v := range m {
+		// Successes end a run of 429s and let a lowered rate climb back.
+		if err := w.gate.NoteOK(ctx, model, v[1]); err != nil {
+			w.log.Warn().Err(err).Msg("note successes")
+		}
+	}
 }

@@ -328,6 +328,13 @@ func (w *Worker) notServed(ctx context.Context, d records.Delivery, model string
 // the job's new state.
 func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string, n int, act Action,
 	resp *apiclient.Response, callErr error, elapsed time.Duration, start time.Time, log zerolog.Logger) error {
+	if act.Throttled {
+		if cool, err := w.gate.Note429(ctx, model, act.RetryAfter); err != nil {
+			log.Error().Err(err).Msg("note 429")
+		} else {
+			act.Cooldown = cool
+		}
+	}
 	if act.Cooldown > 0 {
 		if err := w.gate.Cooldown(ctx, model, act.Cooldown); err != nil {
 			log.Error().Err(err).Msg("start lane cooldown")

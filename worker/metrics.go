@@ -20,6 +20,10 @@ type metrics struct {
 	catalogReads *prometheus.CounterVec
 	// probes counts lane probes by model and result (succeeded, failed).
 	probes *prometheus.CounterVec
+	// rpmConfigured and rpmEffective are each lane's configured request
+	// limit and the one the fleet keeps after 429s (adaptive rate);
+	// quotaSuspect is 1 for a lane with only 429s for a long time.
+	rpmConfigured, rpmEffective, quotaSuspect *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -70,10 +74,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "lane_probes_total",
 			Help: "Probes of lanes paused by an error (one job let through), by model and result: succeeded, failed.",
 		}, []string{"model", "result"}),
+		rpmConfigured: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_rpm_configured",
+			Help: "Configured fleet-wide requests per minute of each model's lane (-1: unlimited).",
+		}, []string{"model"}),
+		rpmEffective: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_rpm_effective",
+			Help: "Requests per minute the fleet keeps for each model: the configured limit, lowered after 429s while within it (adaptive rate).",
+		}, []string{"model"}),
+		quotaSuspect: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_quota_suspect",
+			Help: "1 when a lane has had only 429s for longer than MIMOQ_QUOTA_SUSPECT_AFTER: a used-up quota more likely than a rate limit.",
+		}, []string{"model"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
-			m.sweepFailures, m.catalogReads, m.probes)
+			m.sweepFailures, m.catalogReads, m.probes, m.rpmConfigured, m.rpmEffective, m.quotaSuspect)
 	}
 	return m
 }

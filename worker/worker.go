@@ -71,6 +71,10 @@ type Config struct {
 	// 403, 451, model_not_served) lets one job through, fleet-wide, to see
 	// whether the cause has gone. Default 5m; negative: never.
 	LaneProbeInterval time.Duration
+	// QuotaSuspectAfter is how long a lane must get nothing but 429s for
+	// the mimoq_lane_quota_suspect gauge to say 1. Default 10m; negative:
+	// never.
+	QuotaSuspectAfter time.Duration
 
 	// Limit is every model's fleet-wide rate limit, and ModelLimits
 	// overrides it per model. The zero Limit means DefaultLimit.
@@ -136,6 +140,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LaneProbeInterval == 0 {
 		c.LaneProbeInterval = DefaultLaneProbeInterval
+	}
+	if c.QuotaSuspectAfter == 0 {
+		c.QuotaSuspectAfter = 10 * time.Minute
 	}
 	if len(c.Queues) == 0 {
 		c.Queues = job.DefaultQueueWeights()
@@ -385,7 +392,7 @@ func (w *Worker) Ready() <-chan struct{} { return w.ready }
 // burning no attempt. It fails when Redis does not answer at start.
 func (w *Worker) Run(ctx context.Context) error {
 	gate, err := lane.NewGate(lane.GateConfig{Redis: w.cfg.Redis, Default: w.cfg.Limit, PerModel: w.cfg.ModelLimits,
-		Logger: &w.log})
+		Logger: &w.log, CooldownBase: w.cfg.Backoff.Base, CooldownMax: w.cfg.Backoff.Max})
 	if err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
@@ -469,6 +476,17 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 					}
 					w.metrics.laneState.WithLabelValues(s.Model, st).Set(v)
 				}
+				eff := s.Limit.RPM
+				if s.EffectiveRPM > 0 && s.EffectiveRPM < eff {
+					eff = s.EffectiveRPM
+				}
+				w.metrics.rpmConfigured.WithLabelValues(s.Model).Set(float64(s.Limit.RPM))
+				w.metrics.rpmEffective.WithLabelValues(s.Model).Set(float64(eff))
+				suspect := 0.0
+				if s.QuotaSuspect(w.cfg.QuotaSuspectAfter, time.Now()) {
+					suspect = 1
+				}
+				w.metrics.quotaSuspect.WithLabelValues(s.Model).Set(suspect)
 			}
 		}
 		if n, err := w.dlq.Count(ctx, dlq.Filter{}); err == nil {

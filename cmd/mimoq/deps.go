@@ -51,7 +51,7 @@ func (a *app) open(ctx context.Context) (*deps, error) {
 	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), lane.WithLimits(e.defaultLimit(), limits))
 	return &deps{
 		env: e, rdb: rdb, models: models, limits: limits, client: client, store: dlq.New(rdb), lanes: lanes,
-		ops: ops.New(rdb, ops.WithLanes(lanes), ops.WithResultTTL(e.ResultTTL)),
+		ops: ops.New(rdb, ops.WithLanes(lanes), ops.WithResultTTL(e.ResultTTL), ops.WithQuotaSuspectAfter(e.QuotaSuspectAfter)),
 	}, nil
 }
 

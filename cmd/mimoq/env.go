@@ -57,6 +57,9 @@ type env struct {
 	// error lets one job through (0: never).
 	CatalogInterval   time.Duration `envconfig:"MIMOQ_CATALOG_INTERVAL" default:"10m"`
 	LaneProbeInterval time.Duration `envconfig:"MIMOQ_LANE_PROBE_INTERVAL" default:"5m"`
+	// QuotaSuspectAfter is how long a lane gets only 429s under its rate
+	// before stats shows it as "quota?" (0: never).
+	QuotaSuspectAfter time.Duration `envconfig:"MIMOQ_QUOTA_SUSPECT_AFTER" default:"10m"`
 	APITokens         []secret      `envconfig:"MIMOQ_API_TOKENS"`
 	SyncTimeout       time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
 	LogLevel          string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
@@ -125,6 +128,8 @@ func (e *env) validate() error {
 		return fmt.Errorf("invalid MIMOQ_CATALOG_INTERVAL=%s: must not be negative (0 turns the live catalog off)", e.CatalogInterval)
 	case e.CatalogInterval > 0 && e.CatalogInterval < time.Second:
 		return fmt.Errorf("invalid MIMOQ_CATALOG_INTERVAL=%s: must be at least 1s (0 turns the live catalog off)", e.CatalogInterval)
+	case e.QuotaSuspectAfter < 0:
+		return fmt.Errorf("invalid MIMOQ_QUOTA_SUSPECT_AFTER=%s: must not be negative (0 turns it off)", e.QuotaSuspectAfter)
 	case e.LaneProbeInterval < 0:
 		return fmt.Errorf("invalid MIMOQ_LANE_PROBE_INTERVAL=%s: must not be negative (0 turns probes off)", e.LaneProbeInterval)
 	}

@@ -69,7 +69,8 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 		Backoff:   worker.Backoff{Base: e.BackoffBase, Max: e.BackoffMax},
 		ResultTTL: e.ResultTTL, RequestTimeout: e.RequestTimeout, ShutdownTimeout: e.ShutdownTimeout,
 		CatalogInterval: offIfZero(e.CatalogInterval), LaneProbeInterval: offIfZero(e.LaneProbeInterval),
-		Logger: log, Registerer: reg,
+		QuotaSuspectAfter: offIfZero(e.QuotaSuspectAfter),
+		Logger:            log, Registerer: reg,
 	})
 	if err != nil {
 		return err

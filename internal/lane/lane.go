@@ -132,7 +132,8 @@ func (k keyspace) events() string           { return k.prefix + "lane:events" }
 // event is a message on the events channel, written by the Lua scripts.
 type event struct {
 	Model  string `json:"model"`
-	Kind   string `json:"kind"` // pause | resume | cooldown
+	Kind   string `json:"kind"`          // pause | resume | cooldown | rate
+	RPM    int    `json:"rpm,omitempty"` // rate: the effective limit, 0 = the configured one
 	TTLMs  int64  `json:"ttl_ms,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	By     string `json:"by,omitempty"`

@@ -29,6 +29,13 @@ type State struct {
 	// is let through, fleet-wide, at NextProbe (zero: due now).
 	Probed    bool      `json:"probed,omitempty"`
 	NextProbe time.Time `json:"next_probe,omitzero"`
+	// EffectiveRPM is the request limit the fleet keeps after 429s while
+	// within Limit (adaptive rate); 0 when it is Limit.RPM.
+	EffectiveRPM int `json:"effective_rpm,omitempty"`
+	// Throttled counts the 429s in a row, from Since429 to Last429.
+	Throttled int       `json:"throttled_429s,omitempty"`
+	Since429  time.Time `json:"since_429,omitzero"`
+	Last429   time.Time `json:"last_429,omitzero"`
 	Limit     Limit     `json:"limit"`
 }
 
@@ -165,7 +172,11 @@ func (l *Lanes) List(ctx context.Context, models []string) ([]State, error) {
 	}
 	out := make([]State, len(models))
 	for i, r := range raws {
-		s := State{Model: models[i], Status: StatusRunning, Limit: l.limit(models[i])}
+		s := State{Model: models[i], Status: StatusRunning, Limit: l.limit(models[i]), EffectiveRPM: r.effRPM,
+			Throttled: r.n429}
+		if r.n429 > 0 {
+			s.Since429, s.Last429 = time.UnixMilli(r.since429), time.UnixMilli(r.last429)
+		}
 		if r.coolTTL > 0 {
 			s.Status = StatusCoolingDown
 			s.CooldownUntil = time.UnixMilli(r.coolUntilMs)

@@ -96,6 +96,11 @@ type rawState struct {
 	debt        int64         // tokens owed to the limiter, claimed by this read
 	probe       bool          // paused by an error, and probed
 	probeTTL    time.Duration // until the next probe may start, 0 if due
+	// From the throttle hash (throttle.go): 429s in a row, the first and
+	// last of them (unix ms), the effective request limit (0: configured).
+	n429              int
+	since429, last429 int64
+	effRPM            int
 }
 
 // readStates reads the state of models in one pipeline. With claimDebt it
@@ -111,12 +116,14 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 		ttl   *redis.DurationCmd
 		debt  *redis.StringCmd
 		probe *redis.DurationCmd
+		thr   *redis.SliceCmd
 	}
 	cs := make([]cmds, len(models))
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range models {
 			cs[i].state = p.HMGet(ctx, ks.state(m), "status", "since", "reason", "by", "probe")
 			cs[i].probe = p.PTTL(ctx, ks.probe(m))
+			cs[i].thr = p.HMGet(ctx, ks.throttle(m), "n", "since", "last", "eff")
 			cs[i].until = p.Get(ctx, ks.cooldown(m))
 			cs[i].ttl = p.PTTL(ctx, ks.cooldown(m))
 			if claimDebt {
@@ -152,6 +159,17 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 			r.probe = str(4) == "1"
 			r.probeTTL = max(c.probe.Val(), 0)
 		}
+		tv := c.thr.Val()
+		tnum := func(j int) int64 {
+			if j < len(tv) {
+				if s, ok := tv[j].(string); ok {
+					n, _ := strconv.ParseInt(s, 10, 64)
+					return n
+				}
+			}
+			return 0
+		}
+		r.n429, r.since429, r.last429, r.effRPM = int(tnum(0)), tnum(1), tnum(2), int(tnum(3))
 		if ttl := c.ttl.Val(); ttl > 0 {
 			r.coolTTL = ttl
 			r.coolUntilMs, _ = strconv.ParseInt(c.until.Val(), 10, 64)

@@ -45,6 +45,20 @@ type Ops struct {
 	insp    *asynq.Inspector
 	lanes   *lane.Lanes
 	now     func() time.Time
+	// quotaAfter is MIMOQ_QUOTA_SUSPECT_AFTER.
+	quotaAfter time.Duration
+}
+
+// DefaultQuotaSuspectAfter is how long a lane must get nothing but 429s,
+// under its configured rate, to be shown as a quota suspect
+// (MIMOQ_QUOTA_SUSPECT_AFTER).
+const DefaultQuotaSuspectAfter = 10 * time.Minute
+
+// WithQuotaSuspectAfter sets how long a run of 429s under the configured
+// rate makes Stats call a lane a quota suspect (0: never). Default
+// DefaultQuotaSuspectAfter.
+func WithQuotaSuspectAfter(d time.Duration) Option {
+	return func(o *Ops) { o.quotaAfter = d }
 }
 
 // Option configures Ops.
@@ -68,6 +82,8 @@ func New(rdb redis.UniversalClient, opts ...Option) *Ops {
 		store:   dlq.New(rdb),
 		insp:    asynq.NewInspectorFromRedisClient(rdb),
 		now:     time.Now,
+
+		quotaAfter: DefaultQuotaSuspectAfter,
 	}
 	for _, opt := range opts {
 		opt(o)

@@ -136,6 +136,10 @@ type ModelStats struct {
 	CallsLastMinute int64 `json:"calls_last_minute"`
 	// Lane is the lane's state and configured limit.
 	Lane lane.State `json:"lane"`
+	// QuotaSuspect says the lane has had only 429s for longer than
+	// MIMOQ_QUOTA_SUSPECT_AFTER while calling under its configured rate:
+	// a used-up quota (Token Plan) rather than a rate limit.
+	QuotaSuspect bool `json:"quota_suspect,omitempty"`
 }
 
 // Stats reads the numbers of models (and of any queue it finds in Redis
@@ -222,6 +226,8 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 		ms := byModel[m]
 		ms.Lane = lanes[i]
 		ms.CallsLastMinute, ms.SucceededLastHour = calls[i], ok[i]
+		under := ms.Lane.Limit.RPM <= 0 || ms.CallsLastMinute < int64(ms.Lane.Limit.RPM)
+		ms.QuotaSuspect = under && ms.Lane.QuotaSuspect(o.quotaAfter, now)
 		st.Models = append(st.Models, *ms)
 		st.Totals.add(ms.Counts)
 	}
