@@ -2,6 +2,7 @@ package worker
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +45,11 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, q := range c.queues {
 		info, err := c.insp.GetQueueInfo(q)
-		if errors.Is(err, asynq.ErrQueueNotFound) {
+		// asynq v0.26's GetQueueInfo, unlike its List… calls, returns its
+		// internal NOT_FOUND error, not ErrQueueNotFound: its text is the
+		// only way to tell. Without this, one queue that never had a task
+		// made /metrics answer an error.
+		if errors.Is(err, asynq.ErrQueueNotFound) || err != nil && strings.Contains(err.Error(), "does not exist") {
 			continue // no task was ever enqueued there
 		}
 		if err != nil {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/mimoq/mimoq/enqueue"
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/ops"
 )
 
 // laneState reads one lane with `mimoq lane list --json`.
@@ -133,5 +136,82 @@ func TestProbeResumesLaneAfter402Burst(t *testing.T) {
 		if j.State != enqueue.StateSucceeded && j.State != enqueue.StateDead {
 			t.Errorf("job %s ended %s", j.ID, j.State)
 		}
+	}
+}
+
+// modelStats reads one model's row of `mimoq stats --json`.
+func (f *fleet) modelStats(model string) ops.ModelStats {
+	f.t.Helper()
+	out, stderr, code := f.run("stats", "--json")
+	if code != 0 {
+		f.t.Fatalf("stats --json exited %d: %s", code, stderr)
+	}
+	var st ops.Stats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		f.t.Fatalf("stats --json: %v", err)
+	}
+	for _, m := range st.Models {
+		if m.Model == model {
+			return m
+		}
+	}
+	f.t.Fatalf("stats has no model %s", model)
+	return ops.ModelStats{}
+}
+
+// TestThrottleAdaptsAndSuspectsQuota: 429s without Retry-After, while the
+// fleet keeps its configured 600 RPM, lower the effective rate (shown by
+// stats and /metrics, never below what the API let through); a lane that
+// then gets nothing but 429s (a used-up quota) for longer than
+// MIMOQ_QUOTA_SUSPECT_AFTER is shown as "quota?".
+func TestThrottleAdaptsAndSuspectsQuota(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "--rpm", "30", "--no-retry-after")
+	f.env = append(f.env, "MIMOQ_RPM=600", "MIMOQ_QUOTA_SUSPECT_AFTER=3s")
+	_, addr := f.startWorkerAddr("MIMOQ_MAX_ATTEMPTS=50", "MIMOQ_BACKOFF_BASE=100ms", "MIMOQ_BACKOFF_MAX=1s")
+	const model = apiclient.ModelFlash
+	f.submit(40, model, enqueue.QueueBatch)
+	var m ops.ModelStats
+	Eventually(t, 15*time.Second, "effective rate lowered", func() bool {
+		m = f.modelStats(model)
+		return m.Lane.EffectiveRPM > 0 && m.Lane.EffectiveRPM < 600
+	})
+	if m.Lane.Limit.RPM != 600 || m.Lane.EffectiveRPM < 28 {
+		t.Errorf("limit %d, effective %d: want 600 and not below 95%% of the 30 that passed", m.Lane.Limit.RPM, m.Lane.EffectiveRPM)
+	}
+	if out, _, _ := f.run("stats"); !strings.Contains(out, "/600") {
+		t.Errorf("stats does not show effective/configured rate:\n%s", out)
+	}
+	var metrics string
+	ok := false
+	for deadline := time.Now().Add(15 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(body)
+		ok = strings.Contains(metrics, `mimoq_lane_rpm_configured{model="mimo-v2.6-flash"} 600`) &&
+			strings.Contains(metrics, `mimoq_lane_rpm_effective{model="mimo-v2.6-flash"}`) &&
+			!strings.Contains(metrics, `mimoq_lane_rpm_effective{model="mimo-v2.6-flash"} 600`)
+	}
+	if !ok {
+		var lines []string
+		for _, l := range Lines(metrics) {
+			if strings.HasPrefix(l, "mimoq_lane_") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("metrics do not show the lowered rate:\n%s", strings.Join(lines, "\n"))
+	}
+
+	// A used-up quota: nothing but 429s from now on.
+	f.mock.Configure(t, map[string]any{"quota_tokens": 1, "rpm": 0})
+	Eventually(t, 15*time.Second, "quota? shown", func() bool {
+		return f.modelStats(model).QuotaSuspect
+	})
+	if out, _, _ := f.run("stats"); !strings.Contains(out, "quota?") {
+		t.Errorf("stats does not show quota?:\n%s", out)
 	}
 }
