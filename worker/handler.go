@@ -350,7 +350,11 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 		entry.StatusCode, entry.RequestID, entry.Class = resp.StatusCode, resp.RequestID, job.ClassSuccess
 		w.metrics.latency.WithLabelValues(model, strconv.Itoa(resp.StatusCode)).Observe(elapsed.Seconds())
 		o := records.Outcome{State: job.StateSucceeded, Counted: true, Entry: entry, Result: resp.Raw,
-			StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: usageOf(resp)}
+			StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: usageOf(resp),
+			ServedModel: resp.ServedModel(model)}
+		if o.ServedModel != "" {
+			w.servedBy(ctx, model, o.ServedModel, log)
+		}
 		if err := w.finish(ctx, d, o); err != nil {
 			return err
 		}
@@ -553,6 +557,7 @@ func usageOf(r *apiclient.Response) *job.Usage {
 	if d := r.Usage.CompletionTokensDetails; d != nil {
 		u.ReasoningTokens = int64(d.ReasoningTokens)
 	}
+	u.CachedTokens = int64(r.Usage.CachedTokens())
 	return u
 }
 

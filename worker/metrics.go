@@ -24,6 +24,8 @@ type metrics struct {
 	// limit and the one the fleet keeps after 429s (adaptive rate);
 	// quotaSuspect is 1 for a lane with only 429s for a long time.
 	rpmConfigured, rpmEffective, quotaSuspect *prometheus.GaugeVec
+	// served counts answers by another model than the one requested.
+	served *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -86,10 +88,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "lane_quota_suspect",
 			Help: "1 when a lane has had only 429s for longer than MIMOQ_QUOTA_SUSPECT_AFTER: a used-up quota more likely than a rate limit.",
 		}, []string{"model"}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "served_model_total",
+			Help: "Answers whose model is not the one requested (a forwarded or aliased name), by requested and served model.",
+		}, []string{"requested", "served"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
-			m.sweepFailures, m.catalogReads, m.probes, m.rpmConfigured, m.rpmEffective, m.quotaSuspect)
+			m.sweepFailures, m.catalogReads, m.probes, m.rpmConfigured, m.rpmEffective, m.quotaSuspect, m.served)
 	}
 	return m
 }

@@ -250,6 +250,8 @@ type Worker struct {
 	freshMu sync.Mutex
 	valid   atomic.Pointer[apiclient.Models]
 
+	served servedPairs
+
 	ready   chan struct{}
 	readyMu sync.Once
 	counts  attemptCounts

@@ -125,6 +125,13 @@ func printStats(w io.Writer, st *ops.Stats) {
 		fmt.Fprintf(w, "\nlanes not running:\n%s\n", strings.Join(lanes, "\n"))
 	}
 
+	if len(st.ServedModels) > 0 {
+		fmt.Fprintln(w, "\nanswered by another model than requested (billed as the one that answered):")
+		for _, p := range st.ServedModels {
+			fmt.Fprintf(w, "  %s → %s: %d\n", p.Requested, p.Served, p.Count)
+		}
+	}
+
 	fmt.Fprintln(w, "\nqueues:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  QUEUE\tMODEL\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOLDEST")

@@ -197,11 +197,14 @@ type Error struct {
 
 // Job is the record of one job, as `mimoq job get --json` prints it.
 type Job struct {
-	ID          string          `json:"id"`
-	BatchID     string          `json:"batch_id,omitempty"`
-	CustomID    string          `json:"custom_id,omitempty"`
-	Queue       string          `json:"queue"`
-	Model       string          `json:"model"`
+	ID       string `json:"id"`
+	BatchID  string `json:"batch_id,omitempty"`
+	CustomID string `json:"custom_id,omitempty"`
+	Queue    string `json:"queue"`
+	Model    string `json:"model"`
+	// ServedModel is the model that answered, when the API says it is not
+	// Model (a forwarded or aliased name).
+	ServedModel string          `json:"served_model,omitempty"`
 	State       State           `json:"state"`
 	Attempts    int             `json:"attempts"`
 	Requeues    int             `json:"requeues,omitempty"`
@@ -254,10 +257,12 @@ func (b *Batch) Over() bool { return !b.FinishedAt.IsZero() }
 // ResultLine is one line of a batch results file (the OpenAI Batch output
 // format).
 type ResultLine struct {
-	ID       string          `json:"id"`
-	CustomID string          `json:"custom_id"`
-	Response *ResultResponse `json:"response"`
-	Error    *ResultError    `json:"error"`
+	ID       string `json:"id"`
+	CustomID string `json:"custom_id"`
+	// ServedModel is the model that answered, when not the one asked for.
+	ServedModel string          `json:"served_model,omitempty"`
+	Response    *ResultResponse `json:"response"`
+	Error       *ResultError    `json:"error"`
 }
 
 // ResultResponse is the API's answer to one line.

@@ -93,6 +93,9 @@ type Stats struct {
 	Totals Counts `json:"totals"`
 	// Reconciler is what the fleet's reconciler has repaired so far.
 	Reconciler records.ReconcilerTotals `json:"reconciler"`
+	// ServedModels counts answers by another model than the one
+	// requested, per pair, largest first.
+	ServedModels []ServedPair `json:"served_models,omitempty"`
 }
 
 // Counts are the jobs of a queue or model by state.
@@ -220,6 +223,9 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 	}
 	calls, ok, err := o.counters(ctx, models, now)
 	if err != nil {
+		return nil, err
+	}
+	if st.ServedModels, err = o.servedPairs(ctx); err != nil {
 		return nil, err
 	}
 	for i, m := range models {
