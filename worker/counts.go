@@ -13,8 +13,18 @@ import (
 // last minute, successes in the last hour): one pipelined write a second,
 // instead of a round trip per attempt.
 type attemptCounts struct {
-	mu sync.Mutex
-	m  map[string][2]int64 // model → calls, successes
+	mu   sync.Mutex
+	m    map[string][2]int64 // model → calls, successes
+	cost map[string]int64    // model → pico-USD of the answers
+}
+
+func (c *attemptCounts) addCost(model string, pico int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cost == nil {
+		c.cost = make(map[string]int64)
+	}
+	c.cost[model] += pico
 }
 
 func (c *attemptCounts) add(model string, success bool) {
@@ -31,12 +41,12 @@ func (c *attemptCounts) add(model string, success bool) {
 	c.m[model] = v
 }
 
-func (c *attemptCounts) take() map[string][2]int64 {
+func (c *attemptCounts) take() (map[string][2]int64, map[string]int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := c.m
-	c.m = nil
-	return m
+	m, cost := c.m, c.cost
+	c.m, c.cost = nil, nil
+	return m, cost
 }
 
 // countLoop writes the counts every second until ctx ends, then once more.
@@ -57,14 +67,17 @@ func (w *Worker) countLoop(ctx context.Context) {
 }
 
 func (w *Worker) flushCounts(ctx context.Context) {
-	m := w.counts.take()
-	if len(m) == 0 {
+	m, cost := w.counts.take()
+	if len(m) == 0 && len(cost) == 0 {
 		return
 	}
 	now := time.Now()
 	pipe := w.cfg.Redis.Pipeline()
 	for model, v := range m {
 		_ = ops.CountAttempts(ctx, pipe, model, v[0], v[1], now)
+	}
+	for model, pico := range cost {
+		ops.CountCost(ctx, pipe, model, pico, now)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Statistics only: a lost second of counts is not worth a retry.

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -355,8 +356,13 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 		if o.ServedModel != "" {
 			w.servedBy(ctx, model, o.ServedModel, log)
 		}
-		if err := w.finish(ctx, d, o); err != nil {
+		o.CostPico = w.costOf(cmp.Or(o.ServedModel, model), o.Usage)
+		written, err := w.finishW(ctx, d, o)
+		if err != nil {
 			return err
+		}
+		if written == records.Applied {
+			w.spend(ctx, d, model, o.CostPico, log)
 		}
 		w.metrics.jobs.WithLabelValues("succeeded", string(job.ClassSuccess), model).Inc()
 		ev(log.Debug()).Msg("attempt succeeded")
@@ -433,27 +439,33 @@ func (w *Worker) putBack(ctx context.Context, d records.Delivery, entry *job.Att
 // or taken by another delivery), this delivery's outcome is dropped; if the
 // job is waiting again, the task is kept for it.
 func (w *Worker) finish(ctx context.Context, d records.Delivery, o records.Outcome) error {
+	_, err := w.finishW(ctx, d, o)
+	return err
+}
+
+// finishW is finish that also says what the write did.
+func (w *Worker) finishW(ctx context.Context, d records.Delivery, o records.Outcome) (records.Written, error) {
 	var f records.Finished
 	if err := durably(ctx, func(ctx context.Context) (err error) {
 		f, err = w.records.Finish(ctx, d, o, time.Now())
 		return err
 	}); err != nil {
-		return &storageError{err}
+		return 0, &storageError{err}
 	}
 	switch f.Written {
 	case records.Gone:
-		return nil
+		return f.Written, nil
 	case records.Stale:
 		zerolog.Ctx(ctx).Warn().Str("state", string(f.State)).Msg("job moved on during this delivery; its outcome is dropped")
 		if f.State == job.StateQueued || f.State == job.StateRetrying {
-			return &laterError{Requeue: true, Cause: errRequeued}
+			return f.Written, &laterError{Requeue: true, Cause: errRequeued}
 		}
-		return nil
+		return f.Written, nil
 	}
 	if f.State == job.StateDead {
-		return w.settle(ctx, d.JobID, f.State)
+		return f.Written, w.settle(ctx, d.JobID, f.State)
 	}
-	return nil
+	return f.Written, nil
 }
 
 // errRequeued says that a dead job was requeued while its delivery was

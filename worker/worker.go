@@ -31,6 +31,7 @@ import (
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/price"
 	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/slots"
 )
@@ -71,6 +72,9 @@ type Config struct {
 	// 403, 451, model_not_served) lets one job through, fleet-wide, to see
 	// whether the cause has gone. Default 5m; negative: never.
 	LaneProbeInterval time.Duration
+	// Prices is the price table the cost of each answer is computed with.
+	// Default price.Default() (the current list prices).
+	Prices *price.Table
 	// QuotaSuspectAfter is how long a lane must get nothing but 429s for
 	// the mimoq_lane_quota_suspect gauge to say 1. Default 10m; negative:
 	// never.
@@ -140,6 +144,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LaneProbeInterval == 0 {
 		c.LaneProbeInterval = DefaultLaneProbeInterval
+	}
+	if c.Prices == nil {
+		c.Prices = price.Default()
 	}
 	if c.QuotaSuspectAfter == 0 {
 		c.QuotaSuspectAfter = 10 * time.Minute

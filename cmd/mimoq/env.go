@@ -14,6 +14,7 @@ import (
 
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/price"
 )
 
 // env is every environment variable of the SPEC. It is read only here, in cmd/.
@@ -60,10 +61,13 @@ type env struct {
 	// QuotaSuspectAfter is how long a lane gets only 429s under its rate
 	// before stats shows it as "quota?" (0: never).
 	QuotaSuspectAfter time.Duration `envconfig:"MIMOQ_QUOTA_SUSPECT_AFTER" default:"10m"`
-	APITokens         []secret      `envconfig:"MIMOQ_API_TOKENS"`
-	SyncTimeout       time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
-	LogLevel          string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
-	LogFormat         string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
+	// Prices overrides the built-in list prices (model=input:cached:output
+	// USD per 1M tokens, comma list).
+	Prices      string        `envconfig:"MIMOQ_PRICES"`
+	APITokens   []secret      `envconfig:"MIMOQ_API_TOKENS"`
+	SyncTimeout time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
+	LogLevel    string        `envconfig:"MIMOQ_LOG_LEVEL" default:"info"`
+	LogFormat   string        `envconfig:"MIMOQ_LOG_FORMAT" default:"auto"`
 }
 
 // secret is a string that never prints itself: a stray %v or a JSON log field
@@ -133,6 +137,9 @@ func (e *env) validate() error {
 	case e.LaneProbeInterval < 0:
 		return fmt.Errorf("invalid MIMOQ_LANE_PROBE_INTERVAL=%s: must not be negative (0 turns probes off)", e.LaneProbeInterval)
 	}
+	if _, err := price.Parse(e.Prices); err != nil {
+		return fmt.Errorf("invalid MIMOQ_PRICES: %v", err)
+	}
 	if _, err := zerolog.ParseLevel(strings.ToLower(e.LogLevel)); err != nil || e.LogLevel == "" {
 		return fmt.Errorf("invalid MIMOQ_LOG_LEVEL=%q: want trace, debug, info, warn or error", e.LogLevel)
 	}
@@ -185,6 +192,15 @@ func unlimitedIfZero(n int) int {
 		return -1
 	}
 	return n
+}
+
+// prices returns the price table: the list prices with MIMOQ_PRICES over them.
+func (e *env) prices() (*price.Table, error) {
+	t, err := price.Parse(e.Prices)
+	if err != nil {
+		return nil, usagef("invalid MIMOQ_PRICES: %v", err)
+	}
+	return t, nil
 }
 
 // offIfZero maps the SPEC's 0 (never) to the worker's negative.

@@ -89,14 +89,14 @@ func printStats(w io.Writer, st *ops.Stats) {
 	fmt.Fprintf(w, "mimoq stats at %s\n\n", st.At.Local().Format("2006-01-02 15:04:05"))
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tLANE\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOK/1H\tCALLS/MIN\tRPM EFFECTIVE/LIMIT")
+	fmt.Fprintln(tw, "MODEL\tLANE\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOK/1H\tCOST/1H\tCALLS/MIN\tRPM EFFECTIVE/LIMIT")
 	for _, m := range st.Models {
 		status := laneStatus(m.Lane)
 		if m.QuotaSuspect {
 			status += " quota?"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.Model, status, m.Queued, m.Running,
-			m.Retrying, m.Dead, m.SucceededLastHour, m.CallsLastMinute, rateText(m.Lane))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", m.Model, status, m.Queued, m.Running,
+			m.Retrying, m.Dead, m.SucceededLastHour, fmtUSD(m.CostLastHour.USD), m.CallsLastMinute, rateText(m.Lane))
 	}
 	t := st.Totals
 	fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%d\n", t.Queued, t.Running, t.Retrying, t.Dead)

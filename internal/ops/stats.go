@@ -45,7 +45,16 @@ const (
 	counterTTL = 2 * time.Hour
 	fieldCalls = "calls"
 	fieldOK    = "ok"
+	fieldCost  = "cost_pico"
 )
+
+// CountCost adds pico-USD spent on model's answers at now to the counters
+// Stats reads (cost in the last hour); rdb is a pipeline of the caller's.
+func CountCost(ctx context.Context, rdb redis.Pipeliner, model string, pico int64, now time.Time) {
+	key := counterKey(model, now.Unix()/60)
+	rdb.HIncrBy(ctx, key, fieldCost, pico)
+	rdb.Expire(ctx, key, counterTTL)
+}
 
 func counterKey(model string, minute int64) string {
 	return job.KeyPrefix + "{stats:" + model + "}:" + strconv.FormatInt(minute, 10)
@@ -139,6 +148,9 @@ type ModelStats struct {
 	CallsLastMinute int64 `json:"calls_last_minute"`
 	// Lane is the lane's state and configured limit.
 	Lane lane.State `json:"lane"`
+	// CostLastHour is what the model's answers of the last 60 minutes
+	// cost (at the workers' prices).
+	CostLastHour job.Cost `json:"cost_last_hour"`
 	// QuotaSuspect says the lane has had only 429s for longer than
 	// MIMOQ_QUOTA_SUSPECT_AFTER while calling under its configured rate:
 	// a used-up quota (Token Plan) rather than a rate limit.
@@ -221,7 +233,7 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
-	calls, ok, err := o.counters(ctx, models, now)
+	calls, ok, cost, err := o.counters(ctx, models, now)
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +244,7 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 		ms := byModel[m]
 		ms.Lane = lanes[i]
 		ms.CallsLastMinute, ms.SucceededLastHour = calls[i], ok[i]
+		ms.CostLastHour = job.Cost{USD: job.PicoToUSD(cost[i])}
 		under := ms.Lane.Limit.RPM <= 0 || ms.CallsLastMinute < int64(ms.Lane.Limit.RPM)
 		ms.QuotaSuspect = under && ms.Lane.QuotaSuspect(o.quotaAfter, now)
 		st.Models = append(st.Models, *ms)
@@ -243,39 +256,39 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 // counters reads, per model, the calls of the last minute (the current
 // minute plus the share of the previous one that is still inside the
 // window) and the successes of the last 60 minutes.
-func (o *Ops) counters(ctx context.Context, models []string, now time.Time) (calls, ok []int64, err error) {
+func (o *Ops) counters(ctx context.Context, models []string, now time.Time) (calls, ok, cost []int64, err error) {
 	minute := now.Unix() / 60
 	type read struct {
 		cur, prev *redis.SliceCmd
-		hour      []*redis.StringCmd
+		hour      []*redis.SliceCmd
 	}
 	reads := make([]read, len(models))
 	_, err = o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range models {
-			reads[i].cur = p.HMGet(ctx, counterKey(m, minute), fieldCalls, fieldOK)
+			reads[i].cur = p.HMGet(ctx, counterKey(m, minute), fieldCalls, fieldOK, fieldCost)
 			reads[i].prev = p.HMGet(ctx, counterKey(m, minute-1), fieldCalls)
 			for k := int64(1); k < 60; k++ {
-				reads[i].hour = append(reads[i].hour, p.HGet(ctx, counterKey(m, minute-k), fieldOK))
+				reads[i].hour = append(reads[i].hour, p.HMGet(ctx, counterKey(m, minute-k), fieldOK, fieldCost))
 			}
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("stats: read counters: %w", err)
+		return nil, nil, nil, fmt.Errorf("stats: read counters: %w", err)
 	}
 	elapsed := float64(now.Unix()%60) / 60
-	calls, ok = make([]int64, len(models)), make([]int64, len(models))
+	calls, ok, cost = make([]int64, len(models)), make([]int64, len(models)), make([]int64, len(models))
 	for i, r := range reads {
 		cur := r.cur.Val()
 		prev := r.prev.Val()
 		calls[i] = num(cur, 0) + int64(float64(num(prev, 0))*(1-elapsed)+0.5)
-		ok[i] = num(cur, 1)
+		ok[i], cost[i] = num(cur, 1), num(cur, 2)
 		for _, h := range r.hour {
-			n, _ := strconv.ParseInt(h.Val(), 10, 64)
-			ok[i] += n
+			ok[i] += num(h.Val(), 0)
+			cost[i] += num(h.Val(), 1)
 		}
 	}
-	return calls, ok, nil
+	return calls, ok, cost, nil
 }
 
 func num(vals []any, i int) int64 {

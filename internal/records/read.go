@@ -48,6 +48,9 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 		j.Result = json.RawMessage(v)
 	}
 	j.ServedModel = f["served_model"]
+	if pico, _ := strconv.ParseInt(f["cost_pico"], 10, 64); pico > 0 {
+		j.Cost = &job.Cost{USD: job.PicoToUSD(pico)}
+	}
 	if body != nil && body.Val() != "" {
 		j.Request = json.RawMessage(body.Val())
 	}
