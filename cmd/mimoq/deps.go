@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -65,4 +66,21 @@ func (a *app) withDeps(ctx context.Context, fn func(*deps) error) error {
 	}
 	defer d.close()
 	return fn(d)
+}
+
+// modelNames is the models whose lanes and numbers commands show: the
+// configured ones, then those of the live catalog (when one is published)
+// that are not configured, which workers consume too.
+func (d *deps) modelNames(ctx context.Context) []string {
+	names := d.models.Names()
+	live, _, _, err := d.client.Catalog(ctx)
+	if err != nil {
+		return names
+	}
+	for _, m := range live.Names() {
+		if !slices.Contains(names, m) {
+			names = append(names, m)
+		}
+	}
+	return names
 }

@@ -59,7 +59,7 @@ func (a *app) laneCmd() *cobra.Command {
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withLanes(cmd.Context(), "", func(ctx context.Context, d *deps) error {
-				states, err := d.lanes.List(ctx, d.models.Names())
+				states, err := d.lanes.List(ctx, d.modelNames(ctx))
 				if err != nil {
 					return err
 				}
@@ -101,8 +101,8 @@ func (a *app) laneCmd() *cobra.Command {
 // is a known model.
 func (a *app) withLanes(ctx context.Context, model string, fn func(context.Context, *deps) error) error {
 	return a.withDeps(ctx, func(d *deps) error {
-		if model != "" && !slices.Contains(d.models.Names(), model) {
-			return usagef("model %q is not one of %v", model, d.models.Names())
+		if names := d.modelNames(ctx); model != "" && !slices.Contains(names, model) {
+			return usagef("model %q is not one of %v", model, names)
 		}
 		return fn(ctx, d)
 	})

@@ -42,7 +42,7 @@ object per refresh.`,
 			ctx := cmd.Context()
 			clear := watch && !asJSON && isTerminal(a.stdout)
 			for {
-				st, err := d.ops.Stats(ctx, d.models.Names())
+				st, err := d.ops.Stats(ctx, d.modelNames(ctx))
 				if err != nil {
 					if watch && ctx.Err() != nil {
 						return nil
