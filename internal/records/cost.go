@@ -81,6 +81,10 @@ func (s *Store) CancelForBudget(ctx context.Context, id string, now time.Time) (
 		return false, 0, nil
 	}
 	n, err := s.CancelBatch(ctx, id, now)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		// Let the next answer's caller try again.
+		_ = s.rdb.HDel(ctx, spendKey(id), "cancel_reason").Err()
+	}
 	return true, n, err
 }
 
