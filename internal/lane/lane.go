@@ -12,7 +12,9 @@
 //	rate:mimoq:{lane:M}:rpm       GCRA state of the request limit (redis_rate adds "rate:")
 //	rate:mimoq:{lane:M}:tpm       GCRA state of the token limit
 //	mimoq:{lane:M}:debt           tokens a stopped process owed the token limit
-//	mimoq:lane:events             pub/sub channel: pause, resume and cooldown events
+//	mimoq:{lane:M}:throttle       hash: the run of 429s and the effective rate (throttle.go)
+//	mimoq:{lane:M}:ok:T           string: successes in the 10-s bucket T (throttle.go)
+//	mimoq:lane:events             pub/sub channel: pause, resume, cooldown and rate events
 //
 // The {lane:M} hash tag keeps one model's keys in one Redis Cluster slot, so
 // the Lua scripts that touch several of them stay valid on a cluster.
