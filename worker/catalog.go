@@ -105,6 +105,15 @@ func (w *Worker) validate(req *apiclient.Request) error {
 	return w.api.Validate(req)
 }
 
+// callModels is the call option that has the API client validate against
+// the models of setValid too (its own are the configured ones).
+func (w *Worker) callModels() apiclient.CallOption {
+	if ms := w.valid.Load(); ms != nil {
+		return apiclient.WithModels(*ms)
+	}
+	return nil
+}
+
 // catalogLoop re-reads the catalog every CatalogInterval and serves the
 // live models that are new to this process.
 func (w *Worker) catalogLoop(ctx context.Context) {

@@ -262,7 +262,7 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 
 	w.metrics.inflight.Inc()
 	start := time.Now()
-	resp, callErr := w.api.Do(ctx, req,
+	resp, callErr := w.api.Do(ctx, req, w.callModels(),
 		apiclient.WithHeader(HeaderJobID, d.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
 	elapsed := time.Since(start)
 	w.metrics.inflight.Dec()

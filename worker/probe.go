@@ -88,7 +88,7 @@ func (w *Worker) probe(ctx context.Context, model, pausedFor string) {
 	}
 	w.metrics.inflight.Inc()
 	start := time.Now()
-	resp, callErr := w.api.Do(ctx, req,
+	resp, callErr := w.api.Do(ctx, req, w.callModels(),
 		apiclient.WithHeader(HeaderJobID, d.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
 	elapsed := time.Since(start)
 	w.metrics.inflight.Dec()

@@ -219,3 +219,30 @@ func TestRequeueSetModel(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveCatalogBringsNewModels: a model the API lists but mimoq was not
+// configured with (a speech model, or one released after the last
+// upgrade) is accepted at submit time and run: the worker consumes its
+// queues too, with no restart and no MIMOQ_MODELS change.
+func TestLiveCatalogBringsNewModels(t *testing.T) {
+	t.Parallel()
+	const newModel = "mimo-v2.5-tts"
+	f := setup(t, "--models", "mimo-v2.6-pro=131072,mimo-v2.6-flash=131072,"+newModel+"=8192")
+	f.env = append(f.env, catalogOn...)
+	f.startWorker()
+	if m := f.models(); m.Source != catalog.SourceLive || !slices.Contains(m.ids(), newModel) {
+		t.Fatalf("live catalog: %+v", m)
+	}
+	out, stderr, code := f.run("submit", "--model", newModel, "--prompt", "read this aloud", "--wait")
+	if code != 0 {
+		t.Fatalf("submit of a model only the live catalog lists: exit %d, %s %s", code, out, stderr)
+	}
+	// Limits of a model the configuration does not know are unchecked.
+	body := `{"model":"` + newModel + `","messages":[{"role":"user","content":"x"}],"max_tokens":100000}`
+	if _, err := f.client.Submit(context.Background(), []byte(body)); err != nil {
+		t.Errorf("Go submit of a live-only model: %v", err)
+	}
+	if out, _, _ := f.run("lane", "list"); !strings.Contains(out, newModel) {
+		t.Errorf("lane list does not show the live model's lane:\n%s", out)
+	}
+}
