@@ -68,6 +68,9 @@ type Action struct {
 	// run; Cooldown is what to use when that cannot be reached.
 	Throttled  bool
 	RetryAfter time.Duration
+	// Quota marks a 429 that says the quota is used up: no news about the
+	// rate.
+	Quota bool
 	// PauseLane pauses the model's lane fleet-wide: every other job would
 	// fail the same way (401, 402, 403).
 	PauseLane bool
@@ -133,7 +136,7 @@ func decide(c apiclient.Classification, success bool, n int, p Policy, now time.
 	}
 	var a Action
 	if c.StatusCode == 429 {
-		a.Throttled, a.RetryAfter = true, c.RetryAfter
+		a.Throttled, a.RetryAfter, a.Quota = true, c.RetryAfter, c.Reason == apiclient.ReasonQuotaExhausted
 		a.Cooldown = c.RetryAfter
 		if a.Cooldown <= 0 {
 			a.Cooldown = p.Backoff.Delay(n, 0)

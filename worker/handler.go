@@ -330,7 +330,7 @@ func (w *Worker) notServed(ctx context.Context, d records.Delivery, model string
 func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string, n int, act Action,
 	resp *apiclient.Response, callErr error, elapsed time.Duration, start time.Time, log zerolog.Logger) error {
 	if act.Throttled {
-		if cool, err := w.gate.Note429(ctx, model, act.RetryAfter); err != nil {
+		if cool, err := w.gate.Note429(ctx, model, act.RetryAfter, act.Quota); err != nil {
 			log.Error().Err(err).Msg("note 429")
 		} else {
 			act.Cooldown = cool

@@ -168,7 +168,7 @@ func TestThrottleAdaptsAndSuspectsQuota(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "30", "--no-retry-after")
 	f.env = append(f.env, "MIMOQ_RPM=600", "MIMOQ_QUOTA_SUSPECT_AFTER=3s")
-	_, addr := f.startWorkerAddr("MIMOQ_MAX_ATTEMPTS=50", "MIMOQ_BACKOFF_BASE=100ms", "MIMOQ_BACKOFF_MAX=1s")
+	_, addr := f.startWorkerAddr("MIMOQ_MAX_ATTEMPTS=50", "MIMOQ_BACKOFF_BASE=100ms", "MIMOQ_BACKOFF_MAX=3s")
 	const model = apiclient.ModelFlash
 	f.submit(40, model, enqueue.QueueBatch)
 	var m ops.ModelStats
@@ -211,7 +211,8 @@ func TestThrottleAdaptsAndSuspectsQuota(t *testing.T) {
 	Eventually(t, 15*time.Second, "quota? shown", func() bool {
 		return f.modelStats(model).QuotaSuspect
 	})
-	if out, _, _ := f.run("stats"); !strings.Contains(out, "quota?") {
-		t.Errorf("stats does not show quota?:\n%s", out)
-	}
+	Eventually(t, 10*time.Second, "quota? in the stats table", func() bool {
+		out, _, _ := f.run("stats")
+		return strings.Contains(out, "quota?") && strings.Contains(out, "used-up quota")
+	})
 }

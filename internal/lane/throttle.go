@@ -24,7 +24,11 @@ import (
 // (the Gate never sends above the configured limit, so every 429 comes
 // while within it): when the effective rate is above what the API accepted
 // in the last minute, it is cut in half, but never below 95 % of that
-// (multiplicative decrease, floored at what is known to pass). After a run
+// (multiplicative decrease, floored at what is known to pass), at most once
+// a second (429s of calls in flight together are one signal), and never
+// below a tenth of the configured limit: a limit set ten times too high is
+// found, while 429s below that are taken as faults, not the API's rate. A
+// 429 that says the quota is used up lowers nothing. After a run
 // of successes it climbs back by 1/200 of the configured limit (additive
 // increase), never above it. Every change is published, so every Gate
 // spaces its permits by the new rate at once.
@@ -56,8 +60,8 @@ func (k keyspace) okKeys(model string, now time.Time) []string {
 //
 // KEYS: throttle, then the success buckets of the last minute. ARGV: retry
 // after ms (0: none given), base ms, max ms, configured rpm (0: unlimited),
-// channel, model, ttl ms. Returns {cooldown ms, effective rpm (0: the
-// configured one)}.
+// channel, model, ttl ms, "1" when the 429 is about the rate (not a used-up
+// quota). Returns {cooldown ms, effective rpm (0: the configured one)}.
 var note429Script = redis.NewScript(`
 redis.replicate_commands()
 local t = redis.call('TIME')
@@ -79,11 +83,12 @@ if conf > 0 then
   for i = 2, #KEYS do
     ok = ok + (tonumber(redis.call('GET', KEYS[i]) or '0') or 0)
   end
-  if eff > ok then
-    local new = math.max(math.floor(eff / 2), math.floor(ok * 0.95), 1)
+  local dec = tonumber(redis.call('HGET', KEYS[1], 'dec') or '0') or 0
+  if ARGV[8] == '1' and eff > ok and nowms - dec >= 1000 then
+    local new = math.max(math.floor(eff / 2), math.floor(ok * 0.95), math.floor(conf / 10), 1)
     if new < eff then
       eff = new
-      redis.call('HSET', KEYS[1], 'eff', eff)
+      redis.call('HSET', KEYS[1], 'eff', eff, 'dec', string.format('%d', nowms))
       redis.call('PUBLISH', ARGV[5], cjson.encode({model = ARGV[6], kind = 'rate', rpm = eff}))
     end
   end
@@ -134,13 +139,17 @@ return 1
 // Note429 records a 429 of model and returns how long the fleet should
 // cool the lane down: retryAfter when the API gave one, else the backoff
 // base doubled for each 429 in a row, up to the backoff maximum. It also
-// lowers the effective rate of the lane (see the comment above). Start the
-// cooldown with Cooldown.
-func (g *Gate) Note429(ctx context.Context, model string, retryAfter time.Duration) (time.Duration, error) {
+// lowers the effective rate of the lane (see the comment above), unless
+// quota says the 429 is a used-up quota. Start the cooldown with Cooldown.
+func (g *Gate) Note429(ctx context.Context, model string, retryAfter time.Duration, quota bool) (time.Duration, error) {
 	keys := append([]string{g.ks.throttle(model)}, g.ks.okKeys(model, time.Now())...)
+	rate := "1"
+	if quota {
+		rate = "0"
+	}
 	vals, err := note429Script.Run(ctx, g.cfg.Redis, keys, max(retryAfter.Milliseconds(), 0),
 		g.cfg.CooldownBase.Milliseconds(), g.cfg.CooldownMax.Milliseconds(), max(g.Limit(model).RPM, 0),
-		g.ks.events(), model, throttleTTL.Milliseconds()).Int64Slice()
+		g.ks.events(), model, throttleTTL.Milliseconds(), rate).Int64Slice()
 	if err != nil || len(vals) != 2 {
 		return retryAfter, fmt.Errorf("note 429 of lane %s: %w", model, err)
 	}

@@ -9,7 +9,9 @@ import (
 // TestThrottle: a run of 429s without Retry-After doubles the cooldown up
 // to the max, a given Retry-After is used as it is, and successes end the
 // run; 429s while the fleet sends more than the API accepts halve the
-// effective rate, never below 95 % of what was accepted in the last minute;
+// effective rate, at most once a second, never below 95 % of what was
+// accepted in the last minute nor a tenth of the limit, and not for a
+// used-up quota;
 // a run of successes raises it back by steps to the configured limit, and
 // every Gate of the fleet hears of each change.
 func TestThrottle(t *testing.T) {
@@ -35,17 +37,23 @@ func TestThrottle(t *testing.T) {
 	}
 	steps := []struct {
 		retryAfter, cooldown time.Duration
+		wait                 bool // a second after the last decrease
+		quota                bool
 		eff                  int
 	}{
-		{0, 100 * time.Millisecond, 1500},
-		{0, 200 * time.Millisecond, 750},
-		{2 * time.Second, 2 * time.Second, 570}, // halving would go below 95 % of 600
-		{0, 800 * time.Millisecond, 570},        // already below what passed: unchanged
-		{0, time.Second, 570},
-		{0, time.Second, 570}, // capped at the max
+		{0, 100 * time.Millisecond, false, false, 1500},
+		{0, 200 * time.Millisecond, false, false, 1500}, // within a second of the last decrease: one signal
+		{0, 400 * time.Millisecond, true, true, 1500},   // a used-up quota says nothing of the rate
+		{0, 800 * time.Millisecond, false, false, 750},
+		{2 * time.Second, 2 * time.Second, true, false, 570}, // halving would go below 95 % of 600
+		{0, time.Second, true, false, 570},                   // already below what passed: unchanged
+		{0, time.Second, false, false, 570},                  // cooldown capped at the max
 	}
 	for i, s := range steps {
-		cool, err := g.Note429(ctx, model, s.retryAfter)
+		if s.wait {
+			time.Sleep(1010 * time.Millisecond)
+		}
+		cool, err := g.Note429(ctx, model, s.retryAfter, s.quota)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +94,7 @@ func TestThrottle(t *testing.T) {
 	if st, _ := l.State(ctx, model); st.EffectiveRPM != 0 {
 		t.Fatalf("after many successes the effective rate is %d, want back to the configured", st.EffectiveRPM)
 	}
-	if cool, _ := g.Note429(ctx, model, 0); cool != 100*time.Millisecond {
+	if cool, _ := g.Note429(ctx, model, 0, false); cool != 100*time.Millisecond {
 		t.Fatalf("first 429 of a new run: cooldown %s", cool)
 	}
 }
@@ -100,5 +108,26 @@ func Eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("%s: not within %s", what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestThrottleFloor: 429s that keep coming whatever the rate (faults, not
+// the API's limit) never take the effective rate below a tenth of the
+// configured one.
+func TestThrottleFloor(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	g := b.gate(GateConfig{Default: Limit{RPM: 1000, TPM: -1}})
+	l := b.lanes(WithLimits(Limit{RPM: 1000, TPM: -1}, nil))
+	for range 6 {
+		if _, err := g.Note429(ctx, "m", 0, false); err != nil {
+			t.Fatal(err)
+		}
+		// Let the next one count as a new signal.
+		_ = b.redis.Client().HSet(ctx, g.ks.throttle("m"), "dec", 0).Err()
+	}
+	if st, _ := l.State(ctx, "m"); st.EffectiveRPM != 100 {
+		t.Fatalf("effective rate %d after six halvings of 1000, want the floor of 100", st.EffectiveRPM)
 	}
 }
