@@ -86,9 +86,17 @@ type CallOption func(*callConfig)
 
 type callConfig struct {
 	headers []header
+	models  Models
 }
 
 type header struct{ key, value string }
+
+// WithModels validates this call's request against models instead of the
+// client's Options.Models: a catalogue that changes while the client lives
+// (the live one a worker reads from GET /models).
+func WithModels(models Models) CallOption {
+	return func(c *callConfig) { c.models = models }
+}
 
 // WithHeader sends an extra header with this call, e.g. X-Mimoq-Job-Id. The
 // headers the client owns (Authorization or api-key, Content-Type, Accept,
@@ -115,11 +123,15 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 // when the client's own RequestTimeout fires, it wraps [ErrAttemptTimeout] and
 // not context.DeadlineExceeded, so the two can be told apart.
 func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Response, error) {
-	if err := c.models.Validate(req); err != nil {
-		return nil, err
-	}
 	cfg, err := newCallConfig(opts)
 	if err != nil {
+		return nil, err
+	}
+	models := c.models
+	if cfg.models != nil {
+		models = cfg.models
+	}
+	if err := models.Validate(req); err != nil {
 		return nil, err
 	}
 	body, err := req.body()
@@ -132,6 +144,9 @@ func (c *Client) Do(ctx context.Context, req *Request, opts ...CallOption) (*Res
 	}
 	return parseResponse(status, requestID, data, c.apiKey)
 }
+
+// ModelsURL is the URL ListModels reads, {BaseURL}/models.
+func (c *Client) ModelsURL() string { return c.modelsURL }
 
 // ListModels reads GET {BaseURL}/models, the models the key may use, in the
 // API's order. Like [Client.Do] it makes one attempt, with the same

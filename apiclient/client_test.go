@@ -514,6 +514,32 @@ func TestDoValidatesBeforeSending(t *testing.T) {
 	checkSecretFree(t, err)
 }
 
+// TestDoWithModels: a call may validate against another catalogue than the
+// client's (the live one): a model only it lists is sent, and a limit it
+// sets is checked.
+func TestDoWithModels(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"id":"x","object":"chat.completion","model":"new-model","choices":[]}`)
+	})
+	live := Models{{Name: "new-model", MaxOutputTokens: 10}}
+	req := NewRequest("new-model", NewMessage("user", "hi"))
+	if _, err := b.client.Do(ctxT(t), req); Classify(err).Reason != ReasonValidation {
+		t.Fatalf("without WithModels: err = %v, want a validation error", err)
+	}
+	if _, err := b.client.Do(ctxT(t), req, WithModels(live)); err != nil {
+		t.Fatalf("WithModels: %v", err)
+	}
+	n := 11
+	req.MaxTokens = &n
+	if _, err := b.client.Do(ctxT(t), req, WithModels(live)); Classify(err).Reason != ReasonValidation {
+		t.Errorf("max_tokens above the call's catalogue: err = %v", err)
+	}
+	if b.count() != 1 {
+		t.Errorf("server saw %d requests, want 1", b.count())
+	}
+}
+
 // Transport failures, with real sockets.
 
 func TestDoConnectionRefused(t *testing.T) {

@@ -88,6 +88,11 @@ type BatchOptions struct {
 	// batch.completed, batch.failed, batch.cancelled or batch.expired,
 	// with the batch record. It is checked as Submit's WithWebhook is.
 	Webhook string
+	// MaxCostUSD, when positive, is the most the batch may spend (at the
+	// prices of the workers' table, MIMOQ_PRICES): once its answered jobs
+	// cost that much, its jobs not started are canceled, and the batch
+	// says cancel_reason "budget_exhausted". A resubmit sets it again.
+	MaxCostUSD float64
 }
 
 // ErrBatchConflict is returned when a batch ID is reused for different
@@ -151,6 +156,9 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	if opts.Source == "" {
 		opts.Source = "batch"
 	}
+	if !(opts.MaxCostUSD >= 0) || opts.MaxCostUSD > 1e6 {
+		return nil, &InvalidRequestError{Err: fmt.Errorf("max cost %v USD must be between 0 and 1,000,000", opts.MaxCostUSD)}
+	}
 	progress := opts.Progress
 	if progress == nil {
 		progress = func(string, int, int) {}
@@ -165,7 +173,7 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
 	counter := &countingReader{r: r, every: 1 << 20, fn: func(n int64) { progress("validate", int(n), int(size)) }}
-	sc := newBatchScanner(counter, c.cfg.Models, c.maxLine(opts))
+	sc := newBatchScanner(counter, c.models(ctx), c.maxLine(opts))
 	ferr := &BatchFileError{Name: opts.Source}
 	seen := make(map[string]int)
 	total := 0
@@ -224,6 +232,12 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	}
 	if cb.State != BatchSubmitting {
 		return c.GetBatch(ctx, opts.ID) // complete (or canceled) already: enqueue nothing
+	}
+	// Before any job is enqueued: the first answer may already count.
+	if opts.MaxCostUSD > 0 {
+		if err := c.records.SetMaxCost(ctx, opts.ID, int64(math.Round(opts.MaxCostUSD*1e12))); err != nil {
+			return nil, err
+		}
 	}
 
 	// Pass 2: enqueue, a chunk per round trip, a few round trips in flight.
@@ -318,13 +332,26 @@ func (c *Client) enqueueBatch(ctx context.Context, r io.Reader, opts BatchOption
 
 // GetBatch returns a batch's record and counts.
 func (c *Client) GetBatch(ctx context.Context, id string) (*Batch, error) {
-	return c.records.GetBatch(ctx, id)
+	b, err := c.records.GetBatch(ctx, id)
+	if err != nil {
+		return b, err
+	}
+	return b, c.records.FillCost(ctx, b)
 }
 
 // ListBatches returns batches, newest first, page by page (cursor "" starts;
 // next "" ends).
 func (c *Client) ListBatches(ctx context.Context, cursor string, limit int) ([]*Batch, string, error) {
-	return c.records.ListBatches(ctx, cursor, limit)
+	bs, next, err := c.records.ListBatches(ctx, cursor, limit)
+	if err != nil {
+		return bs, next, err
+	}
+	for _, b := range bs {
+		if err := c.records.FillCost(ctx, b); err != nil {
+			return bs, next, err
+		}
+	}
+	return bs, next, nil
 }
 
 // CancelBatch cancels a batch: jobs not started become canceled (lines an
@@ -345,7 +372,11 @@ func (c *Client) Results(ctx context.Context, id string, errorsOnly bool, fn fun
 // WaitBatch blocks until every job of the batch is final, or ctx ends; it
 // listens for the completion notice and polls as a fallback.
 func (c *Client) WaitBatch(ctx context.Context, id string) (*Batch, error) {
-	return c.records.WaitBatch(ctx, id)
+	b, err := c.records.WaitBatch(ctx, id)
+	if err != nil || b == nil {
+		return b, err
+	}
+	return b, c.records.FillCost(ctx, b)
 }
 
 // countingReader reports how many bytes went through it, every `every` bytes.

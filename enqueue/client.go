@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/internal/catalog"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/webhooks"
@@ -94,6 +95,10 @@ type ClientConfig struct {
 	// a webhook must be https on a public address.
 	WebhookAllowHTTP  bool
 	WebhookAllowHosts string
+	// IgnoreLiveCatalog validates against Models only. By default the live
+	// catalog the workers publish (GET /models, internal/catalog) is used
+	// instead while it is fresh, with the output limits Models gives.
+	IgnoreLiveCatalog bool
 }
 
 func (c ClientConfig) withDefaults() ClientConfig {
@@ -122,6 +127,7 @@ type Client struct {
 	cfg     ClientConfig
 	records *records.Store
 	guard   *webhooks.Guard
+	catalog *catalog.Resolver
 }
 
 // NewClient returns a producer client.
@@ -134,7 +140,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: WebhookAllowHosts: %w", err)
 	}
-	return &Client{cfg: cfg, records: records.New(cfg.Redis, cfg.ResultTTL), guard: guard}, nil
+	c := &Client{cfg: cfg, records: records.New(cfg.Redis, cfg.ResultTTL), guard: guard}
+	if !cfg.IgnoreLiveCatalog {
+		c.catalog = catalog.NewResolver(cfg.Redis, cfg.Models)
+	}
+	return c, nil
 }
 
 // CheckWebhook refuses, with an *InvalidRequestError wrapping
@@ -154,8 +164,27 @@ var ErrInvalidWebhook = errors.New("webhook")
 // Close releases the client. It does not close the Redis client it was given.
 func (c *Client) Close() error { return nil }
 
-// Models is the model catalog the client validates against.
+// Models is the configured model catalog (ClientConfig.Models).
 func (c *Client) Models() apiclient.Models { return c.cfg.Models }
+
+// Catalog is the model catalog requests are validated against now: the live
+// one when the workers published it and it is fresh, else the configured
+// one. Source says which ("live" or "configured"); live, when set, says
+// where and when it was read.
+func (c *Client) Catalog(ctx context.Context) (models apiclient.Models, source string, live *catalog.Catalog, err error) {
+	if c.catalog == nil {
+		return c.cfg.Models, catalog.SourceConfigured, nil, nil
+	}
+	in, err := c.catalog.InUse(ctx)
+	return in.Models, in.Source, in.Live, err
+}
+
+// models is the catalog to validate against; a Redis error falls back to
+// the configured list (the write that follows reports Redis itself).
+func (c *Client) models(ctx context.Context) apiclient.Models {
+	m, _, _, _ := c.Catalog(ctx)
+	return m
+}
 
 // SubmitOption changes one Submit call.
 type SubmitOption func(*submitOptions)
@@ -225,7 +254,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, opts ...SubmitOption) 
 	if err != nil {
 		return "", &InvalidRequestError{Err: err}
 	}
-	if err := c.cfg.Models.Validate(req); err != nil {
+	if err := c.models(ctx).Validate(req); err != nil {
 		return "", &InvalidRequestError{Err: err}
 	}
 	if o.webhook != "" {

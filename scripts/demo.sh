@@ -44,6 +44,10 @@ export MIMO_BASE_URL="$mock/v1"
 # mimo-v2-legacy is a model this mimoq accepts but the API no longer serves:
 # its jobs fail with 400 "Unsupported model" (terminal) and are dead-lettered.
 export MIMOQ_MODELS="mimo-v2.6-pro=131072,mimo-v2.6-flash=131072,mimo-v2-legacy"
+# The live catalog (GET /models, on by default) would refuse mimo-v2-legacy at
+# submit time already; the demo turns it off to show what a retired model's
+# dead letters look like, and how one command moves them to its successor.
+export MIMOQ_CATALOG_INTERVAL=0
 export MIMOQ_RPM=3000 MIMOQ_BACKOFF_BASE=200ms MIMOQ_BACKOFF_MAX=2s MIMOQ_LOG_FORMAT=json
 
 say "starting a worker (3000 requests/min per model, fleet-wide)"
@@ -91,6 +95,13 @@ if "$MIMOQ" dlq list --help >/dev/null 2>&1; then
 	first=$("$MIMOQ" dlq list --batch "$id" --json --limit 1 | grep -oE '"id":"[^"]+"' | head -n1 | cut -d'"' -f4)
 	[ -n "$first" ] && "$MIMOQ" dlq show "$first"
 fi
+
+say "the retired model's dead letters, rewritten to its successor and run again"
+"$MIMOQ" dlq requeue --all --model mimo-v2-legacy --set-model mimo-v2.6-flash --yes
+"$MIMOQ" batch status "$id" --watch || true
+
+say "the model catalog in use"
+"$MIMOQ" models
 
 say "lanes"
 "$MIMOQ" lane list

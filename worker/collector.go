@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,8 +68,12 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 			continue // no task was ever enqueued there
 		}
 		info, err := c.insp.GetQueueInfo(q)
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			continue
+		// asynq v0.26's GetQueueInfo, unlike its List… calls, returns its
+		// internal NOT_FOUND error, not ErrQueueNotFound: its text is the
+		// only way to tell. Without this, one queue that never had a task
+		// made /metrics answer an error.
+		if errors.Is(err, asynq.ErrQueueNotFound) || err != nil && strings.Contains(err.Error(), "does not exist") {
+			continue // no task was ever enqueued there
 		}
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(c.size, err)

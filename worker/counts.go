@@ -48,6 +48,11 @@ func (c *attemptCounts) outcome(model, outcome string, class job.Class) {
 	}
 }
 
+// addCost counts pico-USD spent on model's answers.
+func (c *attemptCounts) addCost(model string, pico int64) {
+	c.add(model, ops.MinuteCounts{CostPico: pico})
+}
+
 func (c *attemptCounts) take() map[string]ops.MinuteCounts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -86,5 +91,17 @@ func (w *Worker) flushCounts(ctx context.Context) {
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Statistics only: a lost second of counts is not worth a retry.
 		w.log.Warn().Err(err).Msg("write attempt counters")
+	}
+	if w.gate == nil {
+		return
+	}
+	for model, v := range m {
+		// Successes end a run of 429s and let a lowered rate climb back.
+		if v.Succeeded == 0 {
+			continue
+		}
+		if err := w.gate.NoteOK(ctx, model, v.Succeeded); err != nil {
+			w.log.Warn().Err(err).Msg("note successes")
+		}
 	}
 }

@@ -62,6 +62,15 @@ type Action struct {
 	// Cooldown, when positive, cools the model's lane down fleet-wide for
 	// that long (a 429).
 	Cooldown time.Duration
+	// Throttled marks a 429: the lane's run of 429s and effective rate
+	// learn of it (lane.Gate.Note429), which sets the fleet's cooldown —
+	// RetryAfter when the API gave one, else one that doubles with the
+	// run; Cooldown is what to use when that cannot be reached.
+	Throttled  bool
+	RetryAfter time.Duration
+	// Quota marks a 429 that says the quota is used up: no news about the
+	// rate.
+	Quota bool
 	// PauseLane pauses the model's lane fleet-wide: every other job would
 	// fail the same way (401, 402, 403).
 	PauseLane bool
@@ -127,6 +136,7 @@ func decide(c apiclient.Classification, success bool, n int, p Policy, now time.
 	}
 	var a Action
 	if c.StatusCode == 429 {
+		a.Throttled, a.RetryAfter, a.Quota = true, c.RetryAfter, c.Reason == apiclient.ReasonQuotaExhausted
 		a.Cooldown = c.RetryAfter
 		if a.Cooldown <= 0 {
 			a.Cooldown = p.Backoff.Delay(n, 0)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -242,7 +243,7 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 	d, n := b.Delivery, b.Attempts+1
 	req, err := apiclient.ParseRequest(b.Body)
 	if err == nil {
-		err = w.api.Validate(req)
+		err = w.validate(req)
 	}
 	if err != nil {
 		// Validated at submit time; the catalog may have changed since.
@@ -272,7 +273,7 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 
 	w.metrics.inflight.Inc()
 	start := time.Now()
-	resp, callErr := w.api.Do(ctx, req,
+	resp, callErr := w.api.Do(ctx, req, w.callModels(),
 		apiclient.WithHeader(HeaderJobID, d.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
 	elapsed := time.Since(start)
 	w.metrics.inflight.Dec()
@@ -293,14 +294,66 @@ func (w *Worker) attempt(ctx, wait context.Context, b records.Begun, leftAtStart
 		u = usageOf(resp)
 	}
 	permit.Done(tokensUsed(u, permit.Tokens))
+	if reason, gone := w.modelGone(ctx, b.Model, cl, start); gone {
+		return w.notServed(ctx, d, b.Model, n, callErr, elapsed, start, reason, log)
+	}
 	act := decide(cl, callErr == nil, n, w.policy, time.Now())
 	return w.carryOut(ctx, d, b.Model, n, act, resp, callErr, elapsed, start, log)
+}
+
+// modelGone reports whether a 400 or 404 came because the API stopped
+// serving model: it is missing from a fresh reading of GET /models. Then
+// every other job of the model would fail alike, and the lane pauses
+// (model_not_served) instead of dead-lettering them one by one. Without a
+// live catalog (or a reading) it cannot tell, and says no.
+func (w *Worker) modelGone(ctx context.Context, model string, cl apiclient.Classification, start time.Time) (string, bool) {
+	if !w.catalogOn() || cl.Class != apiclient.ClassTerminal || (cl.StatusCode != 400 && cl.StatusCode != 404) {
+		return "", false
+	}
+	c, err := w.readCatalogFresh(ctx, start)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("re-read live model catalog after a 400/404 failed")
+		return "", false
+	}
+	if c.Has(model) {
+		return "", false
+	}
+	return fmt.Sprintf("%s: %s is not listed by %s (%d)", ReasonModelNotServed, model, c.Source, cl.StatusCode), true
+}
+
+// ReasonModelNotServed is the reason of a lane paused because the API no
+// longer lists its model.
+const ReasonModelNotServed = "model_not_served"
+
+// notServed pauses the lane of a model the API stopped serving and puts the
+// job back without counting the attempt: it stays queued with the others
+// until the model is served again (a probe) or an operator acts.
+func (w *Worker) notServed(ctx context.Context, d records.Delivery, model string, n int, callErr error,
+	elapsed time.Duration, start time.Time, reason string, log zerolog.Logger) error {
+	if changed, err := w.lanes.PauseForError(ctx, model, reason+" on job "+d.JobID, w.cfg.LaneProbeInterval); err != nil {
+		log.Error().Err(err).Msg("pause lane")
+	} else if changed {
+		log.Warn().Str("reason", reason).Msg("lane paused")
+	}
+	jerr := jobError(callErr, apiclient.Classify(callErr))
+	entry := &job.Attempt{Attempt: n, Start: start.UTC(), DurationMs: elapsed.Milliseconds(), Reason: ReasonModelNotServed,
+		Worker: w.cfg.ID, StatusCode: jerr.StatusCode, ErrorCode: jerr.Code, Message: jerr.Message,
+		RequestID: jerr.RequestID, Class: job.ClassNone}
+	w.metrics.latency.WithLabelValues(model, strconv.Itoa(jerr.StatusCode)).Observe(elapsed.Seconds())
+	return w.putBack(ctx, d, entry, time.Now().Add(time.Second), ReasonModelNotServed)
 }
 
 // carryOut does what decide said after attempt n: the lane's effects, then
 // the job's new state.
 func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string, n int, act Action,
 	resp *apiclient.Response, callErr error, elapsed time.Duration, start time.Time, log zerolog.Logger) error {
+	if act.Throttled {
+		if cool, err := w.gate.Note429(ctx, model, act.RetryAfter, act.Quota); err != nil {
+			log.Error().Err(err).Msg("note 429")
+		} else {
+			act.Cooldown = cool
+		}
+	}
 	if act.Cooldown > 0 {
 		if err := w.gate.Cooldown(ctx, model, act.Cooldown); err != nil {
 			log.Error().Err(err).Msg("start lane cooldown")
@@ -317,9 +370,18 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 		entry.StatusCode, entry.RequestID, entry.Class = resp.StatusCode, resp.RequestID, job.ClassSuccess
 		w.metrics.latency.WithLabelValues(model, strconv.Itoa(resp.StatusCode)).Observe(elapsed.Seconds())
 		o := records.Outcome{State: job.StateSucceeded, Counted: true, Entry: entry, Result: resp.Raw,
-			StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: usageOf(resp)}
-		if err := w.finish(ctx, d, o); err != nil {
+			StatusCode: resp.StatusCode, RequestID: resp.RequestID, Usage: usageOf(resp),
+			ServedModel: resp.ServedModel(model)}
+		if o.ServedModel != "" {
+			w.servedBy(ctx, model, o.ServedModel, log)
+		}
+		o.CostPico = w.costOf(cmp.Or(o.ServedModel, model), o.Usage)
+		written, err := w.finishW(ctx, d, o)
+		if err != nil {
 			return err
+		}
+		if written == records.Applied {
+			w.spend(ctx, d, model, o.CostPico, log)
 		}
 		w.metrics.jobs.WithLabelValues("succeeded", string(job.ClassSuccess), model).Inc()
 		ev(log.Debug()).Msg("attempt succeeded")
@@ -354,7 +416,7 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 		jerr.Class = act.Class
 		if act.PauseLane {
 			reason := fmt.Sprintf("%d %s on job %s", jerr.StatusCode, jerr.Code, d.JobID)
-			if _, err := w.lanes.Pause(ctx, model, reason); err != nil {
+			if _, err := w.lanes.PauseForError(ctx, model, reason, w.cfg.LaneProbeInterval); err != nil {
 				log.Error().Err(err).Msg("pause lane")
 			} else {
 				log.Warn().Str("reason", reason).Msg("lane paused")
@@ -398,29 +460,35 @@ func (w *Worker) putBack(ctx context.Context, d records.Delivery, entry *job.Att
 // or taken by another delivery), this delivery's outcome is dropped; if the
 // job is waiting again, the task is kept for it.
 func (w *Worker) finish(ctx context.Context, d records.Delivery, o records.Outcome) error {
+	_, err := w.finishW(ctx, d, o)
+	return err
+}
+
+// finishW is finish that also says what the write did.
+func (w *Worker) finishW(ctx context.Context, d records.Delivery, o records.Outcome) (records.Written, error) {
 	var f records.Finished
 	if err := durably(ctx, func(ctx context.Context) (err error) {
 		f, err = w.records.Finish(ctx, d, o, time.Now())
 		return err
 	}); err != nil {
-		return &storageError{err}
+		return 0, &storageError{err}
 	}
 	switch f.Written {
 	case records.Gone:
-		return nil
+		return f.Written, nil
 	case records.Stale:
 		zerolog.Ctx(ctx).Warn().Str("state", string(f.State)).Msg("job moved on during this delivery; its outcome is dropped")
 		if f.State == job.StateQueued || f.State == job.StateRetrying {
-			return &laterError{Requeue: true, Cause: errRequeued}
+			return f.Written, &laterError{Requeue: true, Cause: errRequeued}
 		}
-		return nil
+		return f.Written, nil
 	}
 	if f.State == job.StateDead {
 		if err := w.settle(ctx, d.JobID, f.State); err != nil {
-			return err
+			return f.Written, err
 		}
 	}
-	return w.tell(ctx, d.JobID, d.BatchID, d.Webhook, f.State, f.BatchEnded)
+	return f.Written, w.tell(ctx, d.JobID, d.BatchID, d.Webhook, f.State, f.BatchEnded)
 }
 
 // tell notifies the webhook subscribers of a job's end (and of its batch's,
@@ -539,6 +607,7 @@ func usageOf(r *apiclient.Response) *job.Usage {
 	if d := r.Usage.CompletionTokensDetails; d != nil {
 		u.ReasoningTokens = int64(d.ReasoningTokens)
 	}
+	u.CachedTokens = int64(r.Usage.CachedTokens())
 	return u
 }
 

@@ -20,6 +20,16 @@ type metrics struct {
 	// expired counts jobs expired by the expiry pass, by kind (job: a
 	// single job's deadline; batch: a batch's completion window).
 	expired *prometheus.CounterVec
+	// catalogReads counts readings of GET /models by result (ok, failed).
+	catalogReads *prometheus.CounterVec
+	// probes counts lane probes by model and result (succeeded, failed).
+	probes *prometheus.CounterVec
+	// rpmConfigured and rpmEffective are each lane's configured request
+	// limit and the one the fleet keeps after 429s (adaptive rate);
+	// quotaSuspect is 1 for a lane with only 429s for a long time.
+	rpmConfigured, rpmEffective, quotaSuspect *prometheus.GaugeVec
+	// served counts answers by another model than the one requested.
+	served *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -70,19 +80,42 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "jobs_expired_total",
 			Help: "Jobs that expired before they started, by kind: job (its own deadline) or batch (its batch's completion window).",
 		}, []string{"kind"}),
+		catalogReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "catalog_reads_total",
+			Help: "Readings of the API's GET /models (the live model catalog) by result: ok, failed.",
+		}, []string{"result"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "lane_probes_total",
+			Help: "Probes of lanes paused by an error (one job let through), by model and result: succeeded, failed.",
+		}, []string{"model", "result"}),
+		rpmConfigured: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_rpm_configured",
+			Help: "Configured fleet-wide requests per minute of each model's lane (-1: unlimited).",
+		}, []string{"model"}),
+		rpmEffective: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_rpm_effective",
+			Help: "Requests per minute the fleet keeps for each model: the configured limit, lowered after 429s while within it (adaptive rate).",
+		}, []string{"model"}),
+		quotaSuspect: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "mimoq", Name: "lane_quota_suspect",
+			Help: "1 when a lane has had only 429s for longer than MIMOQ_QUOTA_SUSPECT_AFTER: a used-up quota more likely than a rate limit.",
+		}, []string{"model"}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mimoq", Name: "served_model_total",
+			Help: "Answers whose model is not the one requested (a forwarded or aliased name), by requested and served model.",
+		}, []string{"requested", "served"}),
 	}
 	// Every kind from the start, at 0, so that rate() and increase() see
-	// the first repair.
+	// the first one.
 	for _, kind := range []string{"task_recreated", "dead_letter_written", "cancel_completed", "expiry_completed", "lost"} {
 		m.repairs.WithLabelValues(kind)
 	}
 	for _, kind := range []string{"job", "batch"} {
 		m.expired.WithLabelValues(kind)
-		m.repairs.WithLabelValues(kind)
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.laneLimit, m.dlqSize, m.dropped, m.repairs,
-			m.sweepFailures, m.expired)
+			m.sweepFailures, m.expired, m.catalogReads, m.probes, m.rpmConfigured, m.rpmEffective, m.quotaSuspect, m.served)
 	}
 	return m
 }

@@ -146,7 +146,7 @@ func (w *Worker) laneEventLoop(ctx context.Context) {
 	defer t.Stop()
 	paused := map[string]lane.State{} // the pause this process saw last, per model
 	for {
-		if states, err := w.lanes.List(ctx, w.models); err == nil {
+		if states, err := w.lanes.List(ctx, w.modelList()); err == nil {
 			for _, s := range states {
 				prev, was := paused[s.Model]
 				switch {

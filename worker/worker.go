@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -25,10 +27,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mimoq/mimoq/apiclient"
+	"github.com/mimoq/mimoq/internal/catalog"
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/ops"
+	"github.com/mimoq/mimoq/internal/price"
 	"github.com/mimoq/mimoq/internal/records"
 	"github.com/mimoq/mimoq/internal/slots"
 	"github.com/mimoq/mimoq/internal/webhooks"
@@ -62,6 +66,21 @@ type Config struct {
 	// API, when set, is the client the worker calls the API with, instead
 	// of one built from BaseURL, APIKey, RequestTimeout and Models.
 	API *apiclient.Client
+	// CatalogInterval is how often the worker reads GET /models and
+	// publishes the live catalog for the fleet's producers (it reads it at
+	// start too). Default 10m; negative: never (Models only).
+	CatalogInterval time.Duration
+	// LaneProbeInterval is how often a lane paused by an error (401, 402,
+	// 403, 451, model_not_served) lets one job through, fleet-wide, to see
+	// whether the cause has gone. Default 5m; negative: never.
+	LaneProbeInterval time.Duration
+	// Prices is the price table the cost of each answer is computed with.
+	// Default price.Default() (the current list prices).
+	Prices *price.Table
+	// QuotaSuspectAfter is how long a lane must get nothing but 429s for
+	// the mimoq_lane_quota_suspect gauge to say 1. Default 10m; negative:
+	// never.
+	QuotaSuspectAfter time.Duration
 
 	// Limit is every model's fleet-wide rate limit, and ModelLimits
 	// overrides it per model. The zero Limit means DefaultLimit.
@@ -127,6 +146,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Limit == (Limit{}) {
 		c.Limit = DefaultLimit
+	}
+	if c.CatalogInterval == 0 {
+		c.CatalogInterval = catalog.DefaultInterval
+	}
+	if c.LaneProbeInterval == 0 {
+		c.LaneProbeInterval = DefaultLaneProbeInterval
+	}
+	if c.Prices == nil {
+		c.Prices = price.Default()
+	}
+	if c.QuotaSuspectAfter == 0 {
+		c.QuotaSuspectAfter = 10 * time.Minute
 	}
 	if len(c.Queues) == 0 {
 		c.Queues = job.DefaultQueueWeights()
@@ -227,6 +258,19 @@ type Worker struct {
 
 	notifier *webhooks.Notifier
 	sender   *webhooks.Sender
+	// srvMu guards models, srvs, srvNames and mux: the live catalog may
+	// add models while the worker runs.
+	srvMu sync.Mutex
+	mux   *asynq.ServeMux
+
+	// The live catalog as this worker last read it (catalog.go).
+	catMu   sync.Mutex
+	live    *catalog.Catalog
+	liveAt  time.Time
+	freshMu sync.Mutex
+	valid   atomic.Pointer[apiclient.Models]
+
+	served servedPairs
 
 	ready   chan struct{}
 	readyMu sync.Once
@@ -278,27 +322,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	for _, m := range w.models {
-		for q := range w.cfg.Queues {
-			// One server per model and queue: asynq's dequeue loop asks
-			// its queues one round trip at a time, so a server over both
-			// lanes of a model asked the empty one about once per job.
-			// Each server may hold Concurrency tasks, so that one busy
-			// lane can use every slot; the tasks beyond the slots wait in
-			// ProcessTask (at most MaxHold), and the slots go to the lanes
-			// by their weights.
-			w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
-				Concurrency:              cfg.Concurrency,
-				Queues:                   map[string]int{job.AsynqQueue(q, m): 1},
-				RetryDelayFunc:           retryDelay,
-				IsFailure:                isFailure,
-				ShutdownTimeout:          cfg.ShutdownTimeout,
-				TaskCheckInterval:        cfg.TaskCheckInterval,
-				DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
-				Logger:                   asynqLogger{cfg.Logger},
-				LogLevel:                 asynq.WarnLevel,
-			}))
-			w.srvNames = append(w.srvNames, job.AsynqQueue(q, m))
-		}
+		w.newServers(m)
 	}
 	if err := w.initWebhooks(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -306,14 +330,54 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
+// newServers adds the asynq servers of one model's lanes (not started).
+func (w *Worker) newServers(m string) {
+	for q := range w.cfg.Queues {
+		// One server per model and queue: asynq's dequeue loop asks
+		// its queues one round trip at a time, so a server over both
+		// lanes of a model asked the empty one about once per job.
+		// Each server may hold Concurrency tasks, so that one busy
+		// lane can use every slot; the tasks beyond the slots wait in
+		// ProcessTask (at most MaxHold), and the slots go to the lanes
+		// by their weights.
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(w.cfg.Redis, asynq.Config{
+			Concurrency:              w.cfg.Concurrency,
+			Queues:                   map[string]int{job.AsynqQueue(q, m): 1},
+			RetryDelayFunc:           retryDelay,
+			IsFailure:                isFailure,
+			ShutdownTimeout:          w.cfg.ShutdownTimeout,
+			TaskCheckInterval:        w.cfg.TaskCheckInterval,
+			DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+			Logger:                   asynqLogger{w.cfg.Logger},
+			LogLevel:                 asynq.WarnLevel,
+		}))
+		w.srvNames = append(w.srvNames, job.AsynqQueue(q, m))
+	}
+}
+
 // AsynqQueues is the asynq queue → weight map this worker consumes: each
 // mimoq queue's weight, for each model.
 func (w *Worker) AsynqQueues() map[string]int {
-	qs := make(map[string]int, len(w.cfg.Queues)*len(w.models))
-	for _, m := range w.models {
+	models := w.modelList()
+	qs := make(map[string]int, len(w.cfg.Queues)*len(models))
+	for _, m := range models {
 		maps.Copy(qs, w.modelQueues(m))
 	}
 	return qs
+}
+
+// modelList is the models whose queues this worker consumes.
+func (w *Worker) modelList() []string {
+	w.srvMu.Lock()
+	defer w.srvMu.Unlock()
+	return slices.Clone(w.models)
+}
+
+// servers is the asynq servers of this worker.
+func (w *Worker) servers() []*asynq.Server {
+	w.srvMu.Lock()
+	defer w.srvMu.Unlock()
+	return slices.Clone(w.srvs)
 }
 
 // modelQueues is the asynq queue → weight map of one model's lanes.
@@ -356,24 +420,39 @@ func (w *Worker) Ready() <-chan struct{} { return w.ready }
 // burning no attempt. It fails when Redis does not answer at start.
 func (w *Worker) Run(ctx context.Context) error {
 	gate, err := lane.NewGate(lane.GateConfig{Redis: w.cfg.Redis, Default: w.cfg.Limit, PerModel: w.cfg.ModelLimits,
-		Logger: &w.log})
+		Logger: &w.log, CooldownBase: w.cfg.Backoff.Base, CooldownMax: w.cfg.Backoff.Max})
 	if err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	defer gate.Close()
 	w.gate = gate
+	w.setValid(nil)
+	if w.catalogOn() {
+		// Before the servers start, so that the live models are served
+		// from the first moment. A failure is no reason not to run: the
+		// configured models are.
+		if c, err := w.readCatalog(ctx); err != nil {
+			w.log.Warn().Err(err).Msg("read live model catalog failed; serving the configured models")
+		} else {
+			w.serveNew(c)
+		}
+	}
 	mux := asynq.NewServeMux()
 	mux.Handle(job.TaskType, w)
 	mux.Handle(webhooks.TaskType, w.sender)
-	for i, srv := range w.srvs {
+	w.srvMu.Lock()
+	srvs, names := slices.Clone(w.srvs), slices.Clone(w.srvNames)
+	w.mux = mux
+	w.srvMu.Unlock()
+	for i, srv := range srvs {
 		if err := srv.Start(mux); err != nil {
 			w.stopDrain()
-			w.shutdown(w.srvs[:i])
-			return fmt.Errorf("start worker (queue %s): %w", w.srvNames[i], err)
+			w.shutdown(srvs[:i])
+			return fmt.Errorf("start worker (queue %s): %w", names[i], err)
 		}
 	}
 	w.readyMu.Do(func() { close(w.ready) })
-	w.log.Info().Int("concurrency", w.cfg.Concurrency).Strs("models", w.models).
+	w.log.Info().Int("concurrency", w.cfg.Concurrency).Strs("models", w.modelList()).
 		Strs("queues", w.QueueNames()).Msg("worker started")
 
 	var bg sync.WaitGroup
@@ -385,11 +464,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg.Go(func() { w.laneEventLoop(bgCtx) })
 	bg.Go(func() { w.gaugeLoop(bgCtx) })
 	bg.Go(func() { w.countLoop(bgCtx) })
+	if w.catalogOn() {
+		bg.Go(func() { w.catalogLoop(bgCtx) })
+	}
+	if w.cfg.LaneProbeInterval > 0 {
+		bg.Go(func() { w.probeLoop(bgCtx) })
+	}
 
 	<-ctx.Done()
 	w.log.Info().Dur("grace", w.cfg.ShutdownTimeout).Msg("worker stopping")
 	w.stopDrain()
-	w.shutdown(w.srvs)
+	w.shutdown(w.servers())
 	stopBg()
 	bg.Wait()
 	w.log.Info().Msg("worker stopped")
@@ -415,7 +500,7 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		states, err := w.lanes.List(ctx, w.models)
+		states, err := w.lanes.List(ctx, w.modelList())
 		if err == nil {
 			for _, s := range states {
 				for _, st := range []string{lane.StatusRunning, lane.StatusCoolingDown, lane.StatusPaused} {
@@ -426,6 +511,17 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 					w.metrics.laneState.WithLabelValues(s.Model, st).Set(v)
 				}
 				w.metrics.laneLimit.WithLabelValues(s.Model).Set(float64(s.Limit.RPM))
+				eff := s.Limit.RPM
+				if s.EffectiveRPM > 0 && s.EffectiveRPM < eff {
+					eff = s.EffectiveRPM
+				}
+				w.metrics.rpmConfigured.WithLabelValues(s.Model).Set(float64(s.Limit.RPM))
+				w.metrics.rpmEffective.WithLabelValues(s.Model).Set(float64(eff))
+				suspect := 0.0
+				if s.QuotaSuspect(w.cfg.QuotaSuspectAfter, time.Now()) {
+					suspect = 1
+				}
+				w.metrics.quotaSuspect.WithLabelValues(s.Model).Set(suspect)
 			}
 		}
 		sum, sumErr := w.dlq.Summary(ctx)

@@ -53,6 +53,10 @@ func (b *bundle) start(cfg Config) *Worker {
 	if cfg.Limit == (Limit{}) {
 		cfg.Limit = Limit{RPM: -1, TPM: -1}
 	}
+	if cfg.CatalogInterval == 0 {
+		// These tests count the mock's requests: no GET /models among them.
+		cfg.CatalogInterval = -1
+	}
 	w, err := New(cfg)
 	if err != nil {
 		b.t.Fatal(err)

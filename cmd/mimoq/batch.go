@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -41,6 +42,7 @@ func (a *app) batchSubmitCmd() *cobra.Command {
 		id, queue, window, hook string
 		wait, asJSON            bool
 		maxLine                 = byteSize(enqueue.DefaultMaxLineBytes)
+		maxCost                 float64
 	)
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
@@ -68,8 +70,11 @@ enqueues nothing twice and completes an interrupted submit.`,
 				if maxLine > 1<<30 {
 					return usagef("invalid --max-line-bytes=%d: at most 1GiB", maxLine)
 				}
+				if !(maxCost >= 0) || maxCost > 1e6 {
+					return usagef("invalid --max-cost=%v: want USD from 0 (none) to 1000000", maxCost)
+				}
 				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0], MaxLineBytes: int(maxLine),
-					ExpiresAt: expiresAt, Webhook: hook}
+					ExpiresAt: expiresAt, Webhook: hook, MaxCostUSD: maxCost}
 				var bar *progressbar.ProgressBar
 				if isTerminal(a.stderr) && !asJSON {
 					phase := ""
@@ -125,6 +130,7 @@ enqueues nothing twice and completes an interrupted submit.`,
 		"expire the requests not started within this duration (at least 1m, e.g. 24h); default: none")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every request is final, showing progress")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the batch record as JSON")
+	cmd.Flags().Float64Var(&maxCost, "max-cost", 0, "most the batch may spend, in USD (MIMOQ_PRICES); then its jobs not started are canceled (budget_exhausted)")
 	cmd.Flags().Var(&maxLine, "max-line-bytes", "longest line accepted (e.g. 16MiB); a longer one is refused with its line number")
 	return cmd
 }
@@ -229,7 +235,11 @@ func printBatch(w io.Writer, b *enqueue.Batch) {
 	fmt.Fprintf(tw, "total:\t%d\n", b.Total)
 	fmt.Fprintf(tw, "succeeded:\t%d\n", b.Succeeded)
 	fmt.Fprintf(tw, "dead:\t%d\n", b.Dead)
-	fmt.Fprintf(tw, "canceled:\t%d\n", b.Canceled)
+	if b.CancelReason != "" {
+		fmt.Fprintf(tw, "canceled:\t%d (%s)\n", b.Canceled, b.CancelReason)
+	} else {
+		fmt.Fprintf(tw, "canceled:\t%d\n", b.Canceled)
+	}
 	fmt.Fprintf(tw, "expired:\t%d\n", b.Expired)
 	fmt.Fprintf(tw, "pending:\t%d\n", b.Pending)
 	if !b.ExpiresAt.IsZero() {
@@ -242,6 +252,13 @@ func printBatch(w io.Writer, b *enqueue.Batch) {
 		fmt.Fprintf(tw, "eta:\t%s (%s)\n", fmtTime(b.ETA), time.Until(b.ETA).Round(time.Second))
 	}
 	fmt.Fprintf(tw, "tokens:\t%d prompt + %d completion = %d\n", b.Usage.PromptTokens, b.Usage.CompletionTokens, b.Usage.TotalTokens)
+	if b.Cost != nil {
+		c := fmtUSD(b.Cost.USD)
+		if b.MaxCostUSD > 0 {
+			c += " of at most " + fmtUSD(b.MaxCostUSD)
+		}
+		fmt.Fprintf(tw, "cost:\t%s\n", c)
+	}
 	fmt.Fprintf(tw, "created:\t%s\n", fmtTime(b.CreatedAt))
 	if !b.FinishedAt.IsZero() {
 		fmt.Fprintf(tw, "finished:\t%s\n", fmtTime(b.FinishedAt))
@@ -386,10 +403,14 @@ func (a *app) batchListCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATE\tTOTAL\tSUCCEEDED\tDEAD\tCANCELED\tEXPIRED\tPENDING\tCREATED\tSOURCE")
+				fmt.Fprintln(tw, "ID\tSTATE\tTOTAL\tSUCCEEDED\tDEAD\tCANCELED\tEXPIRED\tPENDING\tCOST\tCREATED\tSOURCE")
 				for _, b := range bs {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", b.ID, b.State, b.Total, b.Succeeded,
-						b.Dead, b.Canceled, b.Expired, b.Pending, fmtTime(b.CreatedAt), b.Source)
+					cost := "-"
+					if b.Cost != nil {
+						cost = fmtUSD(b.Cost.USD)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", b.ID, b.State, b.Total, b.Succeeded,
+						b.Dead, b.Canceled, b.Expired, b.Pending, cost, fmtTime(b.CreatedAt), b.Source)
 				}
 				return tw.Flush()
 			})
@@ -399,3 +420,6 @@ func (a *app) batchListCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per batch")
 	return cmd
 }
+
+// fmtUSD writes an amount of USD with enough decimals for one call's cost.
+func fmtUSD(usd float64) string { return "$" + strconv.FormatFloat(usd, 'f', 6, 64) }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -52,7 +53,7 @@ func (a *app) open(ctx context.Context) (*deps, error) {
 	lanes := lane.NewLanes(rdb, asynq.NewInspectorFromRedisClient(rdb), lane.WithLimits(e.defaultLimit(), limits))
 	return &deps{
 		env: e, rdb: rdb, models: models, limits: limits, client: client, store: dlq.New(rdb), lanes: lanes,
-		ops: ops.New(rdb, ops.WithLanes(lanes), ops.WithResultTTL(e.ResultTTL)),
+		ops: ops.New(rdb, ops.WithLanes(lanes), ops.WithResultTTL(e.ResultTTL), ops.WithQuotaSuspectAfter(e.QuotaSuspectAfter)),
 	}, nil
 }
 
@@ -66,4 +67,21 @@ func (a *app) withDeps(ctx context.Context, fn func(*deps) error) error {
 	}
 	defer d.close()
 	return fn(d)
+}
+
+// modelNames is the models whose lanes and numbers commands show: the
+// configured ones, then those of the live catalog (when one is published)
+// that are not configured, which workers consume too.
+func (d *deps) modelNames(ctx context.Context) []string {
+	names := d.models.Names()
+	live, _, _, err := d.client.Catalog(ctx)
+	if err != nil {
+		return names
+	}
+	for _, m := range live.Names() {
+		if !slices.Contains(names, m) {
+			names = append(names, m)
+		}
+	}
+	return names
 }

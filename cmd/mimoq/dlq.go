@@ -286,6 +286,7 @@ func (a *app) dlqActionCmd(verb string) *cobra.Command {
 		ff            dlqFilterFlags
 		all, dry, yes bool
 		asJSON        bool
+		setModel      string
 	)
 	short, past := "Requeue dead letters with a fresh attempt budget", "requeued"
 	if verb == "delete" {
@@ -341,6 +342,12 @@ stderr and makes the exit status 1; the others are still handled.`,
 			}
 			var opts ops.Options
 			opts.DryRun = dry
+			if setModel != "" {
+				if err := checkSetModel(ctx, d, setModel); err != nil {
+					return err
+				}
+				opts.SetModel = setModel
+			}
 			bar := a.progress(len(ids) == 0 || len(ids) > 100, past)
 			if bar != nil {
 				opts.Progress = func(done, total int) {
@@ -382,7 +389,23 @@ stderr and makes the exit status 1; the others are still handled.`,
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "count what would be done, change nothing")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print the outcome as JSON: {"matched","done","not_dead","dry_run"}`)
+	if verb == "requeue" {
+		cmd.Flags().StringVar(&setModel, "set-model", "", "rewrite each request's model to this one (e.g. the successor of a retired model)")
+	}
 	return cmd
+}
+
+// checkSetModel refuses a --set-model the queue would not accept: the
+// requeued jobs would die again at once.
+func checkSetModel(ctx context.Context, d *deps, model string) error {
+	models, _, _, err := d.client.Catalog(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := models.Lookup(model); !ok {
+		return usagef("--set-model %q is not one of %s", model, strings.Join(models.Names(), ", "))
+	}
+	return nil
 }
 
 func describeFilter(f *dlqFilterFlags) string {

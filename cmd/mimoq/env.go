@@ -15,6 +15,7 @@ import (
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/enqueue/webhook"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/price"
 	"github.com/mimoq/mimoq/internal/webhooks"
 	"github.com/mimoq/mimoq/worker"
 )
@@ -55,8 +56,19 @@ type env struct {
 	ResultTTL       time.Duration `envconfig:"MIMOQ_RESULT_TTL" default:"168h"`
 	HTTPAddr        string        `envconfig:"MIMOQ_HTTP_ADDR"`
 	Models          string        `envconfig:"MIMOQ_MODELS"`
-	APITokens       []secret      `envconfig:"MIMOQ_API_TOKENS"`
-	SyncTimeout     time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
+	// CatalogInterval is how often a worker reads GET /models (0: never,
+	// MIMOQ_MODELS only); LaneProbeInterval how often a lane paused by an
+	// error lets one job through (0: never).
+	CatalogInterval   time.Duration `envconfig:"MIMOQ_CATALOG_INTERVAL" default:"10m"`
+	LaneProbeInterval time.Duration `envconfig:"MIMOQ_LANE_PROBE_INTERVAL" default:"5m"`
+	// QuotaSuspectAfter is how long a lane gets only 429s under its rate
+	// before stats shows it as "quota?" (0: never).
+	QuotaSuspectAfter time.Duration `envconfig:"MIMOQ_QUOTA_SUSPECT_AFTER" default:"10m"`
+	// Prices overrides the built-in list prices (model=input:cached:output
+	// USD per 1M tokens, comma list).
+	Prices      string        `envconfig:"MIMOQ_PRICES"`
+	APITokens   []secret      `envconfig:"MIMOQ_API_TOKENS"`
+	SyncTimeout time.Duration `envconfig:"MIMOQ_SYNC_TIMEOUT" default:"10m"`
 	// Webhooks: the fleet's endpoints, the signing secrets, the target
 	// rules and how long a delivery is retried.
 	WebhookURLs       string        `envconfig:"MIMOQ_WEBHOOK_URLS"`
@@ -128,6 +140,17 @@ func (e *env) validate() error {
 		return fmt.Errorf("invalid MIMOQ_SYNC_TIMEOUT=%s: must be positive", e.SyncTimeout)
 	case e.WebhookRetryFor <= 0:
 		return fmt.Errorf("invalid MIMOQ_WEBHOOK_RETRY_FOR=%s: must be positive", e.WebhookRetryFor)
+	case e.CatalogInterval < 0:
+		return fmt.Errorf("invalid MIMOQ_CATALOG_INTERVAL=%s: must not be negative (0 turns the live catalog off)", e.CatalogInterval)
+	case e.CatalogInterval > 0 && e.CatalogInterval < time.Second:
+		return fmt.Errorf("invalid MIMOQ_CATALOG_INTERVAL=%s: must be at least 1s (0 turns the live catalog off)", e.CatalogInterval)
+	case e.QuotaSuspectAfter < 0:
+		return fmt.Errorf("invalid MIMOQ_QUOTA_SUSPECT_AFTER=%s: must not be negative (0 turns it off)", e.QuotaSuspectAfter)
+	case e.LaneProbeInterval < 0:
+		return fmt.Errorf("invalid MIMOQ_LANE_PROBE_INTERVAL=%s: must not be negative (0 turns probes off)", e.LaneProbeInterval)
+	}
+	if _, err := price.Parse(e.Prices); err != nil {
+		return fmt.Errorf("invalid MIMOQ_PRICES: %v", err)
 	}
 	if _, err := e.webhookEndpoints(); err != nil {
 		return err
@@ -212,6 +235,23 @@ func unlimitedIfZero(n int) int {
 		return -1
 	}
 	return n
+}
+
+// prices returns the price table: the list prices with MIMOQ_PRICES over them.
+func (e *env) prices() (*price.Table, error) {
+	t, err := price.Parse(e.Prices)
+	if err != nil {
+		return nil, usagef("invalid MIMOQ_PRICES: %v", err)
+	}
+	return t, nil
+}
+
+// offIfZero maps the SPEC's 0 (never) to the worker's negative.
+func offIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // httpAddr returns MIMOQ_HTTP_ADDR or the command's own default.

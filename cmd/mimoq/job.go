@@ -74,7 +74,14 @@ func printJob(w io.Writer, j *enqueue.Job) {
 	row("finished", fmtTime(j.FinishedAt))
 	row("request_id", j.RequestID)
 	if u := j.Usage; u != nil {
-		row("usage", fmt.Sprintf("%d prompt + %d completion = %d tokens", u.PromptTokens, u.CompletionTokens, u.TotalTokens))
+		row("usage", fmt.Sprintf("%d prompt (%d cached) + %d completion (%d reasoning) = %d tokens", u.PromptTokens,
+			u.CachedTokens, u.CompletionTokens, u.ReasoningTokens, u.TotalTokens))
+	}
+	if j.Cost != nil {
+		row("cost", fmtUSD(j.Cost.USD))
+	}
+	if j.ServedModel != "" {
+		row("served_model", j.ServedModel)
 	}
 	if e := j.Error; e != nil {
 		row("error", fmt.Sprintf("%s (%s) %d %s: %s", e.Class, e.Reason, e.StatusCode, e.Code, e.Message))

@@ -59,7 +59,7 @@ func (a *app) laneCmd() *cobra.Command {
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withLanes(cmd.Context(), "", func(ctx context.Context, d *deps) error {
-				states, err := d.lanes.List(ctx, d.models.Names())
+				states, err := d.lanes.List(ctx, d.modelNames(ctx))
 				if err != nil {
 					return err
 				}
@@ -73,7 +73,7 @@ func (a *app) laneCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "MODEL\tSTATE\tSINCE/UNTIL\tREASON")
+				fmt.Fprintln(tw, "MODEL\tSTATE\tSINCE/UNTIL\tREASON\tPROBE")
 				for _, s := range states {
 					when := ""
 					switch s.Status {
@@ -82,7 +82,11 @@ func (a *app) laneCmd() *cobra.Command {
 					case "cooling_down":
 						when = "until " + fmtTime(s.CooldownUntil)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Model, s.Status, when, s.Reason)
+					probe := ""
+					if s.Status == "paused" {
+						probe = probeText(s)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Model, s.Status, when, s.Reason, probe)
 				}
 				return tw.Flush()
 			})
@@ -97,8 +101,8 @@ func (a *app) laneCmd() *cobra.Command {
 // is a known model.
 func (a *app) withLanes(ctx context.Context, model string, fn func(context.Context, *deps) error) error {
 	return a.withDeps(ctx, func(d *deps) error {
-		if model != "" && !slices.Contains(d.models.Names(), model) {
-			return usagef("model %q is not one of %v", model, d.models.Names())
+		if names := d.modelNames(ctx); model != "" && !slices.Contains(names, model) {
+			return usagef("model %q is not one of %v", model, names)
 		}
 		return fn(ctx, d)
 	})

@@ -84,6 +84,7 @@ API at a fleet-wide rate, retry what is retryable and dead-letter what is not.`,
 		a.dlqCmd(),
 		a.statsCmd(),
 		a.webhookCmd(),
+		a.modelsCmd(),
 	)
 	return root
 }

@@ -44,7 +44,7 @@ object per refresh.`,
 			ctx := cmd.Context()
 			clear := watch && !asJSON && isTerminal(a.stdout)
 			for {
-				st, err := d.ops.Stats(ctx, d.models.Names())
+				st, err := d.ops.Stats(ctx, d.modelNames(ctx))
 				if err != nil {
 					if watch && ctx.Err() != nil {
 						return nil
@@ -91,10 +91,14 @@ func printStats(w io.Writer, st *ops.Stats) {
 	fmt.Fprintf(w, "mimoq stats at %s\n\n", st.At.Local().Format("2006-01-02 15:04:05"))
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tLANE\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOK/1H\tCALLS/MIN\tLIMIT RPM")
+	fmt.Fprintln(tw, "MODEL\tLANE\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOK/1H\tCOST/1H\tCALLS/MIN\tRPM EFFECTIVE/LIMIT")
 	for _, m := range st.Models {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", m.Model, laneStatus(m.Lane), m.Queued, m.Running,
-			m.Retrying, m.Dead, m.SucceededLastHour, m.CallsLastMinute, limitText(m.Lane.Limit))
+		status := laneStatus(m.Lane)
+		if m.QuotaSuspect {
+			status += " quota?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", m.Model, status, m.Queued, m.Running,
+			m.Retrying, m.Dead, m.SucceededLastHour, fmtUSD(m.CostLastHour.USD), m.CallsLastMinute, rateText(m.Lane))
 	}
 	t := st.Totals
 	fmt.Fprintf(tw, "total\t\t%d\t%d\t%d\t%d\n", t.Queued, t.Running, t.Retrying, t.Dead)
@@ -119,14 +123,26 @@ func printStats(w io.Writer, st *ops.Stats) {
 			if m.Lane.PausedBy != "" {
 				by = " by " + m.Lane.PausedBy
 			}
-			lanes = append(lanes, fmt.Sprintf("  %s: paused since %s%s: %s (resume: mimoq lane resume %s)",
-				m.Model, fmtTime(m.Lane.PausedSince), by, dash(m.Lane.Reason), m.Model))
+			lanes = append(lanes, fmt.Sprintf("  %s: paused since %s%s: %s; %s (resume: mimoq lane resume %s)",
+				m.Model, fmtTime(m.Lane.PausedSince), by, dash(m.Lane.Reason), probeText(m.Lane), m.Model))
 		case lane.StatusCoolingDown:
-			lanes = append(lanes, fmt.Sprintf("  %s: cooling down after a 429 until %s", m.Model, fmtTime(m.Lane.CooldownUntil)))
+			lanes = append(lanes, fmt.Sprintf("  %s: cooling down after a 429 until %s (%d in a row)", m.Model,
+				fmtTime(m.Lane.CooldownUntil), m.Lane.Throttled))
+		}
+		if m.QuotaSuspect {
+			lanes = append(lanes, fmt.Sprintf("  %s: quota? only 429s since %s under the configured rate: a used-up quota (Token Plan) more likely than a rate limit",
+				m.Model, fmtTime(m.Lane.Since429)))
 		}
 	}
 	if len(lanes) > 0 {
 		fmt.Fprintf(w, "\nlanes not running:\n%s\n", strings.Join(lanes, "\n"))
+	}
+
+	if len(st.ServedModels) > 0 {
+		fmt.Fprintln(w, "\nanswered by another model than requested (billed as the one that answered):")
+		for _, p := range st.ServedModels {
+			fmt.Fprintf(w, "  %s → %s: %d\n", p.Requested, p.Served, p.Count)
+		}
 	}
 
 	fmt.Fprintln(w, "\nqueues:")
@@ -179,6 +195,17 @@ func printStats(w io.Writer, st *ops.Stats) {
 		fmtTime(r.LastRun), r.TasksRecreated, r.DeadLettersWritten, r.CancelsCompleted, r.Lost)
 }
 
+// probeText says when a paused lane is probed next.
+func probeText(s lane.State) string {
+	switch {
+	case !s.Probed:
+		return "not probed"
+	case s.NextProbe.IsZero():
+		return "next probe: due now"
+	}
+	return "next probe " + fmtTime(s.NextProbe)
+}
+
 func laneStatus(s lane.State) string {
 	switch s.Status {
 	case lane.StatusCoolingDown:
@@ -187,6 +214,15 @@ func laneStatus(s lane.State) string {
 		return "-"
 	}
 	return s.Status
+}
+
+// rateText is the effective request limit over the configured one.
+func rateText(s lane.State) string {
+	conf := limitText(s.Limit)
+	if s.EffectiveRPM > 0 && s.Limit.RPM > 0 && s.EffectiveRPM < s.Limit.RPM {
+		return strconv.Itoa(s.EffectiveRPM) + "/" + conf
+	}
+	return conf + "/" + conf
 }
 
 func limitText(l lane.Limit) string {

@@ -61,6 +61,10 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 	}
 	defer api.CloseIdleConnections()
 
+	prices, err := e.prices()
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w, err := worker.New(worker.Config{
@@ -68,6 +72,8 @@ func (a *app) runWorker(ctx context.Context, weights map[string]int) error {
 		Queues: weights, Concurrency: e.Concurrency, MaxAttempts: e.MaxAttempts,
 		Backoff:   worker.Backoff{Base: e.BackoffBase, Max: e.BackoffMax},
 		ResultTTL: e.ResultTTL, RequestTimeout: e.RequestTimeout, ShutdownTimeout: e.ShutdownTimeout,
+		CatalogInterval: offIfZero(e.CatalogInterval), LaneProbeInterval: offIfZero(e.LaneProbeInterval),
+		QuotaSuspectAfter: offIfZero(e.QuotaSuspectAfter), Prices: prices,
 		Logger: log, Registerer: reg, Webhooks: e.webhookConfig(),
 	})
 	if err != nil {

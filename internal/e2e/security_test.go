@@ -414,7 +414,7 @@ func setupRedis(t *testing.T, rs *redistest.Server, mockFlags ...string) *fleet 
 	t.Cleanup(func() { _ = f.client.Close() })
 	f.env = []string{
 		"MIMOQ_REDIS_URL=" + rs.URL(), "MIMO_API_KEY=" + key, "MIMO_BASE_URL=" + f.mock.URL,
-		"MIMOQ_MODELS=" + testModels, "MIMOQ_BACKOFF_BASE=20ms", "MIMOQ_BACKOFF_MAX=200ms", "MIMOQ_LOG_LEVEL=debug",
+		"MIMOQ_MODELS=" + testModels, "MIMOQ_CATALOG_INTERVAL=0", "MIMOQ_BACKOFF_BASE=20ms", "MIMOQ_BACKOFF_MAX=200ms", "MIMOQ_LOG_LEVEL=debug",
 	}
 	return f
 }

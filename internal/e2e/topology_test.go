@@ -81,6 +81,9 @@ func setupTopology(t *testing.T, topo func() *topology, mockFlags ...string) *to
 		"MIMO_API_KEY=" + key,
 		"MIMO_BASE_URL=" + f.mock.URL,
 		"MIMOQ_MODELS=" + testModels,
+		// Off: the tests' ghost model is one the mock never lists, which a
+		// live catalog refuses at submit time (catalog tests turn it on).
+		"MIMOQ_CATALOG_INTERVAL=0",
 		"MIMOQ_BACKOFF_BASE=20ms",
 		"MIMOQ_BACKOFF_MAX=200ms",
 		"MIMOQ_LOG_LEVEL=info",

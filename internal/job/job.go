@@ -197,11 +197,14 @@ type Error struct {
 
 // Job is the record of one job, as `mimoq job get --json` prints it.
 type Job struct {
-	ID          string    `json:"id"`
-	BatchID     string    `json:"batch_id,omitempty"`
-	CustomID    string    `json:"custom_id,omitempty"`
-	Queue       string    `json:"queue"`
-	Model       string    `json:"model"`
+	ID       string `json:"id"`
+	BatchID  string `json:"batch_id,omitempty"`
+	CustomID string `json:"custom_id,omitempty"`
+	Queue    string `json:"queue"`
+	Model    string `json:"model"`
+	// ServedModel is the model that answered, when the API says it is not
+	// Model (a forwarded or aliased name).
+	ServedModel string    `json:"served_model,omitempty"`
 	State       State     `json:"state"`
 	Attempts    int       `json:"attempts"`
 	Requeues    int       `json:"requeues,omitempty"`
@@ -211,13 +214,16 @@ type Job struct {
 	RetryAt     time.Time `json:"retry_at,omitzero"`
 	// Deadline is when the job expires if it has not started (its own
 	// deadline, or its batch's completion window).
-	Deadline   time.Time       `json:"deadline,omitzero"`
-	StatusCode int             `json:"status_code,omitempty"`
-	RequestID  string          `json:"request_id,omitempty"`
-	Usage      *Usage          `json:"usage,omitempty"`
-	Error      *Error          `json:"error,omitempty"`
-	Result     json.RawMessage `json:"result,omitempty"`
-	History    []Attempt       `json:"history,omitempty"`
+	Deadline   time.Time `json:"deadline,omitzero"`
+	StatusCode int       `json:"status_code,omitempty"`
+	RequestID  string    `json:"request_id,omitempty"`
+	Usage      *Usage    `json:"usage,omitempty"`
+	// Cost is what the answer cost at the price of the model that
+	// answered (internal/price), when that model has a price.
+	Cost    *Cost           `json:"cost,omitempty"`
+	Error   *Error          `json:"error,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	History []Attempt       `json:"history,omitempty"`
 	// Request is the chat-completions body as submitted; Get leaves it out
 	// unless asked (it can be large).
 	Request json.RawMessage `json:"request,omitempty"`
@@ -230,21 +236,27 @@ type Job struct {
 
 // Batch is the record of one batch, as `mimoq batch status --json` prints it.
 type Batch struct {
-	ID          string     `json:"id"`
-	State       BatchState `json:"state"`
-	Queue       string     `json:"queue"`
-	Source      string     `json:"source,omitempty"` // file name it came from
-	Total       int        `json:"total"`
-	Enqueued    int        `json:"enqueued"`
-	Succeeded   int        `json:"succeeded"`
-	Dead        int        `json:"dead"`
-	Canceled    int        `json:"canceled"`
-	Expired     int        `json:"expired"`
-	Pending     int        `json:"pending"` // total - succeeded - dead - canceled - expired
-	Usage       Usage      `json:"usage"`
-	CreatedAt   time.Time  `json:"created_at"`
-	SubmittedAt time.Time  `json:"submitted_at,omitzero"` // every line enqueued
-	CanceledAt  time.Time  `json:"canceled_at,omitzero"`
+	ID        string     `json:"id"`
+	State     BatchState `json:"state"`
+	Queue     string     `json:"queue"`
+	Source    string     `json:"source,omitempty"` // file name it came from
+	Total     int        `json:"total"`
+	Enqueued  int        `json:"enqueued"`
+	Succeeded int        `json:"succeeded"`
+	Dead      int        `json:"dead"`
+	Canceled  int        `json:"canceled"`
+	Expired   int        `json:"expired"`
+	Pending   int        `json:"pending"` // total - succeeded - dead - canceled - expired
+	Usage     Usage      `json:"usage"`
+	// Cost adds up the costs of the batch's answered jobs; MaxCostUSD is
+	// the most it may spend (--max-cost), after which its jobs not started
+	// are canceled with CancelReason "budget_exhausted".
+	Cost         *Cost     `json:"cost,omitempty"`
+	MaxCostUSD   float64   `json:"max_cost_usd,omitempty"`
+	CancelReason string    `json:"cancel_reason,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	SubmittedAt  time.Time `json:"submitted_at,omitzero"` // every line enqueued
+	CanceledAt   time.Time `json:"canceled_at,omitzero"`
 	// ExpiresAt is the end of the completion window, when the batch has
 	// one; ExpiredAt is when its unstarted jobs were expired.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
@@ -258,16 +270,27 @@ type Batch struct {
 	ETA  time.Time `json:"eta,omitzero"`
 }
 
+// Cost is an amount of money spent on the API.
+type Cost struct {
+	USD float64 `json:"usd"`
+}
+
+// PicoToUSD converts pico-dollars (1e-12 USD, the unit costs are added
+// up in, exactly) to dollars.
+func PicoToUSD(pico int64) float64 { return float64(pico) / 1e12 }
+
 // Over reports whether every job of the batch is final.
 func (b *Batch) Over() bool { return !b.FinishedAt.IsZero() }
 
 // ResultLine is one line of a batch results file (the OpenAI Batch output
 // format).
 type ResultLine struct {
-	ID       string          `json:"id"`
-	CustomID string          `json:"custom_id"`
-	Response *ResultResponse `json:"response"`
-	Error    *ResultError    `json:"error"`
+	ID       string `json:"id"`
+	CustomID string `json:"custom_id"`
+	// ServedModel is the model that answered, when not the one asked for.
+	ServedModel string          `json:"served_model,omitempty"`
+	Response    *ResultResponse `json:"response"`
+	Error       *ResultError    `json:"error"`
 }
 
 // ResultResponse is the API's answer to one line.

@@ -38,13 +38,18 @@ type lane struct {
 	model string
 
 	rpmOn, tpmOn bool
-	rpm, tpm     redis_rate.Limit
-	rpmKey       string
-	tpmKey       string
-	interval     time.Duration // between two request slots
-	burst        int64         // most tokens one limiter call reserves
-	tokenRate    float64       // tokens per second
-	maxLate      time.Duration // a slot handed out later than this is dropped
+	// confRPM is the configured request limit; curRPM the one rpm,
+	// interval and maxLate were made for (the effective one, see
+	// throttle.go); period the GCRA period.
+	confRPM, curRPM int
+	period          time.Duration
+	rpm, tpm        redis_rate.Limit
+	rpmKey          string
+	tpmKey          string
+	interval        time.Duration // between two request slots
+	burst           int64         // most tokens one limiter call reserves
+	tokenRate       float64       // tokens per second
+	maxLate         time.Duration // a slot handed out later than this is dropped
 
 	arrive  chan struct{} // a waiter arrived
 	changed chan struct{} // the state changed (pause, resume, cooldown)
@@ -58,6 +63,7 @@ type lane struct {
 	reason    string
 	coolUntil time.Time
 	bal       int64 // tokens reserved in Redis and not yet used (< 0: owed)
+	effRPM    int   // the effective request limit, 0: the configured one
 
 	calls, denied, permits, refused, dropped, waitNanos atomic.Int64
 }
@@ -84,14 +90,11 @@ func newLane(g *Gate, model string, l Limit) *lane {
 		changed: make(chan struct{}, 1),
 	}
 	period := time.Duration(float64(time.Minute) * (1 + g.cfg.Headroom))
+	ln.period = period
 	if l.RPM > 0 {
 		ln.rpmOn = true
-		ln.rpm = redis_rate.Limit{Rate: l.RPM, Period: period, Burst: 1 + g.cfg.Lookahead}
-		// As the Lua computes it: period / rate, in float seconds.
-		ln.interval = time.Duration(period.Seconds() / float64(l.RPM) * float64(time.Second))
-		// Half of the jitter a 1-s window absorbs (Headroom seconds) is left
-		// for the way from here to the API.
-		ln.maxLate = min(max(time.Duration(g.cfg.Headroom*float64(time.Second))/2, time.Millisecond), ln.interval/2)
+		ln.confRPM = l.RPM
+		ln.setRate(l.RPM)
 	}
 	if l.TPM > 0 {
 		ln.tpmOn = true
@@ -100,6 +103,17 @@ func newLane(g *Gate, model string, l Limit) *lane {
 		ln.tokenRate = float64(l.TPM) / period.Seconds()
 	}
 	return ln
+}
+
+// setRate makes the request limit rpm (the fetcher's own fields).
+func (ln *lane) setRate(rpm int) {
+	ln.curRPM = rpm
+	ln.rpm = redis_rate.Limit{Rate: rpm, Period: ln.period, Burst: 1 + ln.g.cfg.Lookahead}
+	// As the Lua computes it: period / rate, in float seconds.
+	ln.interval = time.Duration(ln.period.Seconds() / float64(rpm) * float64(time.Second))
+	// Half of the jitter a 1-s window absorbs (Headroom seconds) is left
+	// for the way from here to the API.
+	ln.maxLate = min(max(time.Duration(ln.g.cfg.Headroom*float64(time.Second))/2, time.Millisecond), ln.interval/2)
 }
 
 func signal(c chan struct{}) {
@@ -234,8 +248,17 @@ func (ln *lane) run(ctx context.Context) {
 		if el := ln.queue.Front(); el != nil {
 			head = el.Value.(*waiter)
 		}
-		loaded, paused, coolUntil, bal := ln.loaded, ln.paused, ln.coolUntil, ln.bal
+		loaded, paused, coolUntil, bal, eff := ln.loaded, ln.paused, ln.coolUntil, ln.bal, ln.effRPM
 		ln.mu.Unlock()
+		if ln.rpmOn {
+			want := ln.confRPM
+			if eff > 0 && eff < want {
+				want = eff
+			}
+			if want != ln.curRPM {
+				ln.setRate(want)
+			}
+		}
 
 		if head == nil {
 			if hasSlot {
@@ -465,6 +488,10 @@ func (ln *lane) applyRead(st rawState, gen uint64, now time.Time) {
 	changed := !ln.loaded || ln.paused != st.paused || (!wasCooling && st.coolTTL > 0)
 	ln.loaded = true
 	ln.paused, ln.reason = st.paused, st.reason
+	if ln.effRPM != st.effRPM {
+		ln.effRPM = st.effRPM
+		changed = true
+	}
 	ln.coolUntil = time.Time{}
 	if st.coolTTL > 0 {
 		ln.coolUntil = now.Add(st.coolTTL)
@@ -490,6 +517,8 @@ func (ln *lane) applyEvent(ev event, now time.Time) {
 		if until := now.Add(time.Duration(ev.TTLMs) * time.Millisecond); until.After(ln.coolUntil) {
 			ln.coolUntil = until
 		}
+	case "rate":
+		ln.effRPM = ev.RPM
 	}
 	ln.mu.Unlock()
 	signal(ln.changed)

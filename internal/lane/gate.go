@@ -41,6 +41,10 @@ type GateConfig struct {
 	// absorbs h seconds of jitter per 1-s window (10 ms at 1%) and gives up
 	// the fraction h/(1+h) of the limit. Default 0.01; negative for none.
 	Headroom float64
+	// CooldownBase and CooldownMax bound the cooldown after a 429 without
+	// Retry-After: the base, doubling with every 429 in a row, up to the
+	// max. Default 1s and 60s (MIMOQ_BACKOFF_BASE, MIMOQ_BACKOFF_MAX).
+	CooldownBase, CooldownMax time.Duration
 	// Lookahead is how many request slots (1/rate apart) ahead of now a
 	// process may reserve. A process reserves its next slot while it waits
 	// for the current one, so with at most Lookahead worker processes each
@@ -57,6 +61,12 @@ func (c GateConfig) withDefaults() GateConfig {
 	}
 	if c.RefreshInterval == 0 {
 		c.RefreshInterval = time.Second
+	}
+	if c.CooldownBase <= 0 {
+		c.CooldownBase = time.Second
+	}
+	if c.CooldownMax < c.CooldownBase {
+		c.CooldownMax = max(60*time.Second, c.CooldownBase)
 	}
 	switch {
 	case c.Headroom == 0:

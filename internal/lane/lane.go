@@ -6,12 +6,15 @@
 // lanes. Both keep their state in Redis, so it holds across the fleet and
 // survives restarts. Keys, per model M, with the default prefix "mimoq:":
 //
-//	mimoq:{lane:M}:state          hash: status, since (unix ms), reason, by
+//	mimoq:{lane:M}:state          hash: status, since (unix ms), reason, by, probe ("1": paused by an error, probed)
 //	mimoq:{lane:M}:cooldown       string: end of the cooldown (unix ms), PX = its length
+//	mimoq:{lane:M}:probe          string: set while the next probe of a lane paused by an error is not due
 //	rate:mimoq:{lane:M}:rpm       GCRA state of the request limit (redis_rate adds "rate:")
 //	rate:mimoq:{lane:M}:tpm       GCRA state of the token limit
 //	mimoq:{lane:M}:debt           tokens a stopped process owed the token limit
-//	mimoq:lane:events             pub/sub channel: pause, resume and cooldown events
+//	mimoq:{lane:M}:throttle       hash: the run of 429s and the effective rate (throttle.go)
+//	mimoq:{lane:M}:ok:T           string: successes in the 10-s bucket T (throttle.go)
+//	mimoq:lane:events             pub/sub channel: pause, resume, cooldown and rate events
 //
 // The {lane:M} hash tag keeps one model's keys in one Redis Cluster slot, so
 // the Lua scripts that touch several of them stay valid on a cluster.
@@ -114,6 +117,10 @@ func (k keyspace) lane(model string) string     { return k.prefix + "{lane:" + m
 func (k keyspace) state(model string) string    { return k.lane(model) + ":state" }
 func (k keyspace) cooldown(model string) string { return k.lane(model) + ":cooldown" }
 
+// probe exists while the next probe of a lane paused by an error is not
+// due; its value names the worker probing, or "wait".
+func (k keyspace) probe(model string) string { return k.lane(model) + ":probe" }
+
 // rpm and tpm are the keys handed to redis_rate, which stores them under
 // rateKeyPrefix+key.
 func (k keyspace) rpm(model string) string { return k.lane(model) + ":rpm" }
@@ -127,7 +134,8 @@ func (k keyspace) events() string           { return k.prefix + "lane:events" }
 // event is a message on the events channel, written by the Lua scripts.
 type event struct {
 	Model  string `json:"model"`
-	Kind   string `json:"kind"` // pause | resume | cooldown
+	Kind   string `json:"kind"`          // pause | resume | cooldown | rate
+	RPM    int    `json:"rpm,omitempty"` // rate: the effective limit, 0 = the configured one
 	TTLMs  int64  `json:"ttl_ms,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	By     string `json:"by,omitempty"`

@@ -25,7 +25,18 @@ type State struct {
 	Reason        string    `json:"reason,omitempty"`
 	// PausedBy says who paused the lane, e.g. "worker" or "operator".
 	PausedBy string `json:"paused_by,omitempty"`
-	Limit    Limit  `json:"limit"`
+	// Probed says the lane was paused by an error and is probed: one job
+	// is let through, fleet-wide, at NextProbe (zero: due now).
+	Probed    bool      `json:"probed,omitempty"`
+	NextProbe time.Time `json:"next_probe,omitzero"`
+	// EffectiveRPM is the request limit the fleet keeps after 429s while
+	// within Limit (adaptive rate); 0 when it is Limit.RPM.
+	EffectiveRPM int `json:"effective_rpm,omitempty"`
+	// Throttled counts the 429s in a row, from Since429 to Last429.
+	Throttled int       `json:"throttled_429s,omitempty"`
+	Since429  time.Time `json:"since_429,omitzero"`
+	Last429   time.Time `json:"last_429,omitzero"`
+	Limit     Limit     `json:"limit"`
 }
 
 // Lanes pauses, resumes and reports the lanes of the fleet.
@@ -94,7 +105,31 @@ func (l *Lanes) Pause(ctx context.Context, model, reason string) (changed bool, 
 	if err := l.eachQueue(model, l.pauseQueue); err != nil {
 		return false, fmt.Errorf("pause lane %s: %w", model, err)
 	}
-	n, err := pauseScript.Run(ctx, l.rdb, []string{l.ks.state(model)}, l.ks.events(), model, reason, l.actor).Int()
+	return l.pause(ctx, model, reason, 0, true)
+}
+
+// PauseForError pauses the lane as Pause does, for an error every call of
+// the model would get (401, 402, 403, 451, a model the API stopped
+// serving). With probeAfter > 0 the lane is probed: the first probe is due
+// probeAfter from now (see ClaimProbe). A lane already paused stays as it
+// is.
+func (l *Lanes) PauseForError(ctx context.Context, model, reason string, probeAfter time.Duration) (changed bool, err error) {
+	if model == "" {
+		return false, errors.New("pause lane: empty model name")
+	}
+	if err := l.eachQueue(model, l.pauseQueue); err != nil {
+		return false, fmt.Errorf("pause lane %s: %w", model, err)
+	}
+	return l.pause(ctx, model, reason, max(probeAfter.Milliseconds(), 0), false)
+}
+
+func (l *Lanes) pause(ctx context.Context, model, reason string, probeMs int64, operator bool) (bool, error) {
+	op := "0"
+	if operator {
+		op = "1"
+	}
+	n, err := pauseScript.Run(ctx, l.rdb, []string{l.ks.state(model), l.ks.probe(model)}, l.ks.events(), model,
+		reason, l.actor, probeMs, op).Int()
 	if err != nil {
 		return false, fmt.Errorf("pause lane %s: %w", model, err)
 	}
@@ -108,7 +143,7 @@ func (l *Lanes) Resume(ctx context.Context, model string) (changed bool, err err
 		return false, errors.New("resume lane: empty model name")
 	}
 	// Gates first, so that a job taken from a resumed queue finds the lane open.
-	n, err := resumeScript.Run(ctx, l.rdb, []string{l.ks.state(model)}, l.ks.events(), model).Int()
+	n, err := resumeScript.Run(ctx, l.rdb, []string{l.ks.state(model), l.ks.probe(model)}, l.ks.events(), model).Int()
 	if err != nil {
 		return false, fmt.Errorf("resume lane %s: %w", model, err)
 	}
@@ -137,7 +172,11 @@ func (l *Lanes) List(ctx context.Context, models []string) ([]State, error) {
 	}
 	out := make([]State, len(models))
 	for i, r := range raws {
-		s := State{Model: models[i], Status: StatusRunning, Limit: l.limit(models[i])}
+		s := State{Model: models[i], Status: StatusRunning, Limit: l.limit(models[i]), EffectiveRPM: r.effRPM,
+			Throttled: r.n429}
+		if r.n429 > 0 {
+			s.Since429, s.Last429 = time.UnixMilli(r.since429), time.UnixMilli(r.last429)
+		}
 		if r.coolTTL > 0 {
 			s.Status = StatusCoolingDown
 			s.CooldownUntil = time.UnixMilli(r.coolUntilMs)
@@ -146,6 +185,12 @@ func (l *Lanes) List(ctx context.Context, models []string) ([]State, error) {
 			s.Status = StatusPaused
 			s.PausedSince = time.UnixMilli(r.since)
 			s.Reason, s.PausedBy = r.reason, r.by
+			if r.probe {
+				s.Probed = true
+				if r.probeTTL > 0 {
+					s.NextProbe = time.Now().Add(r.probeTTL).Truncate(time.Millisecond)
+				}
+			}
 		}
 		out[i] = s
 	}

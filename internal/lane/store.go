@@ -43,30 +43,45 @@ return ttl
 `)
 
 // pauseScript marks a lane paused and publishes the event, in one step so
-// that the order of events is the order of the writes.
+// that the order of events is the order of the writes. A pause by an error
+// (probe ms > 0) may be probed: the probe key holds the time until the
+// first probe. An operator's pause (probe ms "0") of a lane an error paused
+// takes it over: it is never probed from then on.
 //
-// KEYS: state. ARGV: channel, model, reason, by. Returns 1 when it changed
-// the state, 0 when the lane was already paused.
+// KEYS: state, probe. ARGV: channel, model, reason, by, probe ms (0: the
+// lane is not probed), "1" when the pause is an operator's. Returns 1 when
+// it changed the state, 0 when the lane was already paused.
 var pauseScript = redis.NewScript(`
 redis.replicate_commands()
 if redis.call('HGET', KEYS[1], 'status') == 'paused' then
+  if ARGV[6] == '1' then
+    redis.call('HDEL', KEYS[1], 'probe')
+    redis.call('HSET', KEYS[1], 'by', ARGV[4])
+    redis.call('DEL', KEYS[2])
+  end
   return 0
 end
 local t = redis.call('TIME')
 local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'status', 'paused', 'since', string.format('%d', nowms), 'reason', ARGV[3], 'by', ARGV[4])
+local probe = tonumber(ARGV[5])
+if probe > 0 then
+  redis.call('HSET', KEYS[1], 'probe', '1')
+  redis.call('SET', KEYS[2], 'wait', 'PX', probe)
+end
 redis.call('PUBLISH', ARGV[1], cjson.encode({model = ARGV[2], kind = 'pause', reason = ARGV[3], by = ARGV[4]}))
 return 1
 `)
 
 // resumeScript is the reverse of pauseScript.
 //
-// KEYS: state. ARGV: channel, model. Returns 1 when it changed the state.
+// KEYS: state, probe. ARGV: channel, model. Returns 1 when it changed the
+// state.
 var resumeScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'status') ~= 'paused' then
   return 0
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[1], cjson.encode({model = ARGV[2], kind = 'resume'}))
 return 1
 `)
@@ -79,6 +94,13 @@ type rawState struct {
 	coolUntilMs int64         // unix ms on the Redis clock, 0 if none
 	coolTTL     time.Duration // remaining cooldown, 0 if none
 	debt        int64         // tokens owed to the limiter, claimed by this read
+	probe       bool          // paused by an error, and probed
+	probeTTL    time.Duration // until the next probe may start, 0 if due
+	// From the throttle hash (throttle.go): 429s in a row, the first and
+	// last of them (unix ms), the effective request limit (0: configured).
+	n429              int
+	since429, last429 int64
+	effRPM            int
 }
 
 // readStates reads the state of models in one pipeline. With claimDebt it
@@ -93,11 +115,15 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 		until *redis.StringCmd
 		ttl   *redis.DurationCmd
 		debt  *redis.StringCmd
+		probe *redis.DurationCmd
+		thr   *redis.SliceCmd
 	}
 	cs := make([]cmds, len(models))
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range models {
-			cs[i].state = p.HMGet(ctx, ks.state(m), "status", "since", "reason", "by")
+			cs[i].state = p.HMGet(ctx, ks.state(m), "status", "since", "reason", "by", "probe")
+			cs[i].probe = p.PTTL(ctx, ks.probe(m))
+			cs[i].thr = p.HMGet(ctx, ks.throttle(m), "n", "since", "last", "eff")
 			cs[i].until = p.Get(ctx, ks.cooldown(m))
 			cs[i].ttl = p.PTTL(ctx, ks.cooldown(m))
 			if claimDebt {
@@ -130,7 +156,20 @@ func readStates(ctx context.Context, rdb redis.UniversalClient, ks keyspace, mod
 		if r.paused {
 			r.since, _ = strconv.ParseInt(str(1), 10, 64)
 			r.reason, r.by = str(2), str(3)
+			r.probe = str(4) == "1"
+			r.probeTTL = max(c.probe.Val(), 0)
 		}
+		tv := c.thr.Val()
+		tnum := func(j int) int64 {
+			if j < len(tv) {
+				if s, ok := tv[j].(string); ok {
+					n, _ := strconv.ParseInt(s, 10, 64)
+					return n
+				}
+			}
+			return 0
+		}
+		r.n429, r.since429, r.last429, r.effRPM = int(tnum(0)), tnum(1), tnum(2), int(tnum(3))
 		if ttl := c.ttl.Val(); ttl > 0 {
 			r.coolTTL = ttl
 			r.coolUntilMs, _ = strconv.ParseInt(c.until.Val(), 10, 64)

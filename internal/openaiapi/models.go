@@ -23,7 +23,8 @@ func modelOf(name string) modelObject {
 
 // listModels is GET /models: the models the queue accepts.
 func (a *API) listModels(w http.ResponseWriter, r *http.Request) {
-	names := a.cfg.Client.Models().Names()
+	models, _, _, _ := a.cfg.Client.Catalog(r.Context())
+	names := models.Names()
 	out := make([]modelObject, 0, len(names))
 	for _, n := range names {
 		out = append(out, modelOf(n))
@@ -37,7 +38,8 @@ func (a *API) listModels(w http.ResponseWriter, r *http.Request) {
 // getModel is GET /models/{id}.
 func (a *API) getModel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	for _, n := range a.cfg.Client.Models().Names() {
+	models, _, _, _ := a.cfg.Client.Catalog(r.Context())
+	for _, n := range models.Names() {
 		if n == id {
 			writeJSON(w, http.StatusOK, modelOf(n))
 			return

@@ -31,6 +31,7 @@ const (
 	fieldDeadExhausted = "dead_exhausted"
 	fieldRateLimited   = "rate_limited"
 	fieldCooldowns     = "cooldowns"
+	fieldCost          = "cost_pico"
 	fieldDLQ           = "dlq"
 	fieldLane          = "lane_" // + lane.Status*
 	fieldReason        = "reason"
@@ -55,6 +56,8 @@ type MinuteCounts struct {
 	RateLimited int64
 	// Cooldowns are lane cooldowns started (after a 429).
 	Cooldowns int64
+	// CostPico is what the answers cost, in pico-USD (internal/price).
+	CostPico int64
 }
 
 // Zero reports whether there is nothing to add.
@@ -69,6 +72,7 @@ func (c *MinuteCounts) Add(d MinuteCounts) {
 	c.DeadExhausted += d.DeadExhausted
 	c.RateLimited += d.RateLimited
 	c.Cooldowns += d.Cooldowns
+	c.CostPico += d.CostPico
 }
 
 // CountMinute adds c to model's counters of the minute of now, which Stats
@@ -81,7 +85,8 @@ func CountMinute(ctx context.Context, rdb redis.Cmdable, model string, c MinuteC
 			name string
 			n    int64
 		}{{fieldCalls, c.Calls}, {fieldOK, c.Succeeded}, {fieldRetried, c.Retried}, {fieldDeadTerminal, c.DeadTerminal},
-			{fieldDeadExhausted, c.DeadExhausted}, {fieldRateLimited, c.RateLimited}, {fieldCooldowns, c.Cooldowns}} {
+			{fieldDeadExhausted, c.DeadExhausted}, {fieldRateLimited, c.RateLimited}, {fieldCooldowns, c.Cooldowns},
+			{fieldCost, c.CostPico}} {
 			if f.n != 0 || f.name == fieldCalls {
 				p.HIncrBy(ctx, key, f.name, f.n)
 			}
@@ -200,6 +205,7 @@ func parseMinute(at time.Time, h map[string]string) Minute {
 	m := Minute{At: at, MinuteCounts: MinuteCounts{
 		Calls: n(fieldCalls), Succeeded: n(fieldOK), Retried: n(fieldRetried), DeadTerminal: n(fieldDeadTerminal),
 		DeadExhausted: n(fieldDeadExhausted), RateLimited: n(fieldRateLimited), Cooldowns: n(fieldCooldowns),
+		CostPico: n(fieldCost),
 	}, DLQ: -1}
 	if v, ok := h[fieldDLQ]; ok {
 		m.DLQ, _ = strconv.ParseInt(v, 10, 64)

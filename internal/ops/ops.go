@@ -12,7 +12,9 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/internal/dlq"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
@@ -42,6 +45,20 @@ type Ops struct {
 	insp    *asynq.Inspector
 	lanes   *lane.Lanes
 	now     func() time.Time
+	// quotaAfter is MIMOQ_QUOTA_SUSPECT_AFTER.
+	quotaAfter time.Duration
+}
+
+// DefaultQuotaSuspectAfter is how long a lane must get nothing but 429s,
+// under its configured rate, to be shown as a quota suspect
+// (MIMOQ_QUOTA_SUSPECT_AFTER).
+const DefaultQuotaSuspectAfter = 10 * time.Minute
+
+// WithQuotaSuspectAfter sets how long a run of 429s under the configured
+// rate makes Stats call a lane a quota suspect (0: never). Default
+// DefaultQuotaSuspectAfter.
+func WithQuotaSuspectAfter(d time.Duration) Option {
+	return func(o *Ops) { o.quotaAfter = d }
 }
 
 // Option configures Ops.
@@ -65,6 +82,8 @@ func New(rdb redis.UniversalClient, opts ...Option) *Ops {
 		store:   dlq.New(rdb),
 		insp:    asynq.NewInspectorFromRedisClient(rdb),
 		now:     time.Now,
+
+		quotaAfter: DefaultQuotaSuspectAfter,
 	}
 	for _, opt := range opts {
 		opt(o)
@@ -88,6 +107,11 @@ type Selection struct {
 type Options struct {
 	// DryRun counts what would be done and changes nothing.
 	DryRun bool
+	// SetModel, for a requeue, rewrites each request's model to SetModel
+	// (the rest of the body byte for byte as it was), for dead letters of a
+	// model the API stopped serving. The caller checks that the model is
+	// one the queue accepts.
+	SetModel string
 	// Progress, when set, is told how many of total are done, now and then
 	// (from one goroutine at a time; total may grow when records arrive
 	// while the action runs).
@@ -113,7 +137,9 @@ var ErrNoSelection = errors.New("select dead letters by ID or with All")
 // its job back on its queue, then removes the dead letter. See requeueOne
 // for the steps and why re-running an interrupted requeue is safe.
 func (o *Ops) Requeue(ctx context.Context, sel Selection, opts Options) (Result, error) {
-	return o.each(ctx, sel, opts, true, o.requeueOne)
+	return o.each(ctx, sel, opts, true, func(ctx context.Context, rec *dlq.Record) (bool, error) {
+		return o.requeueOne(ctx, rec, opts.SetModel)
+	})
 }
 
 // Delete removes the selected dead letters. Their job records stay as they
@@ -248,6 +274,17 @@ func (o *Ops) byIDs(ctx context.Context, ids []string, f dlq.Filter, detail bool
 	return notDead, nil
 }
 
+// withModel returns the request body with its model set to model, every
+// other field as it was.
+func withModel(body []byte, model string) ([]byte, error) {
+	req, err := apiclient.ParseRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	req.Model = model
+	return json.Marshal(req)
+}
+
 // requeueOne requeues one dead letter and reports whether it was requeued.
 // The job's record is reset to queued with a fresh attempt budget and taken
 // out of its batch's dead count in one step (written anew from the dead
@@ -258,9 +295,17 @@ func (o *Ops) byIDs(ctx context.Context, ids []string, f dlq.Filter, detail bool
 // finds the job reset by the first run and finishes the rest. A job of a
 // canceled batch runs again all the same: a requeue is the operator's own
 // decision, made after the cancel; the batch is over again once it ends.
-func (o *Ops) requeueOne(ctx context.Context, rec *dlq.Record) (bool, error) {
-	res, st, err := o.records.Requeue(ctx, records.DeadJob{ID: rec.ID, BatchID: rec.BatchID, CustomID: rec.CustomID,
-		Queue: rec.Queue, Model: rec.Model, Request: rec.Request, DeadAt: rec.DeadAt}, o.now())
+func (o *Ops) requeueOne(ctx context.Context, rec *dlq.Record, setModel string) (bool, error) {
+	d := records.DeadJob{ID: rec.ID, BatchID: rec.BatchID, CustomID: rec.CustomID,
+		Queue: rec.Queue, Model: rec.Model, Request: rec.Request, DeadAt: rec.DeadAt}
+	if setModel != "" && setModel != rec.Model {
+		body, err := withModel(rec.Request, setModel)
+		if err != nil {
+			return false, fmt.Errorf("requeue %s with model %s: %w", rec.ID, setModel, err)
+		}
+		d.SetModel, d.SetBody = setModel, body
+	}
+	res, st, err := o.records.Requeue(ctx, d, o.now())
 	if err != nil {
 		return false, err
 	}

@@ -400,7 +400,7 @@ func TestRequeueKeepsNewerDeath(t *testing.T) {
 	if err := b.store.Put(b.ctx, &newer); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.ops.requeueOne(b.ctx, old); err != nil {
+	if _, err := b.ops.requeueOne(b.ctx, old, ""); err != nil {
 		t.Fatal(err)
 	}
 	got, err := b.store.Get(b.ctx, p.JobID)

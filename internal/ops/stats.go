@@ -116,6 +116,9 @@ type Stats struct {
 	// ExpiredLastHour counts jobs that expired in the last 60 minutes
 	// (their deadline or their batch's window passed before they ran).
 	ExpiredLastHour int64 `json:"expired_last_hour"`
+	// ServedModels counts answers by another model than the one
+	// requested, per pair, largest first.
+	ServedModels []ServedPair `json:"served_models,omitempty"`
 }
 
 // Counts are the jobs of a queue or model by state.
@@ -164,6 +167,13 @@ type ModelStats struct {
 	DeadPerMinute  []int64 `json:"dead_per_minute"`
 	// Lane is the lane's state and configured limit.
 	Lane lane.State `json:"lane"`
+	// CostLastHour is what the model's answers of the last 60 minutes
+	// cost (at the workers' prices).
+	CostLastHour job.Cost `json:"cost_last_hour"`
+	// QuotaSuspect says the lane has had only 429s for longer than
+	// MIMOQ_QUOTA_SUSPECT_AFTER while calling under its configured rate:
+	// a used-up quota (Token Plan) rather than a rate limit.
+	QuotaSuspect bool `json:"quota_suspect,omitempty"`
 }
 
 // Stats reads the numbers of models (and of any queue it finds in Redis
@@ -246,10 +256,15 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
+	if st.ServedModels, err = o.servedPairs(ctx); err != nil {
+		return nil, err
+	}
 	for i, m := range models {
 		ms := byModel[m]
 		ms.Lane = lanes[i]
 		lastHour(ms, hist[i].Minutes, now)
+		under := ms.Lane.Limit.RPM <= 0 || ms.CallsLastMinute < int64(ms.Lane.Limit.RPM)
+		ms.QuotaSuspect = under && ms.Lane.QuotaSuspect(o.quotaAfter, now)
 		st.Models = append(st.Models, *ms)
 		st.Totals.add(ms.Counts)
 	}
@@ -265,10 +280,13 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 // sparklines.
 func lastHour(ms *ModelStats, mins []Minute, now time.Time) {
 	ms.CallsPerMinute, ms.DeadPerMinute = make([]int64, len(mins)), make([]int64, len(mins))
+	var cost int64
 	for k, m := range mins {
 		ms.CallsPerMinute[k], ms.DeadPerMinute[k] = m.Calls, m.Dead()
 		ms.SucceededLastHour += m.Succeeded
+		cost += m.CostPico
 	}
+	ms.CostLastHour = job.Cost{USD: job.PicoToUSD(cost)}
 	if n := len(mins); n > 0 {
 		ms.CallsLastMinute = mins[n-1].Calls
 		if n > 1 {

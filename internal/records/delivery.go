@@ -111,6 +111,8 @@ type Outcome struct {
 	RequestID   string
 	Usage       *job.Usage
 	ServedModel string
+	// CostPico is what the answer cost, in pico-USD (0: unknown).
+	CostPico int64
 	// Error is the attempt's error and ErrorBody the API's error body
 	// (JSON), kept for the results file.
 	Error     *job.Error
@@ -225,6 +227,9 @@ func finishArgs(d Delivery, o Outcome, ttl int64, now time.Time) ([]any, error) 
 	}
 	if o.ServedModel != "" {
 		argv = append(argv, "served_model", o.ServedModel)
+	}
+	if o.CostPico > 0 {
+		argv = append(argv, "cost_pico", o.CostPico)
 	}
 	if o.Error != nil {
 		b, _ := json.Marshal(o.Error)

@@ -51,6 +51,10 @@ func (s *Store) Get(ctx context.Context, id string, withRequest bool) (*job.Job,
 	if v := f["result"]; v != "" {
 		j.Result = json.RawMessage(v)
 	}
+	j.ServedModel = f["served_model"]
+	if pico, _ := strconv.ParseInt(f["cost_pico"], 10, 64); pico > 0 {
+		j.Cost = &job.Cost{USD: job.PicoToUSD(pico)}
+	}
 	if body != nil && body.Val() != "" {
 		j.Request = json.RawMessage(body.Val())
 		if !json.Valid(j.Request) {
@@ -241,11 +245,13 @@ func (s *Store) Results(ctx context.Context, id string, errorsOnly bool, fn func
 		pipe := s.rdb.Pipeline()
 		ids := make([]string, n)
 		cmds := make([]*redis.SliceCmd, n)
+		served := make([]*redis.StringCmd, n) // issue 12: the model that answered, when another
 		for i := range n {
 			ids[i] = batchJobID(id, createdMs, start+i)
 			cmds[i] = pipe.HMGet(ctx, jobKey(ids[i]), resultFields...)
+			served[i] = pipe.HGet(ctx, jobKey(ids[i]), "served_model")
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("batch %s results: %w", id, err)
 		}
 		for i, cmd := range cmds {
@@ -256,6 +262,9 @@ func (s *Store) Results(ctx context.Context, id string, errorsOnly bool, fn func
 			line := resultLine(ids[i], v)
 			if line == nil || (errorsOnly && line.Error == nil) {
 				continue
+			}
+			if line.Response != nil {
+				line.ServedModel = served[i].Val()
 			}
 			if err := fn(line); err != nil {
 				return err

@@ -72,9 +72,18 @@ func validBatchID(id string) bool {
 // (SubmitBatch reads it twice: validation, then enqueueing); every line is
 // validated before anything is enqueued.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
-	q, ok := checkQuery(w, r, "id", "queue", "completion_window", "webhook")
+	q, ok := checkQuery(w, r, "id", "queue", "completion_window", "webhook", "max_cost")
 	if !ok {
 		return
+	}
+	var maxCost float64
+	if q.Has("max_cost") {
+		v, err := strconv.ParseFloat(q.Get("max_cost"), 64)
+		if err != nil || !(v >= 0) || v > 1e6 {
+			badRequest(w, r, "max_cost", "max_cost must be an amount of USD from 0 (none) to 1000000")
+			return
+		}
+		maxCost = v
 	}
 	id := q.Get("id")
 	if q.Has("id") && !validBatchID(id) {
@@ -131,7 +140,7 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	// The submit finishes even if the client leaves, rather than stop
 	// half-way.
 	b, err := s.cfg.Client.SubmitBatch(context.WithoutCancel(r.Context()), f,
-		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt, Webhook: q.Get("webhook")})
+		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt, Webhook: q.Get("webhook"), MaxCostUSD: maxCost})
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if err != nil {
 		var bfe *enqueue.BatchFileError

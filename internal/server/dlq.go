@@ -80,8 +80,9 @@ func (s *Server) getDLQ(w http.ResponseWriter, r *http.Request) {
 
 // requeueRequest is the body of POST /v1/dlq/requeue.
 type requeueRequest struct {
-	sel    ops.Selection
-	dryRun bool
+	sel      ops.Selection
+	dryRun   bool
+	setModel string
 }
 
 // parseRequeue reads {"ids": […]} or {"all": true, "filter": {…}}, with
@@ -94,8 +95,13 @@ func parseRequeue(raw []byte, now time.Time) (requeueRequest, *fieldError) {
 		return req, ferr
 	}
 	for _, k := range sortedKeys(members) {
-		if !slices.Contains([]string{"ids", "all", "filter", "dry_run"}, k) {
-			return req, &fieldError{param: k, message: fmt.Sprintf("unknown field %q: the request takes ids, all, filter and dry_run", k)}
+		if !slices.Contains([]string{"ids", "all", "filter", "dry_run", "set_model"}, k) {
+			return req, &fieldError{param: k, message: fmt.Sprintf("unknown field %q: the request takes ids, all, filter, dry_run and set_model", k)}
+		}
+	}
+	if v, ok := members["set_model"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &req.setModel); err != nil {
+			return req, &fieldError{param: "set_model", message: "set_model must be a model name (a string)"}
 		}
 	}
 	if v, ok := members["ids"]; ok && string(v) != "null" {
@@ -183,10 +189,22 @@ func (s *Server) requeueDLQ(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, r, ferr.param, ferr.message)
 		return
 	}
+	if req.setModel != "" {
+		models, _, _, err := s.cfg.Client.Catalog(r.Context())
+		if err != nil {
+			s.internalError(w, r, "read the model catalog", err)
+			return
+		}
+		if _, ok := models.Lookup(req.setModel); !ok {
+			badRequest(w, r, "set_model", fmt.Sprintf("set_model %q is not one of %s", req.setModel, strings.Join(models.Names(), ", ")))
+			return
+		}
+	}
 	// A bulk requeue may take a while: it finishes even if the client
 	// leaves (it is idempotent, but half-done is a surprise), and the
 	// answer gets a fresh write deadline after it.
-	res, err := s.cfg.Ops.Requeue(context.WithoutCancel(r.Context()), req.sel, ops.Options{DryRun: req.dryRun})
+	res, err := s.cfg.Ops.Requeue(context.WithoutCancel(r.Context()), req.sel,
+		ops.Options{DryRun: req.dryRun, SetModel: req.setModel})
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if errors.Is(err, ops.ErrNoSelection) {
 		badRequest(w, r, "ids", err.Error())

@@ -161,6 +161,8 @@ func TestDLQRequeue(t *testing.T) {
 		`{"all":true,"filter":[]}`:               "filter",
 		`{"all":true,"dryrun":true}`:             "dryrun",
 		`{"all":true`:                            "",
+		`{"all":true,"set_model":"no-such"}`:     "set_model",
+		`{"all":true,"set_model":3}`:             "set_model",
 	} {
 		e := wantError(t, b.post("/v1/dlq/requeue", body), http.StatusBadRequest, "invalid_request")
 		if e.Param != param {
@@ -169,5 +171,14 @@ func TestDLQRequeue(t *testing.T) {
 	}
 	if n, _ := b.store.Count(context.Background(), dlq.Filter{}); n != 1 {
 		t.Errorf("refused requeues changed the store: %d left", n)
+	}
+
+	// The last one, its request's model rewritten.
+	res = decode[requeueAnswer](t, b.post("/v1/dlq/requeue", `{"ids":["`+dead[1]+`"],"set_model":"mimo-v2.6-flash"}`), http.StatusOK)
+	if res.Requeued != 1 {
+		t.Errorf("requeue with set_model %+v", res)
+	}
+	if j := decode[enqueue.Job](t, b.get("/v1/jobs/"+dead[1]), http.StatusOK); j.Model != "mimo-v2.6-flash" || j.State != enqueue.StateQueued {
+		t.Errorf("job after requeue with set_model: %s, %s", j.Model, j.State)
 	}
 }

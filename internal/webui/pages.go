@@ -226,6 +226,19 @@ func (u *ui) dlqAction(w http.ResponseWriter, r *http.Request, q *request) {
 	if !strings.HasPrefix(back, "/ui/") || strings.HasPrefix(back, "//") {
 		back = "/ui/dlq?" + form.Query()
 	}
+	var opts ops.Options
+	if sm := strings.TrimSpace(r.PostFormValue("set_model")); sm != "" && verb == "requeue" {
+		models, _, _, err := u.cfg.Client.Catalog(r.Context())
+		if err != nil {
+			u.fail(w, r, q, http.StatusInternalServerError, "Could not read the model catalog: "+err.Error())
+			return
+		}
+		if _, ok := models.Lookup(sm); !ok {
+			u.fail(w, r, q, http.StatusBadRequest, fmt.Sprintf("New model %q is not one of %s.", sm, strings.Join(models.Names(), ", ")))
+			return
+		}
+		opts.SetModel = sm
+	}
 	var sel ops.Selection
 	switch {
 	case r.PostFormValue("one") != "":
@@ -245,14 +258,15 @@ func (u *ui) dlqAction(w http.ResponseWriter, r *http.Request, q *request) {
 				u.fail(w, r, q, http.StatusInternalServerError, "Could not count the dead letters: "+err.Error())
 				return
 			}
-			u.render(w, r, http.StatusOK, "confirm", q, map[string]any{"Verb": verb, "N": n, "Form": form, "Back": back})
+			u.render(w, r, http.StatusOK, "confirm", q, map[string]any{"Verb": verb, "N": n, "Form": form, "Back": back,
+				"SetModel": opts.SetModel})
 			return
 		}
 	default:
 		http.Redirect(w, r, withParams(back, "done", "none"), http.StatusSeeOther)
 		return
 	}
-	res, err := act(r.Context(), sel, ops.Options{})
+	res, err := act(r.Context(), sel, opts)
 	ev := u.cfg.Logger.Info()
 	if err != nil {
 		ev = u.cfg.Logger.Error().Err(err)

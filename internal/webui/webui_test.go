@@ -417,3 +417,39 @@ func base64Decode(s string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	return string(b), err
 }
+
+// TestRequeueAllWithNewModel: "Requeue all" with a new model goes through
+// the confirmation page, which names the model, and rewrites the requests;
+// a model the queue does not accept is refused, changing nothing.
+func TestRequeueAllWithNewModel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	batch, ids := b.deadBatch(t, 2, "mimo-v2.6-flash")
+	br := b.browser(t)
+	br.login(testToken)
+	csrf := br.csrf("/ui/dlq")
+	if page := br.get("/ui/dlq"); !strings.Contains(page.body, `name="set_model"`) {
+		t.Fatal("dlq page has no field for a new model")
+	}
+	form := url.Values{"all": {"1"}, "batch": {batch}, "csrf": {csrf}, "set_model": {"no-such-model"}}
+	if r := br.do(http.MethodPost, "/ui/dlq/requeue", form); r.status != http.StatusBadRequest ||
+		!strings.Contains(r.body, "mimo-v2.6-pro") {
+		t.Fatalf("unknown new model: %d %s", r.status, r.body)
+	}
+	form.Set("set_model", "mimo-v2.6-pro")
+	r := br.do(http.MethodPost, "/ui/dlq/requeue", form)
+	if r.status != http.StatusOK || !strings.Contains(r.body, "rewritten to <code>mimo-v2.6-pro</code>") ||
+		!strings.Contains(r.body, `name="set_model" value="mimo-v2.6-pro"`) {
+		t.Fatalf("confirmation page: %d %s", r.status, r.body)
+	}
+	form.Set("confirm", "1")
+	if r := br.do(http.MethodPost, "/ui/dlq/requeue", form); r.status != http.StatusSeeOther {
+		t.Fatalf("confirmed requeue: %d %s", r.status, r.body)
+	}
+	for _, id := range ids {
+		j, err := b.client.Get(b.ctx, id)
+		if err != nil || j.State != enqueue.StateQueued || j.Model != "mimo-v2.6-pro" {
+			t.Errorf("job %s after the requeue: %+v, %v", id, j, err)
+		}
+	}
+}
