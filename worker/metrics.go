@@ -9,7 +9,6 @@ type metrics struct {
 	limiterWait *prometheus.HistogramVec // time spent waiting for a permit
 	inflight    prometheus.Gauge
 	laneState   *prometheus.GaugeVec
-	laneLimit   *prometheus.GaugeVec // configured requests per minute
 	dlqSize     prometheus.Gauge
 	// dropped counts tasks of jobs without a record (expired after a
 	// final state); repairs the reconciler's repairs by kind; and
@@ -56,10 +55,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "mimoq", Name: "lane_state",
 			Help: "1 for the current state of each model's lane (running, cooling_down, paused).",
 		}, []string{"model", "state"}),
-		laneLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "mimoq", Name: "lane_limit_rpm",
-			Help: "Configured fleet-wide requests per minute of each model's lane (0 = unlimited).",
-		}, []string{"model"}),
 		dlqSize: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "mimoq", Name: "dlq_size",
 			Help: "Dead letters in mimoq's dead-letter store.",
@@ -114,7 +109,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.expired.WithLabelValues(kind)
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.laneLimit, m.dlqSize, m.dropped, m.repairs,
+		reg.MustRegister(m.jobs, m.latency, m.limiterWait, m.inflight, m.laneState, m.dlqSize, m.dropped, m.repairs,
 			m.sweepFailures, m.expired, m.catalogReads, m.probes, m.rpmConfigured, m.rpmEffective, m.quotaSuspect, m.served)
 	}
 	return m

@@ -11,8 +11,8 @@ import (
 
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/internal/job"
-	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/lane"
+	"github.com/mimoq/mimoq/internal/ops"
 	"github.com/mimoq/mimoq/internal/records"
 )
 

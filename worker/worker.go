@@ -510,7 +510,6 @@ func (w *Worker) gaugeLoop(ctx context.Context) {
 					}
 					w.metrics.laneState.WithLabelValues(s.Model, st).Set(v)
 				}
-				w.metrics.laneLimit.WithLabelValues(s.Model).Set(float64(s.Limit.RPM))
 				eff := s.Limit.RPM
 				if s.EffectiveRPM > 0 && s.EffectiveRPM < eff {
 					eff = s.EffectiveRPM
