@@ -21,9 +21,10 @@ import (
 // A 429 without Retry-After cools the lane down for the backoff base,
 // doubling with every 429 in a row up to the backoff maximum; a success ends
 // the run. A 429 is also news that the API allows less than the fleet sends
-// (the Gate never sends above the configured limit, so every 429 comes
-// while within it): when the effective rate is above what the API accepted
-// in the last minute, it is cut in half, but never below 95 % of that
+// while within it): when two come in a row (a lone 429 among successes is
+// taken as a fault) and the effective rate is above what the API accepted
+// in the last minute (per minute, over the part of it the lane ran), it is
+// cut in half, but never below 95 % of that
 // (multiplicative decrease, floored at what is known to pass), at most once
 // a second (429s of calls in flight together are one signal), and never
 // below a tenth of the configured limit: a limit set ten times too high is
@@ -79,12 +80,21 @@ local conf = tonumber(ARGV[4])
 local eff = tonumber(redis.call('HGET', KEYS[1], 'eff') or '0') or 0
 if conf > 0 then
   if eff <= 0 or eff > conf then eff = conf end
-  local ok = 0
+  -- What passed, per minute: the successes of the buckets since the
+  -- oldest that has any, over the time they span (a lane that started a
+  -- few seconds ago is not judged by a minute it did not run).
+  local ok, oldest = 0, -1
   for i = 2, #KEYS do
-    ok = ok + (tonumber(redis.call('GET', KEYS[i]) or '0') or 0)
+    local v = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+    if v > 0 then ok, oldest = ok + v, i - 2 end
+  end
+  if oldest >= 0 then
+    ok = math.floor(ok * 60 / ((oldest + 1) * 10))
   end
   local dec = tonumber(redis.call('HGET', KEYS[1], 'dec') or '0') or 0
-  if ARGV[8] == '1' and eff > ok and nowms - dec >= 1000 then
+  -- A lone 429 among successes is a fault, not the API's rate: it takes
+  -- two in a row (no success between) to lower the rate.
+  if ARGV[8] == '1' and n >= 2 and eff > ok and nowms - dec >= 1000 then
     local new = math.max(math.floor(eff / 2), math.floor(ok * 0.95), math.floor(conf / 10), 1)
     if new < eff then
       eff = new

@@ -31,9 +31,12 @@ func TestThrottle(t *testing.T) {
 		p.Done(1)
 	}
 
-	// 600 calls went through in the last minute, then 429s.
-	if err := g.NoteOK(ctx, model, 600); err != nil {
-		t.Fatal(err)
+	// 600 calls went through in the last minute (100 in each of six
+	// 10-s buckets), then 429s.
+	for _, k := range g.ks.okKeys(model, time.Now())[:6] {
+		if err := b.redis.Client().Set(ctx, k, 100, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	steps := []struct {
 		retryAfter, cooldown time.Duration
@@ -41,8 +44,8 @@ func TestThrottle(t *testing.T) {
 		quota                bool
 		eff                  int
 	}{
-		{0, 100 * time.Millisecond, false, false, 1500},
-		{0, 200 * time.Millisecond, false, false, 1500}, // within a second of the last decrease: one signal
+		{0, 100 * time.Millisecond, false, false, 0},    // a lone 429 is a fault: the configured rate holds
+		{0, 200 * time.Millisecond, false, false, 1500}, // two in a row: halved
 		{0, 400 * time.Millisecond, true, true, 1500},   // a used-up quota says nothing of the rate
 		{0, 800 * time.Millisecond, false, false, 750},
 		{2 * time.Second, 2 * time.Second, true, false, 570}, // halving would go below 95 % of 600
