@@ -32,7 +32,9 @@ func TestThrottle(t *testing.T) {
 	}
 
 	// 600 calls went through in the last minute (100 in each of six
-	// 10-s buckets), then 429s.
+	// 10-s buckets), then 429s. (The test's sleeps may cross a bucket
+	// boundary: the same 600 then span seven buckets, 514 a minute, and
+	// the floor is 95 % of that, 488, not 570.)
 	for _, k := range g.ks.okKeys(model, time.Now())[:6] {
 		if err := b.redis.Client().Set(ctx, k, 100, time.Minute).Err(); err != nil {
 			t.Fatal(err)
@@ -48,7 +50,7 @@ func TestThrottle(t *testing.T) {
 		{0, 200 * time.Millisecond, false, false, 1500}, // two in a row: halved
 		{0, 400 * time.Millisecond, true, true, 1500},   // a used-up quota says nothing of the rate
 		{0, 800 * time.Millisecond, false, false, 750},
-		{2 * time.Second, 2 * time.Second, true, false, 570}, // halving would go below 95 % of 600
+		{2 * time.Second, 2 * time.Second, true, false, 570}, // halving would go below 95 % of what passed
 		{0, time.Second, true, false, 570},                   // already below what passed: unchanged
 		{0, time.Second, false, false, 570},                  // cooldown capped at the max
 	}
@@ -64,7 +66,8 @@ func TestThrottle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cool != s.cooldown || st.EffectiveRPM != s.eff || st.Throttled != i+1 {
+		effOK := st.EffectiveRPM == s.eff || s.eff == 570 && st.EffectiveRPM >= 488 && st.EffectiveRPM <= 570
+		if cool != s.cooldown || !effOK || st.Throttled != i+1 {
 			t.Fatalf("429 #%d: cooldown %s, effective %d, run %d; want %s, %d, %d", i+1, cool, st.EffectiveRPM,
 				st.Throttled, s.cooldown, s.eff, i+1)
 		}
@@ -77,7 +80,8 @@ func TestThrottle(t *testing.T) {
 		ln := other.existing(model)
 		ln.mu.Lock()
 		defer ln.mu.Unlock()
-		return ln.effRPM == 570
+		st, _ := l.State(ctx, model)
+		return ln.effRPM == st.EffectiveRPM
 	})
 
 	// A success ends the run: the next 429 starts at the base again.
