@@ -204,8 +204,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				return err
 			}
 			// A final job's task seen again: its end may not have been
-			// told (its worker died after the outcome was stored).
-			return w.tell(ctx, p.JobID, p.BatchID, true, b.State, false)
+			// told (its worker died after the outcome was stored). A
+			// batch's jobs have no webhook of their own (their batch
+			// has), so only fleet endpoints can want theirs.
+			return w.tell(ctx, p.JobID, p.BatchID, p.BatchID == "", b.State, false)
 		case ActDeadLetter:
 			return w.deadLetterUnstarted(ctx, b.Delivery, &job.Error{Code: "worker_interrupted", Class: act.Class,
 				Reason: act.Reason, Message: fmt.Sprintf("the job interrupted its worker %d times", b.Interrupts)})
