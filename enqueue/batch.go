@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/mimoq/mimoq/internal/fair"
 	"github.com/mimoq/mimoq/internal/records"
 )
 
@@ -93,6 +95,42 @@ type BatchOptions struct {
 	// cost that much, its jobs not started are canceled, and the batch
 	// says cancel_reason "budget_exhausted". A resubmit sets it again.
 	MaxCostUSD float64
+	// Weight is the batch's share of each model's rate against the other
+	// batches running on it (1 to MaxWeight; 0 means 1): active batches
+	// of a model share it round-robin, a batch of weight 2 getting twice
+	// the calls of one of weight 1. A resubmit keeps the first submit's.
+	Weight int
+	// Tenant, when set, makes the share the tenant's: all the running
+	// batches of one tenant on a model share one share (of the largest
+	// of their weights), however many they are. 1 to 64 letters, digits,
+	// '-', '_' or '.'. A resubmit keeps the first submit's.
+	Tenant string
+}
+
+// MaxWeight is the largest weight a batch may have.
+const MaxWeight = 1000
+
+// ParseWeight parses a batch weight as --weight and the HTTP API's weight
+// give it.
+func ParseWeight(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > MaxWeight {
+		return 0, fmt.Errorf("weight %q must be a whole number from 1 to %d", s, MaxWeight)
+	}
+	return n, nil
+}
+
+// CheckTenant reports whether tenant is a valid tenant name.
+func CheckTenant(tenant string) error {
+	if tenant == "" || len(tenant) > 64 {
+		return fmt.Errorf("tenant %q must be 1 to 64 characters", tenant)
+	}
+	for _, r := range tenant {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("tenant %q may hold only letters, digits, '-', '_' and '.'", tenant)
+		}
+	}
+	return nil
 }
 
 // ErrBatchConflict is returned when a batch ID is reused for different
@@ -155,6 +193,14 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 	}
 	if opts.Source == "" {
 		opts.Source = "batch"
+	}
+	if opts.Weight < 0 || opts.Weight > MaxWeight {
+		return nil, &InvalidRequestError{Err: fmt.Errorf("weight %d must be from 1 to %d", opts.Weight, MaxWeight)}
+	}
+	if opts.Tenant != "" {
+		if err := CheckTenant(opts.Tenant); err != nil {
+			return nil, &InvalidRequestError{Err: err}
+		}
 	}
 	if !(opts.MaxCostUSD >= 0) || opts.MaxCostUSD > 1e6 {
 		return nil, &InvalidRequestError{Err: fmt.Errorf("max cost %v USD must be between 0 and 1,000,000", opts.MaxCostUSD)}
@@ -226,7 +272,8 @@ func (c *Client) SubmitBatch(ctx context.Context, r io.ReadSeeker, opts BatchOpt
 
 	// The batch record: new, or the one a previous submit of this file left.
 	cb, err := c.records.CreateBatch(ctx, records.BatchSpec{ID: opts.ID, Queue: opts.Queue, Source: opts.Source,
-		SHA256: sum, Total: total, ExpiresAt: opts.ExpiresAt, Webhook: opts.Webhook}, time.Now())
+		SHA256: sum, Total: total, ExpiresAt: opts.ExpiresAt, Webhook: opts.Webhook, Weight: opts.Weight,
+		Tenant: opts.Tenant}, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +383,49 @@ func (c *Client) GetBatch(ctx context.Context, id string) (*Batch, error) {
 	if err != nil {
 		return b, err
 	}
+	if err := c.fillShare(ctx, b); err != nil {
+		return b, err
+	}
 	return b, c.records.FillCost(ctx, b)
+}
+
+// fillShare sets, while jobs of b wait for their turn, its share of its
+// lanes and its ETA at the pace they gave it over the last minute: a batch
+// sharing a lane finishes at its share of the rate, not at the rate it had
+// alone.
+func (c *Client) fillShare(ctx context.Context, b *Batch) error {
+	if b.Over() || b.Backlog == 0 {
+		return nil
+	}
+	models, err := c.records.BacklogModels(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	lanes := make([]fair.Lane, len(models))
+	for i, m := range models {
+		lanes[i] = fair.Lane{Queue: b.Queue, Model: m}
+	}
+	shares, err := fair.ReadShares(ctx, c.cfg.Redis, c.records, lanes)
+	if err != nil {
+		return err
+	}
+	released, err := fair.BatchReleased(ctx, c.cfg.Redis, lanes, b.ID)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, ls := range shares {
+		total += ls.Released
+	}
+	if total > 0 {
+		b.Share = float64(released) / float64(total)
+	}
+	if released > 0 {
+		window := min(time.Minute, time.Since(b.CreatedAt))
+		perSecond := float64(released) / max(window.Seconds(), 1)
+		b.ETA = time.Now().Add(time.Duration(float64(b.Pending) / perSecond * float64(time.Second))).UTC()
+	}
+	return nil
 }
 
 // ListBatches returns batches, newest first, page by page (cursor "" starts;

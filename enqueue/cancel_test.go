@@ -107,7 +107,7 @@ func batchKeyOf(t *testing.T, rdb *redis.Client, id string) string {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if !strings.HasSuffix(k, ":final") && !strings.HasSuffix(k, ":lines") {
+		if !strings.HasSuffix(k, ":final") && !strings.HasSuffix(k, ":lines") && !strings.Contains(k, ":backlog") {
 			return k
 		}
 	}

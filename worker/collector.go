@@ -1,18 +1,26 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mimoq/mimoq/internal/asynqwire"
+	"github.com/mimoq/mimoq/internal/fair"
+	"github.com/mimoq/mimoq/internal/records"
 )
 
 // QueueCollector exports asynq's view of each queue (size by task state,
 // latency, paused) as Prometheus metrics, read at scrape time.
 type QueueCollector struct {
+	rdb    redis.UniversalClient
+	store  *records.Store
 	insp   *asynq.Inspector
 	queues []string
 	size   *prometheus.Desc
@@ -22,6 +30,8 @@ type QueueCollector struct {
 	// tasks whose processed total stands still is making no progress.
 	processed *prometheus.Desc
 	failed    *prometheus.Desc
+	// The fair sharing of the lanes between batches (internal/fair).
+	backlog, released, share *prometheus.Desc
 }
 
 // NewQueueCollector returns a collector for the given asynq queues.
@@ -30,7 +40,10 @@ func NewQueueCollector(rdb redis.UniversalClient, queues map[string]int) *QueueC
 	for q := range queues {
 		names = append(names, q)
 	}
+	slices.Sort(names)
+	flow := []string{"queue", "model", "flow"}
 	return &QueueCollector{
+		rdb: rdb, store: records.New(rdb, 0),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		queues: names,
 		size:   prometheus.NewDesc("mimoq_queue_tasks", "Tasks in an asynq queue by state.", []string{"queue", "state"}, nil),
@@ -42,6 +55,12 @@ func NewQueueCollector(rdb redis.UniversalClient, queues map[string]int) *QueueC
 		failed: prometheus.NewDesc("mimoq_queue_failed_total",
 			"Tasks of an asynq queue whose delivery failed (an attempt to retry), since the queue was made (asynq's total).",
 			[]string{"queue"}, nil),
+		backlog: prometheus.NewDesc("mimoq_fair_backlog",
+			"Batch jobs waiting for their turn in a lane, per flow (b:<batch id>, or t:<tenant> for a tenant's batches).", flow, nil),
+		released: prometheus.NewDesc("mimoq_fair_released_last_minute",
+			"Batch jobs a lane released to its asynq queue in the last minute, per flow.", flow, nil),
+		share: prometheus.NewDesc("mimoq_fair_share",
+			"A flow's part (0 to 1) of the batch jobs its lane released in the last minute.", flow, nil),
 	}
 }
 
@@ -52,6 +71,9 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.paused
 	ch <- c.processed
 	ch <- c.failed
+	ch <- c.backlog
+	ch <- c.released
+	ch <- c.share
 }
 
 // Collect implements prometheus.Collector.
@@ -79,8 +101,15 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.NewInvalidMetric(c.size, err)
 			continue
 		}
+		// Parked batch jobs (waiting for their turn) are asynq's scheduled
+		// tasks; they are shown as their own state.
+		parked, err := c.rdb.ZCount(context.Background(), asynqwire.ScheduledKey(q), strconv.Itoa(asynqwire.ParkedAt), "+inf").Result()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.size, err)
+			continue
+		}
 		for state, n := range map[string]int{
-			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled - int(parked), "backlog": int(parked),
 			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
 		} {
 			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), q, state)
@@ -93,5 +122,28 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, p, q)
 		ch <- prometheus.MustNewConstMetric(c.processed, prometheus.CounterValue, float64(info.ProcessedTotal), q)
 		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(info.FailedTotal), q)
+	}
+	c.collectShares(ch)
+}
+
+// collectShares exports how the batches share each lane.
+func (c *QueueCollector) collectShares(ch chan<- prometheus.Metric) {
+	lanes := make([]fair.Lane, 0, len(c.queues))
+	for _, q := range c.queues {
+		if queue, model, ok := strings.Cut(q, ":"); ok {
+			lanes = append(lanes, fair.Lane{Queue: queue, Model: model})
+		}
+	}
+	shares, err := fair.ReadShares(context.Background(), c.rdb, c.store, lanes)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.backlog, err)
+		return
+	}
+	for _, ls := range shares {
+		for _, f := range ls.Flows {
+			ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(f.Backlog), ls.Queue, ls.Model, f.Flow)
+			ch <- prometheus.MustNewConstMetric(c.released, prometheus.GaugeValue, float64(f.Released), ls.Queue, ls.Model, f.Flow)
+			ch <- prometheus.MustNewConstMetric(c.share, prometheus.GaugeValue, f.Share, ls.Queue, ls.Model, f.Flow)
+		}
 	}
 }

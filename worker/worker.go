@@ -29,6 +29,7 @@ import (
 	"github.com/mimoq/mimoq/apiclient"
 	"github.com/mimoq/mimoq/internal/catalog"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/fair"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/ops"
@@ -256,6 +257,9 @@ type Worker struct {
 	drain     context.Context
 	stopDrain context.CancelFunc
 
+	// feeder releases the batches' backlogs fairly into the lanes.
+	feeder *fair.Feeder
+
 	notifier *webhooks.Notifier
 	sender   *webhooks.Sender
 	// srvMu guards models, srvs, srvNames and mux: the live catalog may
@@ -325,6 +329,9 @@ func New(cfg Config) (*Worker, error) {
 		w.newServers(m)
 	}
 	if err := w.initWebhooks(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if w.feeder, err = w.newFeeder(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	return w, nil
@@ -464,6 +471,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg.Go(func() { w.laneEventLoop(bgCtx) })
 	bg.Go(func() { w.gaugeLoop(bgCtx) })
 	bg.Go(func() { w.countLoop(bgCtx) })
+	bg.Go(func() { w.feeder.Run(bgCtx) })
 	if w.catalogOn() {
 		bg.Go(func() { w.catalogLoop(bgCtx) })
 	}

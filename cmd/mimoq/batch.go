@@ -40,6 +40,7 @@ func isTerminal(w any) bool {
 func (a *app) batchSubmitCmd() *cobra.Command {
 	var (
 		id, queue, window, hook string
+		tenant, weight          string
 		wait, asJSON            bool
 		maxLine                 = byteSize(enqueue.DefaultMaxLineBytes)
 		maxCost                 float64
@@ -50,7 +51,11 @@ func (a *app) batchSubmitCmd() *cobra.Command {
 		Long: `Validate every line of FILE (the OpenAI Batch input format), and only when all are valid
 enqueue them all. Invalid lines are reported as FILE:LINE: reason (the first 20, then a
 count) with exit status 2, and nothing is enqueued. Submitting again with the same --id
-enqueues nothing twice and completes an interrupted submit.`,
+enqueues nothing twice and completes an interrupted submit.
+
+The batches running on one model share its rate round-robin, so a small batch is not stuck
+behind a big one: --weight N gives a batch N shares, and --tenant T makes the share the
+tenant's, so that one tenant's many batches together get one share (of their largest weight).`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			var expiresAt time.Time
@@ -74,7 +79,17 @@ enqueues nothing twice and completes an interrupted submit.`,
 					return usagef("invalid --max-cost=%v: want USD from 0 (none) to 1000000", maxCost)
 				}
 				opts := enqueue.BatchOptions{ID: id, Queue: queue, Source: argv[0], MaxLineBytes: int(maxLine),
-					ExpiresAt: expiresAt, Webhook: hook, MaxCostUSD: maxCost}
+					ExpiresAt: expiresAt, Webhook: hook, MaxCostUSD: maxCost, Tenant: tenant}
+				if weight != "" {
+					if opts.Weight, err = enqueue.ParseWeight(weight); err != nil {
+						return usagef("invalid --weight: %v", err)
+					}
+				}
+				if tenant != "" {
+					if err := enqueue.CheckTenant(tenant); err != nil {
+						return usagef("invalid --tenant: %v", err)
+					}
+				}
 				var bar *progressbar.ProgressBar
 				if isTerminal(a.stderr) && !asJSON {
 					phase := ""
@@ -130,6 +145,8 @@ enqueues nothing twice and completes an interrupted submit.`,
 		"expire the requests not started within this duration (at least 1m, e.g. 24h); default: none")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every request is final, showing progress")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the batch record as JSON")
+	cmd.Flags().StringVar(&weight, "weight", "", "the batch's share of each model's rate against other batches, 1 to 1000 (default 1)")
+	cmd.Flags().StringVar(&tenant, "tenant", "", "share the models' rate per tenant instead of per batch (letters, digits, '-', '_', '.')")
 	cmd.Flags().Float64Var(&maxCost, "max-cost", 0, "most the batch may spend, in USD (MIMOQ_PRICES); then its jobs not started are canceled (budget_exhausted)")
 	cmd.Flags().Var(&maxLine, "max-line-bytes", "longest line accepted (e.g. 16MiB); a longer one is refused with its line number")
 	return cmd
@@ -241,7 +258,19 @@ func printBatch(w io.Writer, b *enqueue.Batch) {
 		fmt.Fprintf(tw, "canceled:\t%d\n", b.Canceled)
 	}
 	fmt.Fprintf(tw, "expired:\t%d\n", b.Expired)
-	fmt.Fprintf(tw, "pending:\t%d\n", b.Pending)
+	if b.Backlog > 0 {
+		fmt.Fprintf(tw, "pending:\t%d (%d waiting for their turn)\n", b.Pending, b.Backlog)
+	} else {
+		fmt.Fprintf(tw, "pending:\t%d\n", b.Pending)
+	}
+	share := fmt.Sprintf("weight %d", max(b.Weight, 1))
+	if b.Tenant != "" {
+		share += ", tenant " + b.Tenant
+	}
+	if b.Share > 0 {
+		share += fmt.Sprintf("; %.0f%% of its lanes' jobs in the last minute", b.Share*100)
+	}
+	fmt.Fprintf(tw, "share:\t%s\n", share)
 	if !b.ExpiresAt.IsZero() {
 		fmt.Fprintf(tw, "expires:\t%s\n", fmtTime(b.ExpiresAt))
 	}
@@ -403,14 +432,14 @@ func (a *app) batchListCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATE\tTOTAL\tSUCCEEDED\tDEAD\tCANCELED\tEXPIRED\tPENDING\tCOST\tCREATED\tSOURCE")
+				fmt.Fprintln(tw, "ID\tSTATE\tTOTAL\tSUCCEEDED\tDEAD\tCANCELED\tEXPIRED\tPENDING\tWEIGHT\tTENANT\tCOST\tCREATED\tSOURCE")
 				for _, b := range bs {
 					cost := "-"
 					if b.Cost != nil {
 						cost = fmtUSD(b.Cost.USD)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", b.ID, b.State, b.Total, b.Succeeded,
-						b.Dead, b.Canceled, b.Expired, b.Pending, cost, fmtTime(b.CreatedAt), b.Source)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", b.ID, b.State, b.Total, b.Succeeded,
+						b.Dead, b.Canceled, b.Expired, b.Pending, max(b.Weight, 1), dash(b.Tenant), cost, fmtTime(b.CreatedAt), b.Source)
 				}
 				return tw.Flush()
 			})

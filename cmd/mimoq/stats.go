@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mimoq/mimoq/internal/fair"
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/ops"
 )
@@ -87,6 +88,27 @@ object per refresh.`,
 	return cmd
 }
 
+// printShares shows how the batches (or tenants) of each lane share it.
+func printShares(w io.Writer, shares []fair.LaneShares) {
+	if len(shares) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nlanes shared by batches (jobs released to each in the last minute):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  QUEUE\tMODEL\tBATCH OR TENANT\tBATCHES\tWEIGHT\tWAITING TURN\tRELEASED/MIN\tSHARE")
+	for _, ls := range shares {
+		for _, f := range ls.Flows {
+			who := strings.TrimPrefix(f.Flow, "b:")
+			if f.Tenant != "" {
+				who = "tenant " + f.Tenant
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%d\t%.0f%%\n", ls.Queue, ls.Model, who, len(f.Batches), f.Weight,
+				f.Backlog, f.Released, f.Share*100)
+		}
+	}
+	_ = tw.Flush()
+}
+
 func printStats(w io.Writer, st *ops.Stats) {
 	fmt.Fprintf(w, "mimoq stats at %s\n\n", st.At.Local().Format("2006-01-02 15:04:05"))
 
@@ -147,7 +169,7 @@ func printStats(w io.Writer, st *ops.Stats) {
 
 	fmt.Fprintln(w, "\nqueues:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  QUEUE\tMODEL\tQUEUED\tRUNNING\tRETRYING\tDEAD\tOLDEST")
+	fmt.Fprintln(tw, "  QUEUE\tMODEL\tQUEUED\tWAITING TURN\tRUNNING\tRETRYING\tDEAD\tOLDEST")
 	rows := 0
 	for _, q := range st.Queues {
 		if q.Counts == (ops.Counts{}) {
@@ -158,13 +180,14 @@ func printStats(w io.Writer, st *ops.Stats) {
 		if q.Paused {
 			paused = " (paused)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s%s\t%d\t%d\t%d\t%d\t%s\n", q.Queue, q.Model, paused, q.Queued, q.Running, q.Retrying,
-			q.Dead, age(q.Latency))
+		fmt.Fprintf(tw, "  %s\t%s%s\t%d\t%d\t%d\t%d\t%d\t%s\n", q.Queue, q.Model, paused, q.Queued, q.Backlog, q.Running,
+			q.Retrying, q.Dead, age(q.Latency))
 	}
 	if rows == 0 {
 		fmt.Fprintln(tw, "  (no jobs queued, running, retrying or dead)")
 	}
 	_ = tw.Flush()
+	printShares(w, st.Shares)
 
 	if st.DLQ.Total > 0 {
 		fmt.Fprintf(w, "\ndead letters: %d", st.DLQ.Total)

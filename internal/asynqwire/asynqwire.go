@@ -30,7 +30,23 @@ type Task struct {
 	// Timeout of one run; asynq's default (30 minutes) when zero, as
 	// asynq.Client does when neither timeout nor deadline is given.
 	Timeout time.Duration
+	// Parked writes the task into the queue's scheduled set at ParkedAt
+	// instead of its pending list: no server takes it until Unpark moves
+	// it (asynq's Inspector shows it as scheduled).
+	Parked bool
 }
+
+// ParkedAt is the time a parked task is scheduled for, in Unix seconds
+// (the year 2286): asynq never reaches it, so only Unpark (or an
+// operator's "run now" in asynqmon) releases the task. Scores at or above
+// it mark a task as parked.
+const ParkedAt = 1e10
+
+// PendingKey is the key of asynq's pending list of queue.
+func PendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
+
+// ScheduledKey is the key of asynq's scheduled set of queue.
+func ScheduledKey(queue string) string { return "asynq:{" + queue + "}:scheduled" }
 
 // DefaultTimeout is asynq's default task timeout.
 const DefaultTimeout = 30 * time.Minute
@@ -83,6 +99,19 @@ redis.call("LPUSH", KEYS[2], ARGV[2])
 return 1
 `)
 
+// parkScript is asynq's own schedule script (rdb.scheduleCmd, v0.26.0).
+// KEYS: asynq:{<q>}:t:<id>, asynq:{<q>}:scheduled. ARGV: msg, score, id.
+var parkScript = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 1 then
+	return 0
+end
+redis.call("HSET", KEYS[1],
+           "msg", ARGV[1],
+           "state", "scheduled")
+redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
+return 1
+`)
+
 // TaskKey is the key of asynq's hash of task id in queue (its "state" field
 // says pending, active, scheduled, retry, archived or completed).
 func TaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
@@ -116,9 +145,13 @@ func EnqueueMany(ctx context.Context, rdb redis.UniversalClient, tasks []Task) (
 	// on every enqueue); Inspector and Server find queues there. It goes
 	// first in the same pipeline.
 	before := func(pipe redis.Pipeliner) { pipe.SAdd(ctx, "asynq:queues", names...) }
-	cmds, err := runPipelined(ctx, rdb, enqueueScript, len(tasks), before, func(i int) ([]string, []any) {
+	cmds, err := runPipelined(ctx, rdb, len(tasks), before, func(i int) (*redis.Script, []string, []any) {
 		t := &tasks[i]
-		return []string{TaskKey(t.Queue, t.ID), "asynq:{" + t.Queue + "}:pending"},
+		if t.Parked {
+			return parkScript, []string{TaskKey(t.Queue, t.ID), ScheduledKey(t.Queue)},
+				[]any{Encode(t), int64(ParkedAt), t.ID}
+		}
+		return enqueueScript, []string{TaskKey(t.Queue, t.ID), PendingKey(t.Queue)},
 			[]any{Encode(t), t.ID, time.Now().UnixNano()}
 	})
 	if err != nil {
@@ -134,21 +167,22 @@ func EnqueueMany(ctx context.Context, rdb redis.UniversalClient, tasks []Task) (
 	return res, nil
 }
 
-// runPipelined runs script n times in one pipeline, after the commands
-// before adds, with the keys and arguments args(i) gives for run i, by SHA;
-// when Redis does not know the script it loads it and runs the pipeline
-// again (the enqueue script is idempotent, so a partial first run is
-// harmless).
-func runPipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Script, n int,
-	before func(redis.Pipeliner), args func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
+// runPipelined runs n scripts in one pipeline, after the commands before
+// adds: run i is the script, keys and arguments args(i) gives, by SHA; when
+// Redis does not know a script it loads them and runs the pipeline again
+// (every script here is idempotent, so a partial first run is harmless).
+func runPipelined(ctx context.Context, rdb redis.UniversalClient, n int,
+	before func(redis.Pipeliner), args func(i int) (*redis.Script, []string, []any)) ([]*redis.Cmd, error) {
 	for try := 0; ; try++ {
 		pipe := rdb.Pipeline()
 		if before != nil {
 			before(pipe)
 		}
 		cmds := make([]*redis.Cmd, n)
+		used := map[*redis.Script]bool{}
 		for i := range n {
-			keys, argv := args(i)
+			s, keys, argv := args(i)
+			used[s] = true
 			cmds[i] = s.EvalSha(ctx, pipe, keys, argv...)
 		}
 		_, err := pipe.Exec(ctx)
@@ -156,8 +190,10 @@ func runPipelined(ctx context.Context, rdb redis.UniversalClient, s *redis.Scrip
 			return cmds, nil
 		}
 		if try == 0 && isNoScript(err) {
-			if err := s.Load(ctx, rdb).Err(); err != nil {
-				return nil, err
+			for s := range used {
+				if err := s.Load(ctx, rdb).Err(); err != nil {
+					return nil, err
+				}
 			}
 			continue
 		}

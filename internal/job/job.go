@@ -268,10 +268,24 @@ type Batch struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	ExpiredAt time.Time `json:"expired_at,omitzero"`
 	// Webhook is the URL told when the batch ends.
-	Webhook    string    `json:"webhook,omitempty"`
+	Webhook string `json:"webhook,omitempty"`
+	// Weight is the batch's share of each of its lanes against the other
+	// batches (or tenants) there, when submitted with one (0: the default,
+	// 1); Tenant, when set, is who the share belongs to: one tenant's
+	// batches share one share.
+	Weight int    `json:"weight,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
+	// Backlog counts the jobs waiting for their turn in their lanes (not
+	// yet handed to asynq), when it was read; Share is, while it has a
+	// backlog, its part of the jobs its lanes released in the last minute
+	// (0 to 1).
+	Backlog    int64     `json:"backlog,omitempty"`
+	Share      float64   `json:"share,omitempty"`
 	FinishedAt time.Time `json:"finished_at,omitzero"` // every job final
 	// Rate is jobs finished per second since the batch was submitted, and
-	// ETA the expected time of the last one at that rate (zero if unknown).
+	// ETA the expected time of the last one: at the pace its lanes gave it
+	// over the last minute while it shares them, else at Rate (zero if
+	// unknown).
 	Rate float64   `json:"rate"`
 	ETA  time.Time `json:"eta,omitzero"`
 }

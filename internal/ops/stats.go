@@ -15,7 +15,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mimoq/mimoq/internal/asynqwire"
 	"github.com/mimoq/mimoq/internal/dlq"
+	"github.com/mimoq/mimoq/internal/fair"
 	"github.com/mimoq/mimoq/internal/job"
 	"github.com/mimoq/mimoq/internal/lane"
 	"github.com/mimoq/mimoq/internal/records"
@@ -119,12 +121,21 @@ type Stats struct {
 	// ServedModels counts answers by another model than the one
 	// requested, per pair, largest first.
 	ServedModels []ServedPair `json:"served_models,omitempty"`
+	// Shares is, per lane with batches waiting, how the batches (or
+	// tenants) there share it: their backlogs and their part of the jobs
+	// released to the lane in the last minute.
+	Shares []fair.LaneShares `json:"shares,omitempty"`
 }
 
 // Counts are the jobs of a queue or model by state.
 type Counts struct {
-	// Queued jobs wait for a worker (asynq pending).
+	// Queued jobs wait for a worker (asynq pending) or, for batch jobs,
+	// for their turn (Backlog).
 	Queued int64 `json:"queued"`
+	// Backlog counts the batch jobs of Queued that wait for their turn in
+	// their lane, not yet handed to asynq (asynq shows them as scheduled,
+	// for the year 2286).
+	Backlog int64 `json:"backlog"`
 	// Running jobs are being worked on (asynq active).
 	Running int64 `json:"running"`
 	// Retrying jobs wait for their next attempt (asynq retry and scheduled).
@@ -135,6 +146,7 @@ type Counts struct {
 
 func (c *Counts) add(d Counts) {
 	c.Queued += d.Queued
+	c.Backlog += d.Backlog
 	c.Running += d.Running
 	c.Retrying += d.Retrying
 	c.Dead += d.Dead
@@ -231,8 +243,12 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 					return nil, fmt.Errorf("stats: queue %s: %w", qn, err)
 				}
 				if info != nil {
-					qs.Queued, qs.Running = int64(info.Pending), int64(info.Active)
-					qs.Retrying = int64(info.Retry + info.Scheduled)
+					parked, err := o.rdb.ZCount(ctx, asynqwire.ScheduledKey(qn), strconv.Itoa(asynqwire.ParkedAt), "+inf").Result()
+					if err != nil {
+						return nil, fmt.Errorf("stats: queue %s: %w", qn, err)
+					}
+					qs.Queued, qs.Backlog, qs.Running = int64(info.Pending)+parked, parked, int64(info.Active)
+					qs.Retrying = int64(info.Retry+info.Scheduled) - parked
 					qs.Paused, qs.Latency = info.Paused, info.Latency
 				}
 			}
@@ -271,7 +287,21 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 	if st.ExpiredLastHour, err = o.expiredLastHour(ctx, now); err != nil {
 		return nil, err
 	}
+	if st.Shares, err = fair.ReadShares(ctx, o.rdb, o.records, fairLanes(queues, models)); err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
 	return st, nil
+}
+
+// fairLanes is every lane of queues and models.
+func fairLanes(queues, models []string) []fair.Lane {
+	lanes := make([]fair.Lane, 0, len(queues)*len(models))
+	for _, q := range queues {
+		for _, m := range models {
+			lanes = append(lanes, fair.Lane{Queue: q, Model: m})
+		}
+	}
+	return lanes
 }
 
 // lastHour fills in ms's numbers from the last 60 minutes: the calls of

@@ -175,6 +175,8 @@ func (m *model) step(step int) {
 		m.expireDue(step)
 	case n < 94:
 		m.loseTask(step)
+	case n < 97:
+		m.feed(step)
 	default:
 		m.reconcile(step)
 	}
@@ -307,6 +309,13 @@ func (m *model) begin(step int) {
 		return
 	}
 	m.ops["begin"]++
+	if j.batch != "" && j.task {
+		// Its task reached a worker: it left its backlog first (or an
+		// operator ran it from asynqmon).
+		if _, err := asynqwire.Unpark(m.ctx, m.rdb, job.AsynqQueue(job.QueueBatch, testModel), []string{j.id}); err != nil {
+			m.fatalf(step, "unpark %s: %v", j.id, err)
+		}
+	}
 	lease := NewLease()
 	bg, err := m.s.Begin(m.ctx, j.id, lease, "w", m.now)
 	if err != nil {
@@ -543,6 +552,48 @@ func (m *model) loseTask(step int) {
 	j.task = false
 }
 
+// feed releases a few jobs of each lane's backlogs, as the fair feeder
+// does: the heads, oldest batch first; an ended backlog's parked tasks
+// are deleted, and an over one is forgotten.
+func (m *model) feed(step int) {
+	m.ops["feed"]++
+	bs, err := m.s.LaneBacklogs(m.ctx, job.QueueBatch, testModel)
+	if err != nil {
+		m.fatalf(step, "backlogs: %v", err)
+	}
+	var over, active []*Backlog
+	for _, b := range bs {
+		switch {
+		case b.Over():
+			over = append(over, b)
+		case b.Len > 0 && b.Ended():
+			if _, err := m.s.Drop(m.ctx, job.QueueBatch, b, 1+m.r.IntN(5)); err != nil {
+				m.fatalf(step, "drop: %v", err)
+			}
+		case b.Len > 0:
+			active = append(active, b)
+		}
+	}
+	if err := m.s.Forget(m.ctx, job.QueueBatch, over); err != nil {
+		m.fatalf(step, "forget: %v", err)
+	}
+	var order []int
+	for range m.r.IntN(8) {
+		if len(active) > 0 {
+			order = append(order, m.r.IntN(len(active)))
+		}
+	}
+	if _, err := m.s.Release(m.ctx, job.QueueBatch, active, order); err != nil {
+		m.fatalf(step, "release: %v", err)
+	}
+	// A final job's parked task is gone once dropped.
+	for _, j := range m.jobs {
+		if j.task && j.state.Final() && m.rdb.Exists(m.ctx, asynqwire.TaskKey(job.AsynqQueue(m.queueOf(j), testModel), j.id)).Val() == 0 {
+			j.task = false
+		}
+	}
+}
+
 func (m *model) reconcile(step int) {
 	m.ops["reconcile"]++
 	// Two passes a grace period apart: the first notes each batch's
@@ -608,7 +659,19 @@ func (m *model) check(step int) {
 		}
 		has := m.rdb.Exists(m.ctx, asynqwire.TaskKey(job.AsynqQueue(m.queueOf(j), testModel), j.id)).Val() == 1
 		if has != j.task && !(has && j.state.Final()) {
-			m.fatalf(step, "job %s: task in asynq %v, model %v", j.id, has, j.task)
+			m.fatalf(step, "job %s: task in asynq %v, model %v (%+v)", j.id, has, j.task, *j)
+		}
+		if has && j.batch != "" {
+			// A parked task waits in its batch's backlog, and the
+			// batch in its lane's list: the feeder will release it.
+			q := job.AsynqQueue(job.QueueBatch, testModel)
+			sc, err := m.rdb.ZScore(m.ctx, asynqwire.ScheduledKey(q), j.id).Result()
+			if err == nil && sc >= asynqwire.ParkedAt {
+				if m.rdb.ZScore(m.ctx, backlogKey(j.batch, testModel), j.id).Err() != nil ||
+					!m.rdb.SIsMember(m.ctx, LaneBatchesKey(q), j.batch).Val() {
+					m.fatalf(step, "job %s (%s) has a parked task that no backlog holds: it would wait for ever", j.id, j.state)
+				}
+			}
 		}
 		if !j.state.Final() && !has {
 			// Known to the reconciler: a single job in the live index, a

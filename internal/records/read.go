@@ -108,7 +108,13 @@ func (s *Store) GetBatch(ctx context.Context, id string) (*job.Batch, error) {
 	if len(f) == 0 {
 		return nil, fmt.Errorf("batch %s: %w", id, ErrNotFound)
 	}
-	return batchFromFields(f, time.Now()), nil
+	b := batchFromFields(f, time.Now())
+	if !b.Over() {
+		if b.Backlog, err = s.BatchBacklog(ctx, id); err != nil {
+			return nil, fmt.Errorf("get batch %s: %w", id, err)
+		}
+	}
+	return b, nil
 }
 
 // batchCreatedMs is the creation time of batch id, part of its job IDs.
@@ -139,6 +145,7 @@ func batchFromFields(f map[string]string, now time.Time) *job.Batch {
 	b.ExpiresAt, _ = time.Parse(timeLayout, f["expires_at"])
 	b.ExpiredAt, _ = time.Parse(timeLayout, f["expired_at"])
 	b.Webhook = f["webhook"]
+	b.Weight, b.Tenant = atoi(f["weight"]), f["tenant"]
 	b.FinishedAt, _ = time.Parse(timeLayout, f["finished_at"])
 	finished := b.Succeeded + b.Dead + b.Canceled + b.Expired
 	b.Pending = max(b.Total-finished, 0)

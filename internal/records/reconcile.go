@@ -393,6 +393,21 @@ func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, st jo
 		if _, err := s.repair(ctx, dl, js, now, rep); err != nil {
 			return err
 		}
+		// Its queued jobs go (back) into its backlogs: one whose parked
+		// task lost its entry (a failover that kept one write and not the
+		// other) would wait for ever. The feeder takes out those whose
+		// task is not parked.
+		var entries []backlogEntry
+		queue := ""
+		for i, j := range js {
+			if j.state == job.StateQueued {
+				entries = append(entries, backlogEntry{id: j.id, model: j.model, line: start + i})
+				queue = j.queue
+			}
+		}
+		if err := s.addBacklog(ctx, id, queue, entries); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
 	}
 	if err := s.rdb.HSet(ctx, batchKey(id), "audited_ms", now.UnixMilli()).Err(); err != nil {
 		return fmt.Errorf("reconcile: batch %s: %w", id, err)

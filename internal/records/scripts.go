@@ -161,7 +161,7 @@ return 'created'
 // counts a batch's progress from its creation (audit_fin, audited_ms).
 // KEYS: batch. ARGV: id, sha256, total, queue, source, created_at,
 // created_ms, expires_at and expires_ms (empty for no completion window),
-// webhook URL (or empty).
+// webhook URL (or empty), weight (1 or more), tenant (or empty).
 var batchCreateScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
@@ -176,6 +176,8 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'submitting', 'sha256', ARGV
   'enqueued', 0, 'succeeded', 0, 'dead', 0, 'canceled', 0, 'expired', 0, 'audit_fin', 0, 'audited_ms', ARGV[7])
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'expires_at', ARGV[8], 'expires_ms', ARGV[9]) end
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'webhook', ARGV[10]) end
+if ARGV[11] ~= '1' then redis.call('HSET', KEYS[1], 'weight', ARGV[11]) end
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[12]) end
 return {'created', 'submitting', ARGV[7]}
 `)
 

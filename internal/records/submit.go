@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mimoq/mimoq/internal/asynqwire"
 	"github.com/mimoq/mimoq/internal/job"
 )
 
@@ -99,6 +100,11 @@ type BatchSpec struct {
 	ExpiresAt time.Time
 	// Webhook, when set, is told when the batch ends.
 	Webhook string
+	// Weight is the batch's share of its lanes against other batches (0
+	// means 1); Tenant, when set, makes the share the tenant's, whatever
+	// the number of its batches (internal/fair).
+	Weight int
+	Tenant string
 }
 
 // CreatedBatch is what CreateBatch found or did.
@@ -121,7 +127,7 @@ func (s *Store) CreateBatch(ctx context.Context, spec BatchSpec, now time.Time) 
 	}
 	vals, outcome, err := reply(batchCreateScript.Run(ctx, s.rdb, []string{batchKey(spec.ID)},
 		spec.ID, spec.SHA256, spec.Total, spec.Queue, spec.Source, fmtTime(now), now.UnixMilli(), expiresAt, expiresMs,
-		spec.Webhook),
+		spec.Webhook, max(spec.Weight, 1), spec.Tenant),
 		"submit batch "+spec.ID)
 	if err != nil {
 		return CreatedBatch{}, err
@@ -146,7 +152,8 @@ type Line struct {
 
 // EnqueueLines writes the records of lines of batch b (one script: one
 // round trip, one slot), then the tasks of those it wrote or found not
-// final. Lines written before are left alone; nothing is written once the
+// final, parked, then their entries in the batch's backlogs (backlog.go),
+// from which the fair feeder releases them. Lines written before are left alone; nothing is written once the
 // batch is canceled. Callers send chunks of up to a few thousand lines.
 func (s *Store) EnqueueLines(ctx context.Context, batchID, queue string, createdMs int64, lines []Line, submittedAt time.Time) error {
 	if len(lines) == 0 {
@@ -166,16 +173,20 @@ func (s *Store) EnqueueLines(ctx context.Context, batchID, queue string, created
 	if err != nil {
 		return fmt.Errorf("submit batch %s: %w", batchID, err)
 	}
-	ps := make([]job.Payload, 0, len(lines))
+	tasks := make([]asynqwire.Task, 0, len(lines))
+	entries := make([]backlogEntry, 0, len(lines))
 	for i, c := range codes {
 		if c != 0 {
-			ps = append(ps, job.Payload{JobID: ids[i], BatchID: batchID, CustomID: lines[i].CustomID, Queue: queue, Model: lines[i].Model})
+			t := task(job.Payload{JobID: ids[i], BatchID: batchID, CustomID: lines[i].CustomID, Queue: queue, Model: lines[i].Model})
+			t.Parked = true
+			tasks = append(tasks, t)
+			entries = append(entries, backlogEntry{id: ids[i], model: lines[i].Model, line: lines[i].Index})
 		}
 	}
-	if _, err := s.enqueueTasks(ctx, ps); err != nil {
+	if _, err := asynqwire.EnqueueMany(ctx, s.rdb, tasks); err != nil {
 		return fmt.Errorf("submit batch %s: %w", batchID, err)
 	}
-	return nil
+	return s.addBacklog(ctx, batchID, queue, entries)
 }
 
 // Seal marks batch id fully enqueued. It reports whether that ended the

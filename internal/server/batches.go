@@ -67,14 +67,29 @@ func validBatchID(id string) bool {
 	return true
 }
 
-// submitBatch is POST /v1/batches[?id=ID][&queue=Q]: a JSONL body in the
+// submitBatch is POST /v1/batches[?id=ID][&queue=Q][&weight=N][&tenant=T]: a JSONL body in the
 // OpenAI Batch input format. The body is spooled to a temporary file
 // (SubmitBatch reads it twice: validation, then enqueueing); every line is
 // validated before anything is enqueued.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
-	q, ok := checkQuery(w, r, "id", "queue", "completion_window", "webhook", "max_cost")
+	q, ok := checkQuery(w, r, "id", "queue", "completion_window", "webhook", "max_cost", "weight", "tenant")
 	if !ok {
 		return
+	}
+	weight := 0
+	if q.Has("weight") {
+		n, err := enqueue.ParseWeight(q.Get("weight"))
+		if err != nil {
+			badRequest(w, r, "weight", err.Error())
+			return
+		}
+		weight = n
+	}
+	if q.Has("tenant") {
+		if err := enqueue.CheckTenant(q.Get("tenant")); err != nil {
+			badRequest(w, r, "tenant", err.Error())
+			return
+		}
 	}
 	var maxCost float64
 	if q.Has("max_cost") {
@@ -140,7 +155,8 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) {
 	// The submit finishes even if the client leaves, rather than stop
 	// half-way.
 	b, err := s.cfg.Client.SubmitBatch(context.WithoutCancel(r.Context()), f,
-		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt, Webhook: q.Get("webhook"), MaxCostUSD: maxCost})
+		enqueue.BatchOptions{ID: id, Queue: q.Get("queue"), ExpiresAt: expiresAt, Webhook: q.Get("webhook"), MaxCostUSD: maxCost,
+			Weight: weight, Tenant: q.Get("tenant")})
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	if err != nil {
 		var bfe *enqueue.BatchFileError

@@ -29,7 +29,10 @@ func batchFile(n int) string {
 // batchJobs maps custom ID to job ID for the batch lines waiting in asynq.
 func (b *bundle) batchJobs(batchID string) map[string]string {
 	b.t.Helper()
-	tasks, err := asynq.NewInspectorFromRedisClient(b.rdb).ListPendingTasks(job.AsynqQueue(enqueue.QueueBatch, "mimo-v2.6-flash"), asynq.PageSize(1000))
+	// No worker runs: the batch's tasks are parked, waiting for their turn.
+	insp := asynq.NewInspectorFromRedisClient(b.rdb)
+	q := job.AsynqQueue(enqueue.QueueBatch, "mimo-v2.6-flash")
+	tasks, err := insp.ListScheduledTasks(q, asynq.PageSize(1000))
 	out := map[string]string{}
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		return out
