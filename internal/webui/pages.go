@@ -322,7 +322,7 @@ func (u *ui) lanes(w http.ResponseWriter, r *http.Request, q *request) {
 	for i := range st.Models {
 		rows[i] = laneRow{State: st.Models[i].Lane, Stats: &st.Models[i]}
 	}
-	u.render(w, r, http.StatusOK, "lanes", q, map[string]any{"Lanes": rows})
+	u.render(w, r, http.StatusOK, "lanes", q, map[string]any{"Lanes": rows, "Shares": st.Shares})
 }
 
 func (u *ui) laneAction(w http.ResponseWriter, r *http.Request, q *request) {
@@ -459,6 +459,7 @@ var funcs = template.FuncMap{
 		}
 		return strconv.Itoa(l.RPM) + " rpm"
 	},
+	"mul100": func(f float64) float64 { return f * 100 },
 	"pctOf": func(part int64, total int) string {
 		if total <= 0 {
 			return ""

@@ -77,7 +77,8 @@ func (b *bundle) deadBatch(t testing.TB, n int, model string) (string, []string)
 		t.Fatal(err)
 	}
 	qname := job.AsynqQueue(enqueue.QueueBatch, model)
-	tasks, err := b.insp.ListPendingTasks(qname, asynq.PageSize(n))
+	// No feeder runs: the batch's tasks are parked, waiting for their turn.
+	tasks, err := b.insp.ListScheduledTasks(qname, asynq.PageSize(n))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,6 +332,19 @@ func TestSignInRequeueAndSignOut(t *testing.T) {
 	br.do(http.MethodPost, "/ui/lanes/mimo-v2.6-pro/resume", url.Values{"csrf": {csrf}})
 	if st, _ := b.lanes.State(b.ctx, "mimo-v2.6-pro"); st.Status != lane.StatusRunning {
 		t.Errorf("lane after resume: %+v", st)
+	}
+	// A batch waiting for its turn (no worker feeds it here) is shown
+	// with its backlog in the lane's shares and on its own page.
+	waiting, err := b.client.SubmitBatch(b.ctx, strings.NewReader(`{"custom_id":"w1","body":{"model":"mimo-v2.6-flash","messages":[{"role":"user","content":"hi"}]}}`+"\n"),
+		enqueue.BatchOptions{Tenant: "acme", Weight: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page := br.get("/ui/lanes"); !strings.Contains(page.body, `id="shares"`) || !strings.Contains(page.body, "tenant <code>acme</code>") {
+		t.Errorf("lanes page does not show the batch waiting for its turn:\n%s", page.body)
+	}
+	if page := br.get("/ui/batches/" + waiting.ID); !strings.Contains(page.body, "1 waiting for their turn") || !strings.Contains(page.body, "weight 3, tenant <code>acme</code>") {
+		t.Errorf("batch page does not show its backlog and share:\n%s", page.body)
 	}
 
 	// Every page renders.
