@@ -117,15 +117,6 @@ func decodePayload(b []byte) (taskPayload, error) {
 		case "body":
 			p.Body = json.RawMessage(val)
 			return nil
-		case "flow":
-			dst = &p.Flow
-		case "weight":
-			n, err := strconv.Atoi(string(val))
-			if err != nil || n < 0 {
-				return fmt.Errorf("weight %s is not a count", val)
-			}
-			p.Weight = n
-			return nil
 		default:
 			return nil
 		}

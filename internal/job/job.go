@@ -144,12 +144,6 @@ type Payload struct {
 	CustomID string `json:"custom_id,omitempty"`
 	Queue    string `json:"queue"`
 	Model    string `json:"model"`
-	// Flow is who a batch job's share of its lane belongs to ("b:<batch
-	// id>", or "t:<tenant>" for a batch submitted with a tenant), and
-	// Weight that share's weight (0 means 1). Workers serve the waiters of
-	// one lane round-robin by flow, weighted. Empty for single jobs.
-	Flow   string `json:"flow,omitempty"`
-	Weight int    `json:"weight,omitempty"`
 }
 
 // Usage is the token usage the API reported for one job, or the sum over a

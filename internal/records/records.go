@@ -144,14 +144,6 @@ func appendPayload(b []byte, p job.Payload) []byte {
 	b = appendJSONString(b, p.Queue)
 	b = append(b, `,"model":`...)
 	b = appendJSONString(b, p.Model)
-	if p.Flow != "" {
-		b = append(b, `,"flow":`...)
-		b = appendJSONString(b, p.Flow)
-	}
-	if p.Weight > 1 {
-		b = append(b, `,"weight":`...)
-		b = strconv.AppendInt(b, int64(p.Weight), 10)
-	}
 	return append(b, '}')
 }
 
