@@ -29,7 +29,8 @@ func (w *Worker) fairLanes() []fair.Lane {
 
 // feedDepth is how many jobs the feeder keeps queued in a lane of model:
 // half a second of its request limit, at least 8 (the feeder's pause
-// between rounds is 50 ms), or 100 without a limit. The deeper the queue,
+// between rounds is 50 ms), or 1,000 without a limit (a worker fleet
+// without a limit drains thousands a second). The deeper the queue,
 // the longer a batch arriving waits behind the jobs queued before it.
 func (w *Worker) feedDepth(model string) int {
 	l, ok := w.cfg.ModelLimits[model]
@@ -37,7 +38,7 @@ func (w *Worker) feedDepth(model string) int {
 		l = w.cfg.Limit
 	}
 	if l.RPM <= 0 {
-		return 100
+		return 1000
 	}
 	return max(8, int(math.Ceil(float64(l.RPM)/60*0.5)))
 }
