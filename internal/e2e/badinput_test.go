@@ -45,6 +45,12 @@ func TestBadInputBatchFiles(t *testing.T) {
 		{name: "two values on a line", lines: []string{good + " " + good}, want: []string{"in.jsonl:1: invalid JSON: more than one value"}},
 		{name: "stream: true", lines: []string{strings.Replace(good, `"max_tokens":32`, `"max_tokens":32,"stream":true`, 1)},
 			want: []string{"in.jsonl:1: body: ", "stream"}},
+		{name: "weight 0", lines: []string{good}, flags: []string{"--weight", "0"},
+			want: []string{"invalid --weight", "from 1 to 1000"}},
+		{name: "weight not a number", lines: []string{good}, flags: []string{"--weight", "heavy"},
+			want: []string{`invalid --weight: weight "heavy" must be a whole number from 1 to 1000`}},
+		{name: "tenant with a space", lines: []string{good}, flags: []string{"--tenant", "acme corp"},
+			want: []string{"invalid --tenant", "letters, digits"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -174,6 +174,32 @@ func TestBatchResubmitWithIDIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestBatchWeightAndTenant: weight and tenant are kept on the batch and
+// shown; bad values are refused naming the parameter, enqueueing nothing.
+func TestBatchWeightAndTenant(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	got := decode[enqueue.Batch](t, b.post("/v1/batches?id=shared&weight=5&tenant=acme", batchFile(2)), http.StatusAccepted)
+	if got.Weight != 5 || got.Tenant != "acme" || got.Backlog != 2 {
+		t.Errorf("batch %+v, want weight 5, tenant acme and its 2 lines waiting for their turn", got)
+	}
+	if again := decode[enqueue.Batch](t, b.get("/v1/batches/shared"), http.StatusOK); again.Weight != 5 || again.Tenant != "acme" {
+		t.Errorf("GET batch %+v", again)
+	}
+	for _, tt := range []struct{ query, param string }{
+		{"weight=0", "weight"}, {"weight=1001", "weight"}, {"weight=2.5", "weight"}, {"weight=", "weight"},
+		{"tenant=", "tenant"}, {"tenant=a%20b", "tenant"}, {"tenant=" + strings.Repeat("t", 65), "tenant"},
+	} {
+		e := wantError(t, b.post("/v1/batches?id=bad&"+tt.query, batchFile(1)), http.StatusBadRequest, "invalid_request")
+		if e.Param != tt.param {
+			t.Errorf("%s: param %q, want %q (%s)", tt.query, e.Param, tt.param, e.Message)
+		}
+	}
+	if r := b.get("/v1/batches/bad"); r.status != http.StatusNotFound {
+		t.Errorf("a refused batch was created: %d %s", r.status, r.body)
+	}
+}
+
 func TestBatchInvalidLinesEnqueueNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
