@@ -121,13 +121,17 @@ func ParseWeight(s string) (int, error) {
 }
 
 // CheckTenant reports whether tenant is a valid tenant name.
-func CheckTenant(tenant string) error {
-	if tenant == "" || len(tenant) > 64 {
-		return fmt.Errorf("tenant %q must be 1 to 64 characters", tenant)
+func CheckTenant(tenant string) error { return checkName("tenant", tenant, 64) }
+
+// checkName limits a user-given name (what it names, for the error) to 1 to
+// maxLen letters, digits, '-', '_' and '.': what is safe in keys and URLs.
+func checkName(what, name string, maxLen int) error {
+	if name == "" || len(name) > maxLen {
+		return fmt.Errorf("%s %q must be 1 to %d characters", what, name, maxLen)
 	}
-	for _, r := range tenant {
+	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return fmt.Errorf("tenant %q may hold only letters, digits, '-', '_' and '.'", tenant)
+			return fmt.Errorf("%s %q may hold only letters, digits, '-', '_' and '.'", what, name)
 		}
 	}
 	return nil
@@ -141,17 +145,7 @@ var ErrBatchConflict = records.ErrBatchConflict
 var ErrBadCursor = records.ErrBadCursor
 
 // validBatchID limits user-given batch IDs to what is safe in keys and URLs.
-func validBatchID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("batch ID %q must be 1 to 128 characters", id)
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return fmt.Errorf("batch ID %q may hold only letters, digits, '-', '_' and '.'", id)
-		}
-	}
-	return nil
-}
+func validBatchID(id string) error { return checkName("batch ID", id, 128) }
 
 // maxLine is the longest line accepted in the file of one SubmitBatch.
 func (c *Client) maxLine(opts BatchOptions) int {

@@ -67,12 +67,8 @@ func Unpark(ctx context.Context, rdb redis.UniversalClient, queue string, ids []
 	if queue == "" {
 		return nil, errors.New("asynqwire: unpark: queue is required")
 	}
-	argv := make([]any, 0, 2+len(ids))
-	argv = append(argv, "asynq:{"+queue+"}:t:", time.Now().UnixNano())
-	for _, id := range ids {
-		argv = append(argv, id)
-	}
-	vals, err := unparkScript.Run(ctx, rdb, []string{ScheduledKey(queue), PendingKey(queue)}, argv...).Int64Slice()
+	vals, err := unparkScript.Run(ctx, rdb, []string{ScheduledKey(queue), PendingKey(queue)},
+		taskArgs(queue, ids, time.Now().UnixNano())...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("asynqwire: unpark: %w", err)
 	}
@@ -92,14 +88,21 @@ func DropParked(ctx context.Context, rdb redis.UniversalClient, queue string, id
 	if queue == "" {
 		return 0, errors.New("asynqwire: drop parked: queue is required")
 	}
-	argv := make([]any, 0, 1+len(ids))
-	argv = append(argv, "asynq:{"+queue+"}:t:")
-	for _, id := range ids {
-		argv = append(argv, id)
-	}
-	n, err := dropParkedScript.Run(ctx, rdb, []string{ScheduledKey(queue)}, argv...).Int()
+	n, err := dropParkedScript.Run(ctx, rdb, []string{ScheduledKey(queue)}, taskArgs(queue, ids)...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("asynqwire: drop parked: %w", err)
 	}
 	return n, nil
+}
+
+// taskArgs is the arguments of a script over the tasks ids of queue: the
+// prefix of their keys, extra, then the IDs.
+func taskArgs(queue string, ids []string, extra ...any) []any {
+	argv := make([]any, 0, 1+len(extra)+len(ids))
+	argv = append(argv, "asynq:{"+queue+"}:t:")
+	argv = append(argv, extra...)
+	for _, id := range ids {
+		argv = append(argv, id)
+	}
+	return argv
 }
