@@ -65,10 +65,6 @@ func BenchmarkCooldownPickup(b *testing.B) {
 			lat = append(lat, j.History[0].Start.Sub(j.SubmittedAt))
 			time.Sleep(20 * time.Millisecond)
 		}
-		if n := w.mock.Stats().Models[cooledModel].Requests; n != 0 {
-			b.Fatalf("the API got %d calls of %s during its cooldown", n, cooledModel)
-		}
-
 		wctx, cancel := context.WithTimeout(ctx, cooldown+5*time.Minute)
 		done, err := w.client.WaitBatch(wctx, batch.ID)
 		cancel()
@@ -95,6 +91,9 @@ func BenchmarkCooldownPickup(b *testing.B) {
 				done.Succeeded, batchLines, st.Duplicates, st.MaxCallsPerJob)
 		}
 		resume := first.Sub(coolEnd)
+		if resume < 0 {
+			b.Fatalf("%s was called %s before its cooldown's end", cooledModel, -resume)
+		}
 		p50, p99, pmax := percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 1)
 		b.ReportMetric(float64(p50)/1e6, "p50_ms")
 		b.ReportMetric(float64(p99)/1e6, "p99_ms")
