@@ -266,8 +266,8 @@ func (w *Worker) attempt(ctx, wait context.Context, queue string, b records.Begu
 		}
 		return w.putBack(ctx, d, nil, due, reason)
 	}
-	defer release()
 	if act := decideCall(timeLeft(ctx), leftAtStart, w.policy); act.Kind == ActPutBack {
+		release()
 		permit.Cancel()
 		return w.putBack(ctx, d, nil, time.Time{}, act.Reason)
 	}
@@ -278,6 +278,8 @@ func (w *Worker) attempt(ctx, wait context.Context, queue string, b records.Begu
 		apiclient.WithHeader(HeaderJobID, d.JobID), apiclient.WithHeader(HeaderAttempt, strconv.Itoa(n)))
 	elapsed := time.Since(start)
 	w.metrics.inflight.Dec()
+	// The slot is for the call: storing its outcome needs none.
+	release()
 
 	cl := apiclient.Classify(callErr)
 	if cl.Class != apiclient.ClassNone || callErr == nil {
@@ -335,7 +337,8 @@ var errNoSlot = errors.New("no slot free")
 // its demand holds no slot, and other models' jobs keep theirs. A permit
 // whose slot does not come within its grace (slotGrace) is canceled and a new one awaited, so that calls
 // stay paced; a lane without a request limit has no pace to keep, and waits
-// for its slot. The whole wait ends after MaxHold, or when wait ends.
+// for its slot. The whole wait ends after MaxHold, or when wait ends. The
+// caller gives the slot back as soon as its call returns.
 func (w *Worker) callTurn(wait context.Context, model, class string, estTokens int64) (*lane.Permit, func(), error) {
 	hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
 	defer endHold()
