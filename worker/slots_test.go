@@ -11,56 +11,70 @@ import (
 )
 
 // TestCooldownHoldsNoSlots (issue 13 §1): the jobs of a model whose lane
-// cools down wait for their permit without a slot, so another model's jobs
-// get the slots at once; once the cooldown ends, the waiting jobs succeed
-// with one attempt each.
+// cannot call (cooling down after a 429, or at a rate far below its demand)
+// wait for their permit without a slot, so another model's jobs get the
+// slots at once; the waiting jobs then succeed with one attempt each.
 func TestCooldownHoldsNoSlots(t *testing.T) {
 	t.Parallel()
-	const cooled = "mimo-v2.6-pro"
-	b := setup(t)
-	w := b.start(Config{Concurrency: 2, Limit: Limit{RPM: 1_000_000, TPM: -1}})
-	g, err := lane.NewGate(lane.GateConfig{Redis: b.rdb})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	if err := g.Cooldown(b.ctx, cooled, 8*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	var pro []string
-	for range 6 {
-		id := records.NewID()
-		body := []byte(`{"model":"` + cooled + `","messages":[{"role":"user","content":"hi"}],"max_tokens":16}`)
-		if _, err := b.records.Submit(b.ctx, records.NewJob{ID: id, Queue: job.QueueBatch, Model: cooled, Body: body,
-			SubmittedAt: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-		pro = append(pro, id)
-	}
-	waitUntil(t, "the cooled model's jobs taken", func() bool {
-		st, _ := b.records.State(b.ctx, pro[0])
-		return st == job.StateRunning
-	})
+	const slow = "mimo-v2.6-pro"
+	for _, tc := range []struct {
+		name string
+		rpm  int // of slow
+		cool time.Duration
+	}{
+		{"cooldown", 1_000_000, 8 * time.Second},
+		{"rate below demand", 12, 0}, // a call every 5 s for 4 jobs
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			w := b.start(Config{Concurrency: 2, Limit: Limit{RPM: 1_000_000, TPM: -1},
+				ModelLimits: map[string]Limit{slow: {RPM: tc.rpm}}})
+			if tc.cool > 0 {
+				g, err := lane.NewGate(lane.GateConfig{Redis: b.rdb})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer g.Close()
+				if err := g.Cooldown(b.ctx, slow, tc.cool); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var pro []string
+			for range 4 {
+				id := records.NewID()
+				body := []byte(`{"model":"` + slow + `","messages":[{"role":"user","content":"hi"}],"max_tokens":16}`)
+				if _, err := b.records.Submit(b.ctx, records.NewJob{ID: id, Queue: job.QueueBatch, Model: slow, Body: body,
+					SubmittedAt: time.Now()}); err != nil {
+					t.Fatal(err)
+				}
+				pro = append(pro, id)
+			}
+			waitUntil(t, "the slow model's jobs waiting for their lane", func() bool {
+				return w.gate.Stats().Models[slow].Waiting >= 2
+			})
 
-	flash := []string{b.submit(), b.submit(), b.submit()}
-	for id, j := range b.waitFinal(flash, 4*time.Second) {
-		if j.State != job.StateSucceeded {
-			t.Errorf("job %s: %s", id, j.State)
-		}
-	}
-	if n := w.slots.InUse(); n != 0 {
-		t.Errorf("%d slots held while the only jobs left wait for a cooling lane", n)
-	}
-	if n := w.gate.Stats().Models[cooled].Waiting; n == 0 {
-		t.Error("no job of the cooled model waits for its lane; the test proves nothing")
-	}
-	for id, j := range b.waitFinal(pro, time.Minute) {
-		if j.State != job.StateSucceeded || j.Attempts != 1 {
-			t.Errorf("job %s: %s after %d attempts, want succeeded after 1", id, j.State, j.Attempts)
-		}
-	}
-	if st := b.mock.Stats(); st.Duplicates != 0 || st.MaxCallsPerJob != 1 {
-		t.Errorf("mock: %d duplicates, at most %d calls per job; want 0 and 1", st.Duplicates, st.MaxCallsPerJob)
+			flash := []string{b.submit(), b.submit(), b.submit()}
+			for id, j := range b.waitFinal(flash, 4*time.Second) {
+				if j.State != job.StateSucceeded {
+					t.Errorf("job %s: %s", id, j.State)
+				}
+			}
+			if n := w.slots.InUse(); n != 0 {
+				t.Errorf("%d slots held while the only jobs left wait for their lane", n)
+			}
+			if n := w.gate.Stats().Models[slow].Waiting; n == 0 {
+				t.Error("no job of the slow model waits for its lane; the test proves nothing")
+			}
+			for id, j := range b.waitFinal(pro, time.Minute) {
+				if j.State != job.StateSucceeded || j.Attempts != 1 {
+					t.Errorf("job %s: %s after %d attempts, want succeeded after 1", id, j.State, j.Attempts)
+				}
+			}
+			if st := b.mock.Stats(); st.Duplicates != 0 || st.MaxCallsPerJob != 1 {
+				t.Errorf("mock: %d duplicates, at most %d calls per job; want 0 and 1", st.Duplicates, st.MaxCallsPerJob)
+			}
+		})
 	}
 }
 
