@@ -105,9 +105,9 @@ type Config struct {
 	// ShutdownTimeout is the grace for in-flight calls on shutdown.
 	// Default 30s.
 	ShutdownTimeout time.Duration
-	// MaxHold is the longest a job waits in this process for a slot or a
-	// permit before it goes back to its queue, burning no attempt, for
-	// whichever worker can serve it first. Default 30s.
+	// MaxHold is the longest a job waits in this process for a permit and
+	// then a slot before it goes back to its queue, burning no attempt,
+	// for whichever worker can serve it first. Default 30s.
 	MaxHold time.Duration
 
 	// TaskCheckInterval is how often an idle worker looks for new jobs.
@@ -345,8 +345,10 @@ func (w *Worker) newServers(m string) {
 		// lanes of a model asked the empty one about once per job.
 		// Each server may hold Concurrency tasks, so that one busy
 		// lane can use every slot; the tasks beyond the slots wait in
-		// ProcessTask (at most MaxHold), and the slots go to the lanes
-		// by their weights.
+		// ProcessTask (at most MaxHold), first for their lane's permit
+		// and only then for a slot, so a lane that cannot call (cooling
+		// down, paused, at its rate) holds none; the slots go to the
+		// lanes by their weights.
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(w.cfg.Redis, asynq.Config{
 			Concurrency:              w.cfg.Concurrency,
 			Queues:                   map[string]int{job.AsynqQueue(q, m): 1},

@@ -379,7 +379,11 @@ func (ln *lane) run(ctx context.Context) {
 		waited := time.Since(w.start)
 		ln.permits.Add(1)
 		ln.waitNanos.Add(int64(waited))
-		w.ch <- grant{p: &Permit{Model: ln.model, Tokens: w.est, Waited: waited, ln: ln}}
+		p := &Permit{Model: ln.model, Tokens: w.est, Waited: waited, ln: ln}
+		if ln.rpmOn {
+			p.Interval = ln.interval
+		}
+		w.ch <- grant{p: p}
 	}
 }
 

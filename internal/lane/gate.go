@@ -337,6 +337,11 @@ type Permit struct {
 	Tokens int64
 	// Waited is how long Wait blocked.
 	Waited time.Duration
+	// Interval is the spacing of the lane's request slots when the permit
+	// was granted, 0 when the lane has no request limit. The permit is for
+	// its slot: a call made much later than that bunches with the calls of
+	// the next permits.
+	Interval time.Duration
 
 	ln   *lane
 	done atomic.Bool

@@ -4,6 +4,9 @@
 // process's in-flight jobs at MIMOQ_CONCURRENCY across all of them, and
 // serves the lanes by their weights, as asynq does with the queues of one
 // server: a long batch on one model never starves single calls on another.
+// A job takes a slot only for its call, once its lane has given it a permit:
+// a lane that cannot call (cooling down after a 429, paused, at its rate
+// limit) holds no slots while it waits.
 package slots
 
 import (
