@@ -326,9 +326,9 @@ var errNoSlot = errors.New("no slot free")
 // model's servers) for a job of class. It never waits for one while it
 // holds the other's turn: a lane cooling down, paused or rate-limited below
 // its demand holds no slot, and other models' jobs keep theirs. A permit
-// whose slot does not come within its grace (slotGrace) is canceled and a new one awaited, so that calls
-// stay paced; a lane without a request limit has no pace to keep, and waits
-// for its slot. The whole wait ends after MaxHold, or when wait ends. The
+// whose slot does not come within its grace (slotGrace) is canceled and a
+// new one awaited, so that calls stay paced; a lane without a request limit
+// has no pace to keep, and waits for its slot. The whole wait ends after MaxHold, or when wait ends. The
 // caller gives the slot back as soon as its call returns.
 func (w *Worker) callTurn(wait context.Context, model, class string, estTokens int64) (*lane.Permit, func(), error) {
 	hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
