@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -103,13 +102,13 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		// Parked batch jobs (waiting for their turn) are asynq's scheduled
 		// tasks; they are shown as their own state.
-		parked, err := c.rdb.ZCount(context.Background(), asynqwire.ScheduledKey(q), strconv.Itoa(asynqwire.ParkedAt), "+inf").Result()
+		parked, err := asynqwire.CountParked(context.Background(), c.rdb, q)
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(c.size, err)
 			continue
 		}
 		for state, n := range map[string]int{
-			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled - int(parked), "backlog": int(parked),
+			"pending": info.Pending, "active": info.Active, "scheduled": max(info.Scheduled-int(parked), 0), "backlog": int(parked),
 			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
 		} {
 			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), q, state)

@@ -30,8 +30,9 @@ func (w *Worker) fairLanes() []fair.Lane {
 // feedDepth is how many jobs the feeder keeps queued in a lane of model:
 // half a second of its request limit, at least 8 (the feeder's pause
 // between rounds is 50 ms), or 1,000 without a limit (a worker fleet
-// without a limit drains thousands a second). The deeper the queue,
-// the longer a batch arriving waits behind the jobs queued before it.
+// without a limit drains thousands a second). A batch arriving waits
+// behind those and behind the jobs the workers' asynq servers have taken
+// already (up to MIMOQ_CONCURRENCY per server, waiting for their permit).
 func (w *Worker) feedDepth(model string) int {
 	l, ok := w.cfg.ModelLimits[model]
 	if !ok {

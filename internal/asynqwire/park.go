@@ -57,6 +57,16 @@ return n
 
 const parkedAtLua = "10000000000" // ParkedAt
 
+// CountParked is how many tasks of queue are parked (a part of asynq's
+// scheduled tasks).
+func CountParked(ctx context.Context, rdb redis.UniversalClient, queue string) (int64, error) {
+	n, err := rdb.ZCount(ctx, ScheduledKey(queue), parkedAtLua, "+inf").Result()
+	if err != nil {
+		return 0, fmt.Errorf("asynqwire: count parked: %w", err)
+	}
+	return n, nil
+}
+
 // Unpark releases the parked tasks ids of queue to its pending list in
 // that order, and reports for each whether it was parked (and moved). One
 // round trip; callers send up to a few thousand IDs.

@@ -165,12 +165,14 @@ func (f *Feeder) Round(ctx context.Context) (busy bool, err error) {
 		}
 	}
 	slices.Sort(mine)
+	// A lane that fails does not hold up the others it leases.
+	var errs []error
 	for _, i := range mine {
 		if err := f.feed(ctx, lanes[i], members[i].Val()); err != nil {
-			return busy, err
+			errs = append(errs, err)
 		}
 	}
-	return busy, nil
+	return busy, errors.Join(errs...)
 }
 
 // dropChunk is how many parked tasks of an ended backlog one round deletes.

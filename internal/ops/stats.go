@@ -243,12 +243,15 @@ func (o *Ops) Stats(ctx context.Context, models []string) (*Stats, error) {
 					return nil, fmt.Errorf("stats: queue %s: %w", qn, err)
 				}
 				if info != nil {
-					parked, err := o.rdb.ZCount(ctx, asynqwire.ScheduledKey(qn), strconv.Itoa(asynqwire.ParkedAt), "+inf").Result()
+					// Read after asynq's numbers: a submit may have
+					// parked more in between.
+					parked, err := asynqwire.CountParked(ctx, o.rdb, qn)
 					if err != nil {
 						return nil, fmt.Errorf("stats: queue %s: %w", qn, err)
 					}
+					scheduled := max(int64(info.Scheduled)-parked, 0)
 					qs.Queued, qs.Backlog, qs.Running = int64(info.Pending)+parked, parked, int64(info.Active)
-					qs.Retrying = int64(info.Retry+info.Scheduled) - parked
+					qs.Retrying = int64(info.Retry) + scheduled
 					qs.Paused, qs.Latency = info.Paused, info.Latency
 				}
 			}

@@ -2,6 +2,7 @@ package records
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -50,10 +51,28 @@ func (s *Store) addBacklog(ctx context.Context, batchID, queue string, entries [
 	for _, e := range entries {
 		byModel[e.model] = append(byModel[e.model], redis.Z{Score: float64(e.line), Member: e.id})
 	}
+	// The entries first, the lists of lanes after (a cluster pipeline
+	// sends to its nodes at once): a feeder that forgets the batch in
+	// between finds the entries when it looks again (Forget).
 	pipe := s.rdb.Pipeline()
 	for m, zs := range byModel {
 		pipe.SAdd(ctx, backlogsKey(batchID), m)
 		pipe.ZAdd(ctx, backlogKey(batchID, m), zs...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("backlog of batch %s: %w", batchID, err)
+	}
+	models := make([]string, 0, len(byModel))
+	for m := range byModel {
+		models = append(models, m)
+	}
+	return s.list(ctx, batchID, queue, models)
+}
+
+// list names batch batchID in the lanes of queue and models.
+func (s *Store) list(ctx context.Context, batchID, queue string, models []string) error {
+	pipe := s.rdb.Pipeline()
+	for _, m := range models {
 		pipe.SAdd(ctx, LaneBatchesKey(job.AsynqQueue(queue, m)), batchID)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -85,9 +104,9 @@ func (b *Backlog) Flow() string {
 	return "b:" + b.BatchID
 }
 
-// Over says the backlog will get no more jobs and has none: the feeder
-// forgets it.
-func (b *Backlog) Over() bool { return b.Len == 0 && b.State != job.BatchSubmitting }
+// Over says the backlog has no job waiting: the feeder forgets it (a
+// submit that adds jobs later lists it again).
+func (b *Backlog) Over() bool { return b.Len == 0 }
 
 // Ended says every job left in the backlog is final (its batch is gone, or
 // ended early and every line was walked): its parked tasks have nothing to
@@ -138,8 +157,17 @@ func (s *Store) ReadBacklogs(ctx context.Context, model string, ids []string) ([
 	return out, nil
 }
 
-// Forget takes the backlogs bs of lane queue out of its list; one that got
-// jobs since is listed again by the next addBacklog.
+// unlistModelScript takes a model out of a batch's backlog models if its
+// backlog is empty. KEYS: the batch's backlogs set, the model's backlog.
+// ARGV: model.
+var unlistModelScript = redis.NewScript(`
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+return 0
+`)
+
+// Forget takes the backlogs bs of lane queue, read as empty, out of its
+// list; one that got jobs since (a submit's next chunk, the reconciler) is
+// listed again, so that no job waits in a backlog its lane does not list.
 func (s *Store) Forget(ctx context.Context, queue string, bs []*Backlog) error {
 	if len(bs) == 0 {
 		return nil
@@ -147,7 +175,25 @@ func (s *Store) Forget(ctx context.Context, queue string, bs []*Backlog) error {
 	pipe := s.rdb.Pipeline()
 	for _, b := range bs {
 		pipe.SRem(ctx, LaneBatchesKey(job.AsynqQueue(queue, b.Model)), b.BatchID)
-		pipe.SRem(ctx, backlogsKey(b.BatchID), b.Model)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("forget backlogs: %w", err)
+	}
+	pipe = s.rdb.Pipeline()
+	lens := make([]*redis.IntCmd, len(bs))
+	for i, b := range bs {
+		lens[i] = pipe.ZCard(ctx, backlogKey(b.BatchID, b.Model))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("forget backlogs: %w", err)
+	}
+	pipe = s.rdb.Pipeline()
+	for i, b := range bs {
+		if lens[i].Val() > 0 {
+			pipe.SAdd(ctx, LaneBatchesKey(job.AsynqQueue(queue, b.Model)), b.BatchID)
+		} else {
+			unlistModelScript.Eval(ctx, pipe, []string{backlogsKey(b.BatchID), backlogKey(b.BatchID, b.Model)}, b.Model)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("forget backlogs: %w", err)
@@ -219,15 +265,36 @@ func (s *Store) Release(ctx context.Context, queue string, bs []*Backlog, order 
 	return released, nil
 }
 
-// Drop deletes the parked tasks of the first n jobs of ended backlog b of
-// lane queue (its jobs are final) and takes them out; it returns how many
-// it took out.
+// Drop takes the first n jobs out of ended backlog b of lane queue (its
+// batch is over, or ended early with every line walked), and returns how
+// many: the parked tasks of final jobs are deleted, not run; a job found
+// not final (one requeued since) has its task released instead.
 func (s *Store) Drop(ctx context.Context, queue string, b *Backlog, n int) (int, error) {
 	ids, err := s.rdb.ZRange(ctx, backlogKey(b.BatchID, b.Model), 0, int64(n)-1).Result()
 	if err != nil {
 		return 0, fmt.Errorf("drop backlog of batch %s: %w", b.BatchID, err)
 	}
-	if _, err := asynqwire.DropParked(ctx, s.rdb, job.AsynqQueue(queue, b.Model), ids); err != nil {
+	pipe := s.rdb.Pipeline()
+	states := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		states[i] = pipe.HGet(ctx, jobKey(id), "state")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("drop backlog of batch %s: %w", b.BatchID, err)
+	}
+	var final, open []string
+	for i, id := range ids {
+		if st := job.State(states[i].Val()); st == "" || st.Final() {
+			final = append(final, id)
+		} else {
+			open = append(open, id)
+		}
+	}
+	q := job.AsynqQueue(queue, b.Model)
+	if _, err := asynqwire.DropParked(ctx, s.rdb, q, final); err != nil {
+		return 0, fmt.Errorf("drop backlog of batch %s: %w", b.BatchID, err)
+	}
+	if _, err := asynqwire.Unpark(ctx, s.rdb, q, open); err != nil {
 		return 0, fmt.Errorf("drop backlog of batch %s: %w", b.BatchID, err)
 	}
 	if err := s.takeOut(ctx, []*Backlog{b}, [][]string{ids}); err != nil {

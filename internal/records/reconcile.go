@@ -393,14 +393,15 @@ func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, st jo
 		if _, err := s.repair(ctx, dl, js, now, rep); err != nil {
 			return err
 		}
-		// Its queued jobs go (back) into its backlogs: one whose parked
-		// task lost its entry (a failover that kept one write and not the
-		// other) would wait for ever. The feeder takes out those whose
-		// task is not parked.
+		// Its jobs not final go (back) into its backlogs: one whose
+		// parked task lost its entry (a failover that kept one write and
+		// not the other, or that brought back a released task parked)
+		// would wait for ever. The feeder takes out those whose task is
+		// not parked.
 		var entries []backlogEntry
 		queue := ""
 		for i, j := range js {
-			if j.state == job.StateQueued {
+			if j.state != "" && !j.state.Final() {
 				entries = append(entries, backlogEntry{id: j.id, model: j.model, line: start + i})
 				queue = j.queue
 			}

@@ -136,7 +136,15 @@ func (s *Store) EnsureTask(ctx context.Context, p job.Payload, now time.Time) er
 			return fmt.Errorf("enqueue job %s: %w", p.JobID, err)
 		}
 		switch st {
-		case "pending", "scheduled", "retry", "aggregating":
+		case "scheduled":
+			// Parked (waiting for its turn in a backlog that may be gone:
+			// its batch ended before this requeue) or due later: a parked
+			// one is released now, the requeue being the operator's turn.
+			if _, err := asynqwire.Unpark(ctx, s.rdb, q, []string{p.JobID}); err != nil {
+				return fmt.Errorf("enqueue job %s: %w", p.JobID, err)
+			}
+			return nil
+		case "pending", "retry", "aggregating":
 			return nil // it will run, and the job is queued
 		case "archived", "completed":
 			if err := s.insp.DeleteTask(q, p.JobID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
