@@ -93,8 +93,8 @@ func displacement(order []int) int {
 func TestSmallBatchIsNotStuckBehindABigOne(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "--rpm", "100000", "--tpm", "0", "--latency", "40ms")
-	env := []string{"MIMOQ_CONCURRENCY=5", "MIMOQ_RPM=600", "MIMOQ_TPM=0"}
-	const model, nx, ny = "mimo-v2.6-flash", 400, 40
+	env := []string{"MIMOQ_CONCURRENCY=5", "MIMOQ_RPM=900", "MIMOQ_TPM=0"}
+	const model, nx, ny = "mimo-v2.6-flash", 300, 40
 	f.submitCLI(writeFairBatch(t, nx, model, "x"), "x")
 	w1 := f.startWorker(env...)
 	f.startWorker(env...)
@@ -105,7 +105,7 @@ func TestSmallBatchIsNotStuckBehindABigOne(t *testing.T) {
 	f.startWorker(env...)
 	f.submitCLI(writeFairBatch(t, ny, model, "y"), "y")
 
-	// Alone, y would wait for the rest of x (over 30 s at 10 calls a
+	// Alone, y would wait for the rest of x (over 15 s at 15 calls a
 	// second); sharing, it takes about 2 × 40 calls' time.
 	var xAtY int
 	Eventually(t, 2*time.Minute, "y done", func() bool {

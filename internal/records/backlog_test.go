@@ -133,3 +133,29 @@ func TestRequeueReleasesAParkedTask(t *testing.T) {
 		t.Errorf("the requeued job's task is %q, want pending", st)
 	}
 }
+
+// TestAuditParksRecreatedBatchTasks: a batch job's lost task is made again
+// parked and listed in its backlog, so that it takes its turn in its lane
+// instead of going before every other batch.
+func TestAuditParksRecreatedBatchTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ids := b.batch("lost", 2, 2, true)
+	q := job.AsynqQueue(job.QueueBatch, testModel)
+	b.loseTask(job.QueueBatch, ids[0])
+	if err := b.rdb.ZRem(b.ctx, asynqwire.ScheduledKey(q), ids[0]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.rdb.ZRem(b.ctx, backlogKey("lost", testModel), ids[0]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rep := b.reconcile(); rep.TasksRecreated != 1 {
+		t.Fatalf("reconciler recreated %d tasks, want 1", rep.TasksRecreated)
+	}
+	if !b.parked(ids[0]) || !b.inBacklog("lost", ids[0]) {
+		t.Errorf("recreated task: parked %v, in its backlog %v; want both", b.parked(ids[0]), b.inBacklog("lost", ids[0]))
+	}
+	if n := b.rdb.LLen(b.ctx, asynqwire.PendingKey(q)).Val(); n != 0 {
+		t.Errorf("%d tasks went straight to the lane's queue", n)
+	}
+}

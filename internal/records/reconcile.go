@@ -152,10 +152,12 @@ func (s *Store) tasksExist(ctx context.Context, js []jobView) ([]bool, error) {
 	return out, nil
 }
 
-// repair gives each non-final job of js without a task a new one, or
+// repair gives each non-final job of js without a task a new one (parked,
+// for a batch's jobs, which the caller lists in their backlogs: they take
+// their turn in their lane rather than go before every other batch), or
 // dead-letters it as lost when its record lacks the request (and writes its
 // dead letter). It returns the jobs that stay open.
-func (s *Store) repair(ctx context.Context, dl DeadLetters, js []jobView, now time.Time, rep *ReconcileReport) (kept []jobView, err error) {
+func (s *Store) repair(ctx context.Context, dl DeadLetters, js []jobView, park bool, now time.Time, rep *ReconcileReport) (kept []jobView, err error) {
 	var open []jobView
 	for _, j := range js {
 		if j.state != "" && !j.state.Final() {
@@ -189,7 +191,12 @@ func (s *Store) repair(ctx context.Context, dl DeadLetters, js []jobView, now ti
 		}
 	}
 	if len(ps) > 0 {
-		res, err := s.enqueueTasks(ctx, ps)
+		tasks := make([]asynqwire.Task, len(ps))
+		for i, p := range ps {
+			tasks[i] = task(p)
+			tasks[i].Parked = park
+		}
+		res, err := asynqwire.EnqueueMany(ctx, s.rdb, tasks)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: %w", err)
 		}
@@ -255,7 +262,7 @@ func (s *Store) reconcileLive(ctx context.Context, dl DeadLetters, opts Reconcil
 		if err := s.deadLetters(ctx, dl, js, rep); err != nil {
 			return err
 		}
-		kept, err := s.repair(ctx, dl, js, now, rep)
+		kept, err := s.repair(ctx, dl, js, false, now, rep)
 		if err != nil {
 			return err
 		}
@@ -390,7 +397,7 @@ func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, st jo
 		if err := s.deadLetters(ctx, dl, js, rep); err != nil {
 			return err
 		}
-		if _, err := s.repair(ctx, dl, js, now, rep); err != nil {
+		if _, err := s.repair(ctx, dl, js, true, now, rep); err != nil {
 			return err
 		}
 		// Its jobs not final go (back) into its backlogs: one whose
