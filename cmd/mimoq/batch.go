@@ -263,14 +263,16 @@ func printBatch(w io.Writer, b *enqueue.Batch) {
 	} else {
 		fmt.Fprintf(tw, "pending:\t%d\n", b.Pending)
 	}
-	share := fmt.Sprintf("weight %d", max(b.Weight, 1))
-	if b.Tenant != "" {
-		share += ", tenant " + b.Tenant
+	if b.Weight > 0 || b.Tenant != "" || b.Backlog > 0 {
+		share := fmt.Sprintf("weight %d", max(b.Weight, 1))
+		if b.Tenant != "" {
+			share += ", tenant " + b.Tenant
+		}
+		if b.Share > 0 {
+			share += fmt.Sprintf("; %.0f%% of its lanes' jobs in the last minute", b.Share*100)
+		}
+		fmt.Fprintf(tw, "share:\t%s\n", share)
 	}
-	if b.Share > 0 {
-		share += fmt.Sprintf("; %.0f%% of its lanes' jobs in the last minute", b.Share*100)
-	}
-	fmt.Fprintf(tw, "share:\t%s\n", share)
 	if !b.ExpiresAt.IsZero() {
 		fmt.Fprintf(tw, "expires:\t%s\n", fmtTime(b.ExpiresAt))
 	}
