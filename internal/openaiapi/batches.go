@@ -41,6 +41,10 @@ type createBatchRequest struct {
 	// Webhook is mimoq's own: a URL told when the batch ends (the SDKs
 	// send it as an extra body field, e.g. extra_body in Python).
 	Webhook string `json:"webhook"`
+	// Weight and Tenant are mimoq's own too (extra body fields): the
+	// batch's share of its lanes, as `batch submit --weight --tenant`.
+	Weight *int   `json:"weight"`
+	Tenant string `json:"tenant"`
 }
 
 // parseCreateBatch reads and checks the body of POST /batches; on failure it
@@ -77,6 +81,14 @@ func parseCreateBatch(raw []byte) (req createBatchRequest, window time.Duration,
 	for k, v := range req.Metadata {
 		if utf8.RuneCountInString(k) > maxMetadataKey || utf8.RuneCountInString(v) > maxMetadataValue {
 			return req, 0, "invalid_metadata", fmt.Sprintf("metadata keys may be %d characters long and values %d.", maxMetadataKey, maxMetadataValue), "metadata"
+		}
+	}
+	if req.Weight != nil && (*req.Weight < 1 || *req.Weight > enqueue.MaxWeight) {
+		return req, 0, "invalid_request", fmt.Sprintf("weight %d must be from 1 to %d.", *req.Weight, enqueue.MaxWeight), "weight"
+	}
+	if req.Tenant != "" {
+		if err := enqueue.CheckTenant(req.Tenant); err != nil {
+			return req, 0, "invalid_request", err.Error() + ".", "tenant"
 		}
 	}
 	return req, window, "", "", ""
@@ -125,7 +137,10 @@ func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC()
 	rec := &batchRecord{ID: "batch_" + enqueue.NewID(), InputFileID: f.ID, Filename: f.Filename, Endpoint: req.Endpoint,
 		CompletionWindow: req.CompletionWindow, Metadata: req.Metadata, CreatedAt: now, ExpiresAt: now.Add(window),
-		Webhook: req.Webhook}
+		Webhook: req.Webhook, Tenant: req.Tenant}
+	if req.Weight != nil {
+		rec.Weight = *req.Weight
+	}
 	if rec.CompletionWindow == "" {
 		rec.CompletionWindow = "24h"
 	}
@@ -166,7 +181,7 @@ func (a *API) submit(ctx context.Context, rec *batchRecord) (*job.Batch, error) 
 		return nil, err
 	}
 	b, err := a.cfg.Client.SubmitBatch(ctx, rd, enqueue.BatchOptions{ID: rec.ID, Source: rec.Filename,
-		MaxLineErrors: maxLineErrors, ExpiresAt: rec.ExpiresAt, Webhook: rec.Webhook})
+		MaxLineErrors: maxLineErrors, ExpiresAt: rec.ExpiresAt, Webhook: rec.Webhook, Weight: rec.Weight, Tenant: rec.Tenant})
 	var bfe *enqueue.BatchFileError
 	if errors.As(err, &bfe) {
 		errs := make([]batchError, 0, len(bfe.Errors))

@@ -273,6 +273,9 @@ func TestCreateBatchRefusals(t *testing.T) {
 		{"plain-http webhook", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "webhook": "http://example.com/hook"}, 400, "invalid_webhook", "webhook"},
 		{"unknown field", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "colour": "red"}, 400, "unknown_parameter", "colour"},
 		{"too much metadata", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "metadata": map[string]string{"k": strings.Repeat("v", 513)}}, 400, "invalid_metadata", "metadata"},
+		{"weight 0", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "weight": 0}, 400, "invalid_request", "weight"},
+		{"weight not a number", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "weight": "3"}, 400, "invalid_request", ""},
+		{"bad tenant", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions", "tenant": "a b"}, 400, "invalid_request", "tenant"},
 	} {
 		a := w.postJSON("/batches", tc.body)
 		if a.status != tc.status {
@@ -285,6 +288,13 @@ func TestCreateBatchRefusals(t *testing.T) {
 	}
 	if n, _ := w.rdb.ZCard(context.Background(), "mimoq:batches").Result(); n != 0 {
 		t.Errorf("refused creates made %d batches", n)
+	}
+	// weight and tenant, mimoq's extra body fields, give the batch its share.
+	b := decodeBatch(t, w.postJSON("/batches", map[string]any{"input_file_id": id, "endpoint": "/v1/chat/completions",
+		"weight": 3, "tenant": "acme"}))
+	mb, err := w.client.GetBatch(context.Background(), b.ID)
+	if err != nil || mb.Weight != 3 || mb.Tenant != "acme" {
+		t.Errorf("batch created with weight 3 and tenant acme: %+v %v", mb, err)
 	}
 }
 

@@ -29,6 +29,8 @@ type batchRecord struct {
 	CreatedAt        time.Time
 	ExpiresAt        time.Time
 	Webhook          string // told when the batch ends
+	Weight           int    // its share of its lanes (0: the default)
+	Tenant           string // whose share it is ("": its own)
 	// FailedAt and Errors are set when the input file failed validation:
 	// nothing was enqueued and there is no mimoq batch.
 	FailedAt   time.Time
@@ -69,7 +71,8 @@ func (s *batchStore) create(ctx context.Context, rec *batchRecord) error {
 	pipe := s.rdb.TxPipeline()
 	pipe.HSet(ctx, recordKey(rec.ID), "id", rec.ID, "input_file_id", rec.InputFileID, "filename", rec.Filename,
 		"endpoint", rec.Endpoint, "completion_window", rec.CompletionWindow, "metadata", meta,
-		"created_ms", rec.CreatedAt.UnixMilli(), "expires_ms", rec.ExpiresAt.UnixMilli(), "webhook", rec.Webhook)
+		"created_ms", rec.CreatedAt.UnixMilli(), "expires_ms", rec.ExpiresAt.UnixMilli(), "webhook", rec.Webhook,
+		"weight", rec.Weight, "tenant", rec.Tenant)
 	pipe.Expire(ctx, recordKey(rec.ID), s.ttl)
 	pipe.ZAdd(ctx, batchIndexKey, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.ID})
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -108,7 +111,8 @@ func recordFromHash(h map[string]string) (*batchRecord, error) {
 	}
 	rec := &batchRecord{ID: h["id"], InputFileID: h["input_file_id"], Filename: h["filename"], Endpoint: h["endpoint"],
 		CompletionWindow: h["completion_window"], CreatedAt: ms("created_ms"), ExpiresAt: ms("expires_ms"),
-		FailedAt: ms("failed_ms"), Webhook: h["webhook"]}
+		FailedAt: ms("failed_ms"), Webhook: h["webhook"], Tenant: h["tenant"]}
+	rec.Weight, _ = strconv.Atoi(h["weight"])
 	if v := h["metadata"]; v != "" && v != "null" {
 		if err := json.Unmarshal([]byte(v), &rec.Metadata); err != nil {
 			return nil, fmt.Errorf("batch %s: bad metadata: %w", rec.ID, err)
