@@ -159,3 +159,26 @@ func TestAuditParksRecreatedBatchTasks(t *testing.T) {
 		t.Errorf("%d tasks went straight to the lane's queue", n)
 	}
 }
+
+// TestAuditDeletesAFinalJobsParkedTask: a final job's task found parked
+// with no backlog entry (parked again by a failover, say) is deleted by the
+// audit instead of waiting, counted as waiting, until the year 2286.
+func TestAuditDeletesAFinalJobsParkedTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ids := b.batch("orphan", 2, 2, true)
+	b.finish(b.begin(ids[0]).Delivery, died) // its task stays parked: the model's worker never released it
+	if err := b.rdb.ZRem(b.ctx, backlogKey("orphan", testModel), ids[0]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.reconcile() // notes the batch's progress
+	if _, err := b.s.Reconcile(b.ctx, nil, ReconcileOptions{Grace: time.Minute}, time.Now().Add(4*time.Minute)); err != nil {
+		t.Fatal(err) // audits it: no progress since
+	}
+	if b.parked(ids[0]) {
+		t.Error("the dead job's orphan parked task is still there")
+	}
+	if !b.parked(ids[1]) || !b.inBacklog("orphan", ids[1]) {
+		t.Error("the open job's parked task was touched")
+	}
+}

@@ -586,7 +586,12 @@ func (m *model) feed(step int) {
 	if _, err := m.s.Release(m.ctx, job.QueueBatch, active, order); err != nil {
 		m.fatalf(step, "release: %v", err)
 	}
-	// A final job's parked task is gone once dropped.
+	m.forgetDeletedTasks()
+}
+
+// forgetDeletedTasks notes that the parked tasks of final jobs that the
+// feeder (Drop) or the reconciler deleted are gone.
+func (m *model) forgetDeletedTasks() {
 	for _, j := range m.jobs {
 		if j.task && j.state.Final() && m.rdb.Exists(m.ctx, asynqwire.TaskKey(job.AsynqQueue(m.queueOf(j), testModel), j.id)).Val() == 0 {
 			j.task = false
@@ -623,6 +628,7 @@ func (m *model) reconcile(step int) {
 			j.task = true
 		}
 	}
+	m.forgetDeletedTasks()
 	m.ops["recreated"] += rep.TasksRecreated
 }
 

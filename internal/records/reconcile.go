@@ -416,9 +416,32 @@ func (s *Store) auditBatch(ctx context.Context, dl DeadLetters, id string, st jo
 		if err := s.addBacklog(ctx, id, queue, entries); err != nil {
 			return fmt.Errorf("reconcile: %w", err)
 		}
+		if err := s.dropFinalParked(ctx, js); err != nil {
+			return err
+		}
 	}
 	if err := s.rdb.HSet(ctx, batchKey(id), "audited_ms", now.UnixMilli()).Err(); err != nil {
 		return fmt.Errorf("reconcile: batch %s: %w", id, err)
+	}
+	return nil
+}
+
+// dropFinalParked deletes the parked tasks of the final jobs of js: a task
+// parked again by a failover after its job ended, or parked by a submit
+// that died before the job's backlog entry was written and whose batch was
+// canceled, would otherwise wait (and be counted as waiting) for ever.
+func (s *Store) dropFinalParked(ctx context.Context, js []jobView) error {
+	byQueue := map[string][]string{}
+	for _, j := range js {
+		if j.state.Final() && j.queue != "" && j.model != "" {
+			q := job.AsynqQueue(j.queue, j.model)
+			byQueue[q] = append(byQueue[q], j.id)
+		}
+	}
+	for q, ids := range byQueue {
+		if _, err := asynqwire.DropParked(ctx, s.rdb, q, ids); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
 	}
 	return nil
 }
