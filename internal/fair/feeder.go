@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,8 +67,7 @@ type Config struct {
 // queues, fairly (Plan), for the whole fleet: each lane is fed by one
 // process at a time, the holder of its lease.
 type Feeder struct {
-	cfg      Config
-	released atomic.Int64
+	cfg Config
 }
 
 // New returns a feeder; Run runs it.
@@ -88,9 +86,6 @@ func New(cfg Config) (*Feeder, error) {
 	}
 	return &Feeder{cfg: cfg}, nil
 }
-
-// Released is how many jobs this feeder has released so far.
-func (f *Feeder) Released() int64 { return f.released.Load() }
 
 // Run feeds until ctx ends. A failed round (Redis away) is logged and
 // tried again.
@@ -235,7 +230,6 @@ func (f *Feeder) feed(ctx context.Context, l Lane, ids []string) error {
 			total += n
 		}
 	}
-	f.released.Add(int64(total))
 	now := time.Now()
 	pipe = f.cfg.Redis.TxPipeline()
 	pipe.Del(ctx, passesKey(q))
