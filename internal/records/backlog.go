@@ -12,9 +12,9 @@ import (
 )
 
 // A batch's jobs wait for their turn in backlogs, one per model of the
-// batch, and their asynq tasks wait parked (asynqwire.Park) until the fair
-// feeder (internal/fair) releases them to their queue, a few at a time and
-// round-robin between the batches of a lane. Keys:
+// batch, and their asynq tasks wait parked (asynqwire.Task.Parked) until
+// the fair feeder (internal/fair) releases them to their queue, a few at a
+// time and round-robin between the batches of a lane. Keys:
 //
 //	mimoq:batch:{T}:<id>:backlog:<model>  sorted set: job IDs by line, waiting for their turn
 //	mimoq:batch:{T}:<id>:backlogs         set: the models the batch has backlogs of
@@ -108,9 +108,9 @@ func (b *Backlog) Flow() string {
 // submit that adds jobs later lists it again).
 func (b *Backlog) Over() bool { return b.Len == 0 }
 
-// Ended says every job left in the backlog is final (its batch is gone, or
-// ended early and every line was walked): its parked tasks have nothing to
-// run.
+// Ended says the backlog's batch is over (or gone, or ended early with
+// every line walked): its jobs are final but for any requeued since, and
+// the feeder drops them (Drop) instead of releasing them in turn.
 func (b *Backlog) Ended() bool {
 	switch b.State {
 	case "", job.BatchDone:

@@ -20,6 +20,8 @@ import (
 //	mimoq:job:{T}:<id>:body     string: its request (until it succeeds or is canceled)
 //	mimoq:batch:{T}:<id>        hash: the batch (file hash, counts, usage)
 //	mimoq:batch:{T}:<id>:lines  bitmap: the lines whose records were written
+//	mimoq:batch:{T}:<id>:backlog:<model>, …:backlogs
+//	                            the batch's jobs waiting for their turn (backlog.go)
 //	mimoq:batches               sorted set: batch IDs by creation (ms)
 //	mimoq:live                  sorted set: single jobs not known to be final, for the reconciler
 //	mimoq:idem:<hash>           string: the job ID an idempotency key gave
