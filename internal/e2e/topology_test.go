@@ -242,7 +242,7 @@ func TestTopologies(t *testing.T) {
 			for range 2 {
 				f.startWorker("MIMOQ_CONCURRENCY=20", fmt.Sprintf("MIMOQ_RPM=%d", rpm), "MIMOQ_TPM=0", "MIMOQ_MAX_ATTEMPTS=5")
 			}
-			if _, stderr, code := f.run(3*time.Minute, "batch", "status", id, "--watch", "--json"); code != 0 {
+			if _, stderr, code := f.run(5*time.Minute, "batch", "status", id, "--watch", "--json"); code != 0 {
 				t.Fatalf("batch status --watch exited %d: %s", code, stderr)
 			}
 			took := time.Since(start)
@@ -340,7 +340,7 @@ func TestSentinelFailoverMidBatch(t *testing.T) {
 	}
 	t.Logf("failover %s -> %s complete (old master following) after %s", oldM, newM, time.Since(failoverAt).Round(time.Millisecond))
 
-	if _, stderr, code := f.run(3*time.Minute, "batch", "status", id, "--watch", "--json"); code != 0 {
+	if _, stderr, code := f.run(5*time.Minute, "batch", "status", id, "--watch", "--json"); code != 0 {
 		t.Fatalf("batch status --watch exited %d: %s", code, stderr)
 	}
 	finished := time.Since(failoverAt)
