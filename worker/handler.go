@@ -333,11 +333,17 @@ var errNoSlot = errors.New("no slot free")
 func (w *Worker) callTurn(wait context.Context, model, class string, estTokens int64) (*lane.Permit, func(), error) {
 	hold, endHold := context.WithTimeout(wait, w.cfg.MaxHold)
 	defer endHold()
+	gaveUp := false // a permit was given up for want of a slot
 	for {
 		start := time.Now()
 		permit, err := w.gate.Wait(hold, model, estTokens)
 		w.metrics.limiterWait.WithLabelValues(model).Observe(time.Since(start).Seconds())
 		if err != nil {
+			if gaveUp && hold.Err() != nil && wait.Err() == nil {
+				// MaxHold ended while waiting for the next permit: it is
+				// the slots that were missing, not the lane.
+				return nil, nil, fmt.Errorf("%w: %w", errNoSlot, err)
+			}
 			return nil, nil, err
 		}
 		if release, ok := w.slots.TryAcquire(); ok {
@@ -353,6 +359,7 @@ func (w *Worker) callTurn(wait context.Context, model, class string, estTokens i
 			return permit, release, nil
 		}
 		permit.Cancel()
+		gaveUp = true
 		if err := hold.Err(); err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", errNoSlot, err)
 		}
