@@ -41,14 +41,18 @@ func submit(t *testing.T, s *records.Store, id string, n, weight int, tenant str
 	}
 }
 
-func feeder(t *testing.T, rdb redis.UniversalClient, s *records.Store, id string, depth int) *fair.Feeder {
+// runFeeder runs a feeder named id of depth until the test ends.
+func runFeeder(t *testing.T, rdb redis.UniversalClient, s *records.Store, id string, depth int) {
 	t.Helper()
 	f, err := fair.New(fair.Config{Redis: rdb, Records: s, ID: id, Lanes: func() []fair.Lane { return lanes },
 		Depth: func(string) int { return depth }, Busy: 5 * time.Millisecond, Idle: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { f.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
 // take pops the next released task of the batch lane, as an asynq server
@@ -91,20 +95,14 @@ func take(t *testing.T, rdb redis.UniversalClient) (job.Payload, bool) {
 // queue never holds more than its depth.
 func TestFeederSharesALane(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	rdb := redistest.New(t).Client()
 	s := records.New(rdb, time.Hour)
 	submit(t, s, "x", 300, 1, "")
 	submit(t, s, "y", 20, 1, "")
 	const depth = 6
-	var wg sync.WaitGroup
-	for _, id := range []string{"f1", "f2"} {
-		f := feeder(t, rdb, s, id, depth)
-		wg.Go(func() { f.Run(ctx) })
-	}
-	defer wg.Wait()
-	defer cancel()
+	runFeeder(t, rdb, s, "f1", depth)
+	runFeeder(t, rdb, s, "f2", depth)
 
 	next := map[string]int{}
 	seen := map[string]bool{}
@@ -156,8 +154,7 @@ func TestFeederSharesALane(t *testing.T) {
 // batches share one share.
 func TestFeederWeightsAndTenants(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	rdb := redistest.New(t).Client()
 	s := records.New(rdb, time.Hour)
 	submit(t, s, "w1", 400, 1, "")
@@ -165,11 +162,7 @@ func TestFeederWeightsAndTenants(t *testing.T) {
 	for i := range 5 {
 		submit(t, s, fmt.Sprintf("acme%d", i), 400, 1, "acme")
 	}
-	f := feeder(t, rdb, s, "f1", 8)
-	var wg sync.WaitGroup
-	wg.Go(func() { f.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	runFeeder(t, rdb, s, "f1", 8)
 	got := map[string]int{}
 	for taken := 0; taken < 400; {
 		p, ok := take(t, rdb)
@@ -205,19 +198,14 @@ func TestFeederWeightsAndTenants(t *testing.T) {
 // deleted, not run, and the batch leaves its lane's list.
 func TestFeederDropsACanceledBatch(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	rdb := redistest.New(t).Client()
 	s := records.New(rdb, time.Hour)
 	submit(t, s, "c", 2500, 1, "")
 	if n, err := s.CancelBatch(ctx, "c", time.Now()); err != nil || n != 2500 {
 		t.Fatalf("cancel: %d %v", n, err)
 	}
-	f := feeder(t, rdb, s, "f1", 8)
-	var wg sync.WaitGroup
-	wg.Go(func() { f.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	runFeeder(t, rdb, s, "f1", 8)
 	q := job.AsynqQueue(job.QueueBatch, model)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) && (rdb.ZCard(ctx, asynqwire.ScheduledKey(q)).Val() > 0 ||
