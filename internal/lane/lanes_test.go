@@ -78,13 +78,22 @@ func TestPauseResume(t *testing.T) {
 	if st, _ := lanes.State(ctx, model); st.Status != StatusRunning || st.Reason != "" {
 		t.Errorf("State after Resume = %+v", st)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	p, err := g.Wait(wctx, model, 0)
-	if err != nil {
-		t.Fatalf("Wait after Resume: %v", err)
-	}
-	p.Done(0)
+	// g learns of the resume by its event, which may still be on its way:
+	// until it arrives a Wait is refused at once, as it would be in a
+	// worker (the job goes back and is picked up again).
+	waitFor(t, func() bool {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		p, err := g.Wait(wctx, model, 0)
+		if errors.Is(err, ErrPaused) {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("Wait after Resume: %v", err)
+		}
+		p.Done(0)
+		return true
+	})
 }
 
 func assertQueuesPaused(t *testing.T, insp *asynq.Inspector, queues []string, model string, want bool) {
