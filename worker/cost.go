@@ -26,23 +26,17 @@ func (w *Worker) costOf(model string, u *job.Usage) int64 {
 }
 
 // spend counts an answer's cost: in the model's per-minute counters (stats:
-// cost in the last hour) and, for a batch job, in the batch's spend; a
-// batch whose spend reached its maximum cost is canceled
-// (budget_exhausted): its jobs not started never run.
-func (w *Worker) spend(ctx context.Context, d records.Delivery, model string, pico int64, log zerolog.Logger) {
+// cost in the last hour) and, for a batch job, in the batch's spend, which
+// Finish added to in the step that stored the success (f); a batch whose
+// spend reached its maximum cost is canceled (budget_exhausted): its jobs
+// not started never run.
+func (w *Worker) spend(ctx context.Context, d records.Delivery, model string, pico int64, f records.Finished, log zerolog.Logger) {
 	if pico <= 0 {
 		return
 	}
 	w.counts.addCost(model, pico)
-	if d.BatchID == "" {
-		return
-	}
-	total, maxPico, err := w.records.AddSpend(ctx, d.BatchID, pico)
-	if err != nil {
-		log.Warn().Err(err).Msg("add to the batch's spend")
-		return
-	}
-	if maxPico <= 0 || total < maxPico {
+	total, maxPico := f.SpendPico, f.MaxPico
+	if d.BatchID == "" || f.BatchEnded || maxPico <= 0 || total < maxPico {
 		return
 	}
 	first, n, err := w.records.CancelForBudget(ctx, d.BatchID, time.Now())

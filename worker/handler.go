@@ -441,12 +441,12 @@ func (w *Worker) carryOut(ctx context.Context, d records.Delivery, model string,
 			w.servedBy(ctx, model, o.ServedModel, log)
 		}
 		o.CostPico = w.costOf(cmp.Or(o.ServedModel, model), o.Usage)
-		written, err := w.finishW(ctx, d, o)
+		f, err := w.finishW(ctx, d, o)
 		if err != nil {
 			return err
 		}
-		if written == records.Applied {
-			w.spend(ctx, d, model, o.CostPico, log)
+		if f.Written == records.Applied {
+			w.spend(ctx, d, model, o.CostPico, f, log)
 		}
 		w.metrics.jobs.WithLabelValues("succeeded", string(job.ClassSuccess), model).Inc()
 		ev(log.Debug()).Msg("attempt succeeded")
@@ -530,30 +530,30 @@ func (w *Worker) finish(ctx context.Context, d records.Delivery, o records.Outco
 }
 
 // finishW is finish that also says what the write did.
-func (w *Worker) finishW(ctx context.Context, d records.Delivery, o records.Outcome) (records.Written, error) {
+func (w *Worker) finishW(ctx context.Context, d records.Delivery, o records.Outcome) (records.Finished, error) {
 	var f records.Finished
 	if err := durably(ctx, func(ctx context.Context) (err error) {
 		f, err = w.records.Finish(ctx, d, o, time.Now())
 		return err
 	}); err != nil {
-		return 0, &storageError{err}
+		return f, &storageError{err}
 	}
 	switch f.Written {
 	case records.Gone:
-		return f.Written, nil
+		return f, nil
 	case records.Stale:
 		zerolog.Ctx(ctx).Warn().Str("state", string(f.State)).Msg("job moved on during this delivery; its outcome is dropped")
 		if f.State == job.StateQueued || f.State == job.StateRetrying {
-			return f.Written, &laterError{Requeue: true, Cause: errRequeued}
+			return f, &laterError{Requeue: true, Cause: errRequeued}
 		}
-		return f.Written, nil
+		return f, nil
 	}
 	if f.State == job.StateDead {
 		if err := w.settle(ctx, d.JobID, f.State); err != nil {
-			return f.Written, err
+			return f, err
 		}
 	}
-	return f.Written, w.tell(ctx, d.JobID, d.BatchID, d.Webhook, f.State, f.BatchEnded)
+	return f, w.tell(ctx, d.JobID, d.BatchID, d.Webhook, f.State, f.BatchEnded)
 }
 
 // tell notifies the webhook subscribers of a job's end (and of its batch's,

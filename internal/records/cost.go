@@ -20,25 +20,15 @@ import (
 //	                           cancel_reason ("budget_exhausted" once the
 //	                           spend reached it and the batch was canceled)
 //
-// A job's own cost is the field cost_pico of its record, written with its
-// success. The worker adds it to the batch's spend after the success is
-// stored (Finish Applied), so a crash in between leaves the spend short
-// by that one job: a budget is a guard, not an invoice.
+// A job's own cost is the field cost_pico of its record. Finish writes it
+// with the job's success and adds it to the batch's spend in the same step
+// (finishScript), once: a replayed or stale write adds nothing.
 
 func spendKey(id string) string { return batchKey(id) + ":spend" }
 
 // ReasonBudgetExhausted is the cancel reason of a batch whose spend reached
 // its maximum cost.
 const ReasonBudgetExhausted = "budget_exhausted"
-
-// addSpendScript adds to a batch's spend and returns {spend, max} in pico-USD.
-//
-// KEYS: spend. ARGV: pico, ttl seconds.
-var addSpendScript = redis.NewScript(`
-local s = redis.call('HINCRBY', KEYS[1], 'pico', ARGV[1])
-if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return {s, tonumber(redis.call('HGET', KEYS[1], 'max_pico') or '0') or 0}
-`)
 
 // SetMaxCost sets the most batch id may spend, in pico-USD (0: no limit).
 // It is called before the batch's jobs are enqueued.
@@ -57,16 +47,6 @@ func (s *Store) SetMaxCost(ctx context.Context, id string, maxPico int64) error 
 		return fmt.Errorf("set max cost of batch %s: %w", id, err)
 	}
 	return nil
-}
-
-// AddSpend adds pico to batch id's spend and returns the spend and its
-// maximum (0: none).
-func (s *Store) AddSpend(ctx context.Context, id string, pico int64) (spend, maxPico int64, err error) {
-	v, err := addSpendScript.Run(ctx, s.rdb, []string{spendKey(id)}, pico, s.ttlSeconds()).Int64Slice()
-	if err != nil || len(v) != 2 {
-		return 0, 0, fmt.Errorf("add to the spend of batch %s: %w", id, err)
-	}
-	return v[0], v[1], nil
 }
 
 // CancelForBudget cancels batch id because its spend reached its maximum:

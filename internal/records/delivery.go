@@ -143,6 +143,10 @@ type Finished struct {
 	Attempts int
 	// BatchEnded is set when this outcome was its batch's last.
 	BatchEnded bool
+	// SpendPico and MaxPico are the batch's spend and maximum cost (0:
+	// none), in pico-USD, when this outcome added its cost to them (a
+	// batch job's success with a known cost); both 0 otherwise.
+	SpendPico, MaxPico int64
 }
 
 // Finish writes the outcome of delivery d's attempt (see finishScript): a
@@ -153,7 +157,11 @@ func (s *Store) Finish(ctx context.Context, d Delivery, o Outcome, now time.Time
 	if err != nil {
 		return Finished{}, fmt.Errorf("finish job %s: %w", d.JobID, err)
 	}
-	vals, what, err := reply(finishScript.Run(ctx, s.rdb, []string{jobKey(d.JobID), s.batchKeyOf(d)}, argv...),
+	spend := jobKey(d.JobID)
+	if d.BatchID != "" {
+		spend = spendKey(d.BatchID)
+	}
+	vals, what, err := reply(finishScript.Run(ctx, s.rdb, []string{jobKey(d.JobID), s.batchKeyOf(d), spend}, argv...),
 		"finish job "+d.JobID)
 	if err != nil {
 		return Finished{}, err
@@ -173,6 +181,9 @@ func (s *Store) Finish(ctx context.Context, d Delivery, o Outcome, now time.Time
 			f.Written = Replayed
 		default:
 			f.BatchEnded = len(vals) > 3 && toInt(vals[3]) == 1
+			if len(vals) > 5 {
+				f.SpendPico, f.MaxPico = int64(toInt(vals[4])), int64(toInt(vals[5]))
+			}
 		}
 		return f, nil
 	}
@@ -209,9 +220,9 @@ func finishArgs(d Delivery, o Outcome, ttl int64, now time.Time) ([]any, error) 
 	if o.Usage != nil {
 		u = *o.Usage
 	}
-	argv := make([]any, 0, 13+16)
+	argv := make([]any, 0, 14+16)
 	argv = append(argv, d.Lease, string(o.State), counted, entry, ttl, fmtTime(now), d.BatchID,
-		u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.ReasoningTokens, u.TotalTokens, d.JobID)
+		u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.ReasoningTokens, u.TotalTokens, d.JobID, max(o.CostPico, 0))
 	if o.Result != nil {
 		argv = append(argv, "result", []byte(o.Result))
 	}

@@ -287,12 +287,16 @@ return {'run', attempts, interrupts, interrupted, body(), f[8] or '', f[9] or ''
 // lease is the first one replayed (its reply was lost). Neither changes
 // anything. (running_since and running_worker stay behind: they only mean
 // something while the job is running.)
-// KEYS: job, batch (the job key again for a single job).
+// A batch job's success adds its cost to the batch's spend in the same
+// step.
+// KEYS: job, batch, the batch's spend (the job key again for both, for a
+// single job).
 // ARGV: lease, state, counted (0|1), history entry or ”, ttl (s), now,
 // batch id or ”, prompt, cached, completion, reasoning, total tokens, job
-// id, then field/value pairs to set.
+// id, cost (pico-USD), then field/value pairs to set.
 // Reply: {'missing'} | {'stale', state, attempts} | {'replay', state,
-// attempts} | {'ok', state, attempts, batch ended (0|1)}.
+// attempts} | {'ok', state, attempts, batch ended (0|1), the batch's
+// spend, its maximum (pico-USD; 0 0 when no cost was added)}.
 var finishScript = redis.NewScript(luaCommon + `
 local f = redis.call('HMGET', KEYS[1], 'state', 'lease', 'attempts', 'history')
 local st = f[1]
@@ -303,7 +307,7 @@ if st ~= 'running' then return {'replay', st, attempts} end
 local new = ARGV[2]
 local isFinal = final(new)
 local set = {'state', new, 'updated_at', ARGV[6]}
-for i = 14, #ARGV do set[#set + 1] = ARGV[i] end
+for i = 15, #ARGV do set[#set + 1] = ARGV[i] end
 if ARGV[3] == '1' then
   attempts = attempts + 1
   set[#set + 1] = 'attempts'
@@ -318,7 +322,7 @@ if isFinal then
   set[#set + 1] = ARGV[6]
 end
 redis.call('HSET', KEYS[1], unpack(set))
-local ended = 0
+local ended, spend, maxSpend = 0, 0, 0
 if isFinal then
   if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
   if new == 'dead' then
@@ -328,6 +332,11 @@ if isFinal then
   end
   if ARGV[7] ~= '' then
     ended = countOne(KEYS[2], ARGV[7], new, {ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]}, ARGV[6], ARGV[5])
+    if new == 'succeeded' and tonumber(ARGV[14]) > 0 then
+      spend = redis.call('HINCRBY', KEYS[3], 'pico', ARGV[14])
+      if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+      maxSpend = tonumber(redis.call('HGET', KEYS[3], 'max_pico') or '0') or 0
+    end
   else
     -- A single job's waiter hears its end at once; a batch's jobs are
     -- announced together, by the batch's notice (a waiter on one of them
@@ -335,7 +344,7 @@ if isFinal then
     redis.call('PUBLISH', 'mimoq:done:' .. ARGV[13], new)
   end
 end
-return {'ok', new, attempts, ended}
+return {'ok', new, attempts, ended, spend, maxSpend}
 `)
 
 // abandonScript dead-letters a job no delivery can finish: its task was
