@@ -62,19 +62,22 @@ func (b *bundle) start(cfg Config) *Worker {
 		b.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(b.ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	b.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.t.Errorf("worker: %v", err)
-		}
-	})
+	stopped := make(chan struct{})
+	var runErr error
+	go func() { runErr = w.Run(ctx); close(stopped) }()
 	select {
 	case <-w.Ready():
-	case err := <-done:
-		b.t.Fatalf("worker did not start: %v", err)
+	case <-stopped:
+		cancel()
+		b.t.Fatalf("worker did not start: %v", runErr)
 	}
+	b.t.Cleanup(func() {
+		cancel()
+		<-stopped
+		if runErr != nil {
+			b.t.Errorf("worker: %v", runErr)
+		}
+	})
 	return w
 }
 
